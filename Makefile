@@ -1,0 +1,36 @@
+# `make demo` and `make test` each set up .venv on a fresh machine, then do their job.
+PYTHON ?= python3.11
+VENV := .venv
+PIP := $(VENV)/bin/pip --disable-pip-version-check --progress-bar off -q
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test bench clean
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/instarun recipes/demo.yaml
+
+test: $(VENV)/.installed-dev
+	bash scripts/system-deps.sh
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(VENV)/.installed-dev
+	$(VENV)/bin/python -m bench
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first: pip takes these builds from this machine's disk (timm needs torchvision).
+$(VENV)/.torch: | $(VENV)/bin/python
+	$(PIP) install $(TORCH)
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
+	$(PIP) install -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+clean:
+	rm -rf $(VENV) runs

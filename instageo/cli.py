@@ -1,0 +1,180 @@
+"""`instarun`: the command line. The only place exceptions become exit codes.
+
+Exit codes: 0 ok, 2 bad recipe or bad input, 3 data source unreachable or empty, 1 other.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from instageo.errors import InstageoError, RecipeError
+
+
+class _RecipeFirstGroup(TyperGroup):
+    """`instarun RECIPE ...` means `instarun run RECIPE ...`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for index, arg in enumerate(args):
+            if arg in ("--help", "-h"):
+                break
+            if not arg.startswith("-"):
+                if arg not in self.commands:
+                    args = [*args[:index], "run", *args[index:]]
+                break
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=_RecipeFirstGroup,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Run a geospatial ML recipe: STAC search -> chips -> teacher -> students -> ONNX -> "
+    "prediction -> map viewer, with every stage cached by content.\n\n"
+    "Usage: instarun RECIPE [OPTIONS], or one of the commands below.",
+)
+
+RecipeArg = Annotated[Path, typer.Argument(help="recipe YAML file", show_default=False)]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="override a field: a.b=v; a.b=1,2,3 makes a sweep", show_default=False),
+]
+RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="folder holding runs/<recipe>/")]
+UntilOpt = Annotated[Optional[str], typer.Option("--until", help="stop after this stage")]
+ForceOpt = Annotated[
+    Optional[list[str]], typer.Option("--force", help="re-run this stage (and what follows)")
+]
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False) -> None:
+    """Global options."""
+
+
+def _pipeline(ctx: typer.Context):
+    pipeline = (ctx.obj or {}).get("pipeline")
+    if pipeline is None:
+        from instageo.pipeline import default_pipeline
+
+        pipeline = default_pipeline()
+    return pipeline
+
+
+@app.command("run")
+def run_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
+                runs_dir: RunsDirOpt = Path("runs"), until: UntilOpt = None,
+                force: ForceOpt = None) -> None:
+    """Validate, plan and run a recipe, skipping cached stages."""
+    from instageo.progress import Progress
+    from instageo.recipe import load_recipe
+    from instageo.runner import run_recipe
+
+    loaded = load_recipe(recipe, set_)
+    progress = Progress()
+    handler = _console_log_handler(progress)
+    logging.getLogger("instageo").addHandler(handler)
+    try:
+        report = run_recipe(loaded, _pipeline(ctx), runs_dir, until, force or (), progress)
+    finally:
+        logging.getLogger("instageo").removeHandler(handler)
+    run_dir = runs_dir / loaded.name
+    ran = sum(not stage["cached"] for stage in report["stages"])
+    typer.echo(f"{loaded.name}: {ran} stage(s) run, {len(report['stages']) - ran} cached; "
+               f"report: {run_dir / 'report.md'}")
+    if report.get("viewer"):
+        typer.echo(f"viewer: {run_dir / report['viewer']}")
+
+
+@app.command("validate")
+def validate_command(recipe: RecipeArg, set_: SetOpt = None) -> None:
+    """Check a recipe: exit 0, or exit 2 listing every problem as file:line: field: message."""
+    from instageo.recipe import expand, load_recipe
+
+    loaded = load_recipe(recipe, set_)
+    variants = expand(loaded)
+    names = ", ".join(v.name for v in variants)
+    typer.echo(f"{recipe}: ok ({loaded.name}, {len(variants)} variant(s): {names})")
+
+
+@app.command("plan")
+def plan_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
+                 runs_dir: RunsDirOpt = Path("runs"), until: UntilOpt = None,
+                 force: ForceOpt = None) -> None:
+    """Show each stage: cached or to run, and why."""
+    from instageo.recipe import load_recipe
+    from instageo.runner import plan_recipe
+
+    loaded = load_recipe(recipe, set_)
+    _, decisions = plan_recipe(loaded, _pipeline(ctx), runs_dir, until, force or ())
+    rows = [("stage", "variants", "key", "status", "reason")]
+    for decision in decisions:
+        planned = decision.planned
+        variants = ", ".join(planned.variants)
+        status = "cached" if decision.cached else "run"
+        rows.append((planned.name, variants, planned.key[:12], status, decision.reason))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
+    if not decisions:
+        typer.echo("(the pipeline has no stages)")
+
+
+@app.command("schema")
+def schema_command() -> None:
+    """Print the recipe JSON Schema (what schemas/recipe.schema.json holds)."""
+    from instageo.recipe import schema_text
+
+    typer.echo(schema_text(), nl=False)
+
+
+def _console_log_handler(progress) -> logging.Handler:
+    if progress.console is not None:
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=progress.console, show_path=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.INFO)
+    return handler
+
+
+def main(argv: Sequence[str] | None = None, pipeline=None) -> int:
+    """Entry point. ``pipeline`` replaces the product stages (tests use their own)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="instarun", standalone_mode=False,
+                              obj={"pipeline": pipeline})
+        return result if isinstance(result, int) else 0
+    except RecipeError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return exc.exit_code
+    except InstageoError as exc:
+        if "--debug" in args:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Every failure a user can act on has a class here; the CLI maps classes to exit codes.
+
+Library code raises these and never calls ``sys.exit``. Messages name the recipe field or
+file, the bad value and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+
+class InstageoError(Exception):
+    """Base of all instageo errors. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class RecipeError(InstageoError):
+    """The recipe (or a value given with --set) is invalid. Holds every problem found."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class InputError(InstageoError):
+    """An input file the recipe points at (observations, rasters, checkpoints) is unusable."""
+
+    exit_code = 2
+
+
+class DataSourceError(InstageoError):
+    """A data source is unreachable or returned nothing usable."""
+
+    exit_code = 3
+
+
+class RunLockedError(InstageoError):
+    """Another instarun process holds the runs folder of this recipe."""
+
+    exit_code = 1
+
+
+class StageError(InstageoError):
+    """A stage failed for a reason that is not the user's input (a bug or an environment issue)."""
+
+    exit_code = 1

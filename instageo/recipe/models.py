@@ -1,0 +1,344 @@
+"""The recipe: one typed model for a whole experiment.
+
+Every model forbids unknown keys so a typo is an error, not a silently ignored setting.
+Fields typed ``Sweep[...]`` accept a list of values, which declares a sweep (see sweep.py).
+Paths to input files are resolved against the recipe's folder and must exist.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+T = TypeVar("T")
+
+
+class SweepMarker:
+    """Annotation metadata marking a field whose list value declares a sweep."""
+
+    def __repr__(self) -> str:
+        return "SweepMarker()"
+
+
+SWEEP = SweepMarker()
+# A scalar, or a non-empty list of scalars (one recipe variant per value).
+Sweep = Annotated[Union[T, Annotated[list[T], Field(min_length=1)]], SWEEP]
+
+
+class InputFile(type(Path())):  # type: ignore[misc]
+    """An existing file the recipe reads. Cache keys hash its content, not its path."""
+
+
+def _resolve_existing(path: Path, info: ValidationInfo) -> InputFile:
+    base = Path((info.context or {}).get("base_dir", "."))
+    resolved = (base / path.expanduser()).resolve()
+    if not resolved.is_file():
+        raise PydanticCustomError(
+            "file_missing", "file not found: {path}", {"path": str(resolved)}
+        )
+    return InputFile(resolved)
+
+
+# A file the recipe reads; relative paths are relative to the recipe file.
+InputPath = Annotated[Path, AfterValidator(_resolve_existing)]
+
+PositiveInt = Annotated[int, Field(ge=1)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- data sources -------------------------------------------------------------------------
+
+
+class DemoSource(Model):
+    """A synthetic HLS-like scene generated offline (the embedded default)."""
+
+    kind: Literal["demo"]
+    seed: int = 0
+    size: int = Field(384, ge=64, le=8192, description="scene width and height in pixels")
+    acquisitions: int = Field(12, ge=1, le=365)
+    points: int = Field(200, ge=1, description="number of point observations generated")
+
+
+class CatalogSource(Model):
+    """A local static STAC catalogue (for example made by `instarun catalog build`)."""
+
+    kind: Literal["catalog"]
+    path: InputPath = Field(description="catalog.json of the static catalogue")
+    collections: list[str] | None = None
+    preset: str = "hls"
+    max_cloud_cover: float = Field(100.0, ge=0.0, le=100.0)
+
+
+class StacSource(Model):
+    """A STAC API searched with pystac-client."""
+
+    kind: Literal["stac"]
+    url: str = Field(pattern=r"^https?://", description="root of the STAC API")
+    collections: list[str] = Field(min_length=1)
+    preset: str | None = Field(None, description="named catalogue preset (asset keys, scales, masks)")
+    bands: dict[str, str] | None = Field(None, description="common band name -> asset key")
+    max_cloud_cover: float = Field(100.0, ge=0.0, le=100.0)
+
+
+Source = Annotated[Union[DemoSource, CatalogSource, StacSource], Field(discriminator="kind")]
+
+
+# --- observations -------------------------------------------------------------------------
+
+
+class DateRange(Model):
+    start: dt.date
+    end: dt.date
+
+    @field_validator("end")
+    @classmethod
+    def _after_start(cls, end: dt.date, info: ValidationInfo) -> dt.date:
+        start = info.data.get("start")
+        if start is not None and end < start:
+            raise PydanticCustomError(
+                "date_order", "end {end} is before start {start}", {"end": end, "start": start}
+            )
+        return end
+
+
+class PointObservations(Model):
+    kind: Literal["points"]
+    path: InputPath = Field(description="CSV with one observation per row")
+    x: str = "x"
+    y: str = "y"
+    date: str = "date"
+    label: str = "label"
+    crs: str = "EPSG:4326"
+    dates: DateRange | None = Field(None, description="keep only observations in this window")
+
+
+class RasterObservations(Model):
+    kind: Literal["raster"]
+    paths: list[InputPath] = Field(min_length=1, description="label rasters")
+    date: dt.date | None = None
+
+
+class PolygonObservations(Model):
+    kind: Literal["polygons"]
+    path: InputPath = Field(description="GeoJSON or GeoPackage of labelled polygons")
+    label: str = "label"
+    date: str = "date"
+
+
+Observations = Annotated[
+    Union[PointObservations, RasterObservations, PolygonObservations], Field(discriminator="kind")
+]
+
+
+# --- chips ----------------------------------------------------------------------------------
+
+
+class TimeSpec(Model):
+    steps: int = Field(1, ge=1, le=64, description="acquisitions per chip")
+    step_days: int = Field(30, ge=1)
+    tolerance_days: int = Field(5, ge=0)
+
+
+MaskClass = Literal[
+    "cirrus", "cloud", "adjacent", "cloud_shadow", "snow", "water", "saturated", "dark", "nodata"
+]
+
+
+class MaskSpec(Model):
+    classes: list[MaskClass] = ["cirrus", "cloud", "adjacent", "cloud_shadow"]
+    strategy: Literal["each", "any"] = "each"
+    max_fraction: Fraction = Field(0.2, description="largest masked fraction of a usable chip")
+
+
+class LabelSpec(Model):
+    buffer: int = Field(1, ge=0, description="pixels around a point that take its label")
+    ignore_index: int = -1
+
+
+class ChipSpec(Model):
+    size: int = Field(224, ge=8, le=4096, description="chip width and height in pixels")
+    resolution: float = Field(30.0, gt=0, description="metres per pixel")
+    crs: str = Field("utm", description="'utm' (zone of each chip) or an EPSG code")
+    bands: list[str] = Field(
+        ["blue", "green", "red", "nir", "swir16", "swir22"], min_length=1
+    )
+    time: TimeSpec = TimeSpec()
+    mask: MaskSpec = MaskSpec()
+    label: LabelSpec = LabelSpec()
+
+    @field_validator("bands")
+    @classmethod
+    def _unique(cls, bands: list[str]) -> list[str]:
+        duplicates = sorted({b for b in bands if bands.count(b) > 1})
+        if duplicates:
+            raise PydanticCustomError("duplicate", "bands repeated: {d}", {"d": duplicates})
+        return bands
+
+
+class SplitSpec(Model):
+    method: Literal["spatial", "random", "date"] = "spatial"
+    val: float = Field(0.2, ge=0.0, lt=1.0)
+    test: float = Field(0.2, ge=0.0, lt=1.0)
+    block_km: float = Field(10.0, gt=0, description="block size of the spatial split")
+
+    @model_validator(mode="after")
+    def _leaves_train(self) -> SplitSpec:
+        if self.val + self.test >= 1.0:
+            raise PydanticCustomError(
+                "split_sum", "val + test must leave chips for training (got {s})",
+                {"s": self.val + self.test},
+            )
+        return self
+
+
+class LocalExecutor(Model):
+    kind: Literal["local"] = "local"
+    workers: int = Field(8, ge=1, le=256, description="reads in flight at once")
+
+
+class DaskExecutor(Model):
+    kind: Literal["dask"]
+    address: str | None = Field(None, description="scheduler address; none starts a LocalCluster")
+    workers: int = Field(2, ge=1, le=256)
+
+
+Executor = Annotated[Union[LocalExecutor, DaskExecutor], Field(discriminator="kind")]
+
+
+class Data(Model):
+    source: Source
+    observations: Observations | None = Field(
+        None, description="required unless the source is 'demo', which makes its own"
+    )
+    chips: ChipSpec = ChipSpec()
+    split: SplitSpec = SplitSpec()
+    executor: Executor = LocalExecutor()
+
+    @model_validator(mode="after")
+    def _observations_given(self) -> Data:
+        if self.observations is None and self.source.kind != "demo":
+            raise PydanticCustomError(
+                "observations_missing",
+                "observations are required for a '{kind}' source", {"kind": self.source.kind},
+            )
+        return self
+
+
+# --- task and models -----------------------------------------------------------------------
+
+
+class Task(Model):
+    kind: Literal["segmentation", "regression"] = "segmentation"
+    classes: list[str] = Field(["absent", "present"], min_length=2)
+    colors: list[str] | None = Field(None, description="'#rrggbb' per class")
+
+    @field_validator("colors")
+    @classmethod
+    def _hex(cls, colors: list[str] | None) -> list[str] | None:
+        for color in colors or []:
+            if not (len(color) == 7 and color.startswith("#")):
+                raise PydanticCustomError("color", "'{c}' is not a '#rrggbb' colour", {"c": color})
+        return colors
+
+
+class TrainSpec(Model):
+    epochs: Sweep[PositiveInt] = 10
+    batch_size: Sweep[PositiveInt] = 8
+    lr: Sweep[Annotated[float, Field(gt=0, lt=1)]] = 1.0e-4
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_epochs: int = Field(1, ge=0)
+    patience: int = Field(5, ge=1, description="epochs without val mIoU gain before stopping")
+
+
+class Teacher(Model):
+    backbone: str = "prithvi_eo_v1_100"
+    weights: InputPath | None = Field(None, description="local pretrained checkpoint")
+    head: Literal["upsample", "light"] = "upsample"
+    train: TrainSpec = TrainSpec()
+
+
+class Distill(Model):
+    temperature: Sweep[Annotated[float, Field(gt=0)]] = 2.0
+    alpha: Sweep[Fraction] = 0.5
+    feature_weight: float = Field(0.0, ge=0)
+
+
+class Student(Model):
+    depth: Sweep[Annotated[int, Field(ge=1, le=64)]] = 4
+    head: Literal["copy", "reinit"] = "copy"
+    distill: Distill = Distill()
+    train: TrainSpec = TrainSpec()
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+class OnnxSpec(Model):
+    opset: int = Field(17, ge=13, le=23)
+    tolerance: float = Field(1.0e-3, gt=0, description="largest |logit difference| allowed")
+    quantize: bool = False
+    teacher: bool = False
+
+
+class PredictSpec(Model):
+    bbox: tuple[float, float, float, float] | None = Field(
+        None, description="west, south, east, north in degrees"
+    )
+    geojson: InputPath | None = None
+    date: dt.date | None = None
+    overlap: float = Field(0.25, ge=0.0, lt=1.0)
+    batch_size: PositiveInt = 8
+
+    @field_validator("bbox")
+    @classmethod
+    def _ordered(cls, bbox: tuple[float, float, float, float] | None):
+        if bbox is not None and not (bbox[0] < bbox[2] and bbox[1] < bbox[3]):
+            raise PydanticCustomError(
+                "bbox_order", "bbox must be west < east and south < north, got {b}", {"b": bbox}
+            )
+        return bbox
+
+
+class ViewerSpec(Model):
+    zoom: tuple[Annotated[int, Field(ge=0, le=22)], Annotated[int, Field(ge=0, le=22)]] = (8, 13)
+
+    @field_validator("zoom")
+    @classmethod
+    def _ordered(cls, zoom: tuple[int, int]) -> tuple[int, int]:
+        if zoom[0] > zoom[1]:
+            raise PydanticCustomError("zoom_order", "min zoom {z} above max", {"z": zoom[0]})
+        return zoom
+
+
+class Export(Model):
+    onnx: OnnxSpec = OnnxSpec()
+    predict: PredictSpec = PredictSpec()
+    viewer: ViewerSpec = ViewerSpec()
+
+
+class Recipe(Model):
+    """A whole experiment: data, task, teacher, student(s) and what to export."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    seed: int = 0
+    data: Data
+    task: Task = Task()
+    teacher: Teacher = Teacher()
+    student: Student = Student()
+    export: Export = Export()

@@ -1,0 +1,81 @@
+"""The runner: plan a recipe's stages, then execute what is not cached, then report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from instageo.errors import InstageoError
+from instageo.files import sha256_file
+from instageo.progress import Progress
+from instageo.recipe.models import Recipe
+from instageo.recipe.sweep import expand
+from instageo.runner.cache import RunLock, RunStore
+from instageo.runner.execute import StageRecord, execute
+from instageo.runner.plan import Decision, Plan, decide, make_plan
+from instageo.runner.report import build_report, write_report
+from instageo.runner.stage import Stage, StageContext, StageOutput, StageResult
+
+__all__ = [
+    "Stage", "StageContext", "StageOutput", "StageResult", "plan_recipe", "run_recipe",
+]
+
+log = logging.getLogger("instageo")
+
+
+def plan_recipe(recipe: Recipe, pipeline: Sequence[Stage], runs_dir: Path,
+                until: str | None = None, force: Sequence[str] = ()) -> tuple[Plan, list[Decision]]:
+    """The plan of a recipe and, per stage, whether it is cached or why it runs."""
+    _check_force(pipeline, force)
+    plan = make_plan(expand(recipe), pipeline, functools.cache(sha256_file), until)
+    return plan, decide(plan, RunStore(Path(runs_dir) / recipe.name), force)
+
+
+def run_recipe(recipe: Recipe, pipeline: Sequence[Stage], runs_dir: Path,
+               until: str | None = None, force: Sequence[str] = (),
+               progress: Progress | None = None) -> dict[str, Any]:
+    """Run every stage that is not cached; write report.json/md; return the report."""
+    run_dir = Path(runs_dir) / recipe.name
+    progress = progress or Progress(enabled=False)
+    with RunLock(run_dir), _run_log(run_dir):
+        plan, decisions = plan_recipe(recipe, pipeline, runs_dir, until, force)
+        records: list[StageRecord] = []
+        try:
+            with progress:
+                records = execute(decisions, RunStore(run_dir), progress)
+        except (Exception, KeyboardInterrupt) as exc:
+            write_report(build_report(plan, records, run_dir, "failed", str(exc)), run_dir)
+            raise
+        report = build_report(plan, records, run_dir, "ok")
+        write_report(report, run_dir)
+        return report
+
+
+def _check_force(pipeline: Sequence[Stage], force: Sequence[str]) -> None:
+    names = [stage.name for stage in pipeline]
+    for name in force:
+        if name not in names:
+            raise InstageoError(f"--force {name}: no such stage, should be one of {names}")
+
+
+class _run_log:
+    """Log the run to runs/<recipe>/logs/<time>.log at DEBUG level."""
+
+    def __init__(self, run_dir: Path):
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.handler = logging.FileHandler(run_dir / "logs" / f"{stamp}.log")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.handler.setLevel(logging.DEBUG)
+
+    def __enter__(self):
+        log.addHandler(self.handler)
+        log.setLevel(logging.DEBUG)
+
+    def __exit__(self, *exc):
+        log.removeHandler(self.handler)
+        self.handler.close()

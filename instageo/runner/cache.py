@@ -1,0 +1,164 @@
+"""The stage cache on disk: one folder per computed stage, committed atomically.
+
+    runs/<recipe>/stages/<stage>-<key12>/            complete: has a valid manifest.json
+    runs/<recipe>/stages/.partial-<stage>-<key12>/   in progress (kept after a kill to resume)
+
+A stage writes into its partial folder; only when it succeeds does the manifest go in and
+the folder get renamed to its final name (a rename is atomic on one file system). A final
+folder whose manifest is unreadable, of another key or missing outputs is a miss, with a
+warning, and is replaced when the stage runs again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from instageo.files import fsync_dir, write_json_atomic
+from instageo.errors import RunLockedError
+from instageo.runner.stage import StageResult
+
+log = logging.getLogger("instageo")
+
+MANIFEST = "manifest.json"
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str
+    key: str
+    version: str
+    config: dict[str, Any]
+    inputs: dict[str, str]
+    files: dict[str, str]
+    summary: dict[str, Any]
+    variants: list[str]
+    started: str
+    seconds: float
+    instageo_version: str
+
+
+class RunStore:
+    """The cache of one recipe's runs folder."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.stages_dir = self.run_dir / "stages"
+        self._latest_path = self.run_dir / "latest.json"
+
+    def final_dir(self, name: str, key: str) -> Path:
+        return self.stages_dir / f"{name}-{key[:12]}"
+
+    def partial_dir(self, name: str, key: str) -> Path:
+        return self.stages_dir / f".partial-{name}-{key[:12]}"
+
+    def lookup(self, name: str, key: str) -> tuple[dict | None, str | None]:
+        folder = self.final_dir(name, key)
+        if not folder.exists():
+            return None, None
+        try:
+            manifest = Manifest.model_validate_json((folder / MANIFEST).read_bytes())
+        except (OSError, ValidationError):
+            return self._corrupt(folder, "manifest.json missing or unreadable")
+        if manifest.key != key:
+            return self._corrupt(folder, f"manifest is for key {manifest.key[:12]}")
+        missing = [f for f in manifest.files.values() if not (folder / f).exists()]
+        if missing:
+            return self._corrupt(folder, f"output {missing[0]} missing")
+        return manifest.model_dump(), None
+
+    def _corrupt(self, folder: Path, why: str) -> tuple[None, str]:
+        log.warning("cache entry %s is corrupt (%s); it will be recomputed", folder, why)
+        return None, f"cache entry corrupt: {why}"
+
+    def result(self, manifest: dict) -> StageResult:
+        folder = self.final_dir(manifest["stage"], manifest["key"])
+        return StageResult(manifest["stage"], manifest["key"], folder, manifest["files"], manifest["summary"])
+
+    def begin(self, name: str, key: str) -> Path:
+        """The partial folder to write into; an earlier attempt's files are kept for resuming."""
+        folder = self.partial_dir(name, key)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def commit(self, manifest: Manifest) -> Path:
+        partial = self.partial_dir(manifest.stage, manifest.key)
+        final = self.final_dir(manifest.stage, manifest.key)
+        missing = [f for f in manifest.files.values() if not (partial / f).exists()]
+        if missing:
+            raise FileNotFoundError(f"stage {manifest.stage} reported {missing[0]} but did not write it")
+        write_json_atomic(partial / MANIFEST, manifest.model_dump(mode="json"))
+        if final.exists():  # a corrupt entry found at lookup: move it out of the way first
+            trash = self.stages_dir / f".trash-{final.name}-{os.getpid()}"
+            os.rename(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.rename(partial, final)
+        fsync_dir(self.stages_dir)
+        return final
+
+    def previous(self, name: str, variant: str) -> dict | None:
+        """Manifest of the last run of this stage for this variant (else for any variant)."""
+        by_variant = self._read_latest().get(name, {})
+        key = by_variant.get(variant) or next(reversed(by_variant.values()), None)
+        if key is None:
+            return None
+        try:
+            return json.loads((self.final_dir(name, key) / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def record_latest(self, name: str, variants: list[str], key: str) -> None:
+        latest = self._read_latest()
+        by_variant = latest.setdefault(name, {})
+        for variant in variants:
+            by_variant.pop(variant, None)  # re-insert so the newest is last
+            by_variant[variant] = key
+        write_json_atomic(self._latest_path, latest)
+
+    def _read_latest(self) -> dict[str, dict[str, str]]:
+        try:
+            return json.loads(self._latest_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+
+class RunLock:
+    """An exclusive lock on a runs folder, so two runs never write the same stages."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self._handle = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise RunLockedError(
+                f"{self.path.parent} is in use by another instarun (pid {holder}); "
+                "wait for it to finish, or use another --runs-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None

@@ -1,0 +1,83 @@
+"""Run a plan: skip cached stages, run the others into partial folders, commit each."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+
+from instageo import __version__
+from instageo.errors import InstageoError, StageError
+from instageo.progress import Progress
+from instageo.runner.cache import Manifest, RunStore
+from instageo.runner.plan import Decision
+from instageo.runner.stage import StageContext, StageOutput, StageResult
+
+log = logging.getLogger("instageo")
+
+
+@dataclass
+class StageRecord:
+    decision: Decision
+    result: StageResult
+    seconds: float
+
+
+def execute(decisions: list[Decision], store: RunStore, progress: Progress) -> list[StageRecord]:
+    """Run the decided stages in order; returns one record per stage (cached ones included)."""
+    results: dict[str, StageResult] = {}
+    records: list[StageRecord] = []
+    overall = progress.add("stages", len(decisions))
+    for decision in decisions:
+        planned = decision.planned
+        label = _label(planned.name, planned.variants)
+        if decision.cached:
+            manifest, _ = store.lookup(planned.name, planned.key)
+            result, seconds = store.result(manifest), 0.0
+            log.info("%s: cached (%s)", label, planned.key[:12])
+        else:
+            log.info("%s: running (%s)", label, decision.reason)
+            started = time.perf_counter()
+            result = _run_stage(decision, results, store, progress)
+            seconds = time.perf_counter() - started
+            log.info("%s: done in %.1fs", label, seconds)
+        store.record_latest(planned.name, planned.variants, planned.key)
+        results[planned.key] = result
+        records.append(StageRecord(decision, result, seconds))
+        progress.advance(overall)
+    progress.done(overall)
+    return records
+
+
+def _run_stage(decision: Decision, results, store: RunStore, progress: Progress) -> StageResult:
+    planned = decision.planned
+    started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    started = time.perf_counter()
+    workdir = store.begin(planned.name, planned.key)
+    inputs = {name: results[key] for name, key in planned.inputs.items()}
+    context = StageContext(
+        workdir, store.run_dir, log.getChild(planned.name), progress, tuple(planned.variants)
+    )
+    try:
+        output = planned.stage.run(planned.recipe, inputs, context)
+    except InstageoError:
+        raise
+    except Exception as exc:
+        raise StageError(f"stage {planned.name} failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(output, StageOutput):
+        raise StageError(f"stage {planned.name} returned {type(output).__name__}, not StageOutput")
+    manifest = Manifest(
+        stage=planned.name, key=planned.key, version=planned.stage.version,
+        config=planned.config, inputs=planned.inputs, files=output.files,
+        summary=output.summary, variants=planned.variants, started=started_at,
+        seconds=round(time.perf_counter() - started, 3), instageo_version=__version__,
+    )
+    folder = store.commit(manifest)
+    return StageResult(planned.name, planned.key, folder, output.files, output.summary)
+
+
+def _label(name: str, variants: list[str]) -> str:
+    if len(variants) == 1 and variants[0] != "default":
+        return f"{name} [{variants[0]}]"
+    return name

@@ -1,0 +1,61 @@
+"""report.json (the contract in DESIGN.md) and report.md, written after every run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from instageo.files import write_bytes_atomic, write_json_atomic
+from instageo.runner.execute import StageRecord
+from instageo.runner.plan import Plan
+
+
+def build_report(plan: Plan, records: list[StageRecord], run_dir: Path, status: str,
+                 error: str | None = None) -> dict[str, Any]:
+    variants = {
+        v.name: {"name": v.name, "params": v.params, "student_depth": v.recipe.student.depth}
+        for v in plan.variants
+    }
+    report: dict[str, Any] = {"recipe": plan.recipe_name, "status": status, "stages": []}
+    if error:
+        report["error"] = error
+    for record in records:
+        planned, result = record.decision.planned, record.result
+        report["stages"].append({
+            "name": planned.name,
+            "variants": planned.variants,
+            "key": planned.key,
+            "cached": record.decision.cached,
+            "reason": record.decision.reason,
+            "seconds": round(record.seconds, 3),
+            "outputs": {name: os.path.relpath(result.path(name), run_dir) for name in result.files},
+        })
+        section = planned.stage.report_into
+        if section in ("dataset", "teacher"):
+            report.setdefault(section, {}).update(result.summary)
+        elif section == "variant":
+            for name in planned.variants:
+                variants[name].update(result.summary)
+        elif section == "run":
+            report.update(result.summary)
+    report["variants"] = list(variants.values())
+    return report
+
+
+def write_report(report: dict[str, Any], run_dir: Path) -> None:
+    write_json_atomic(run_dir / "report.json", report)
+    write_bytes_atomic(run_dir / "report.md", render_markdown(report).encode("utf-8"))
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# {report['recipe']}: {report['status']}", ""]
+    if report.get("error"):
+        lines += [f"Error: {report['error']}", ""]
+    lines += ["| stage | variants | key | cached | seconds | reason |", "|---|---|---|---|---|---|"]
+    for stage in report["stages"]:
+        lines.append(
+            f"| {stage['name']} | {', '.join(stage['variants'])} | {stage['key'][:12]} | "
+            f"{'yes' if stage['cached'] else 'no'} | {stage['seconds']:.1f} | {stage['reason']} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,79 @@
+"""What a stage is, what it receives and what it returns.
+
+A stage is a pure function of (its recipe sections, its upstream stages' outputs). Stages
+never import each other; the runner hands each one its inputs as ``StageResult`` objects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from instageo.recipe.models import Recipe
+
+T = TypeVar("T")
+
+# Where a stage's summary goes in report.json: a top-level section, each variant's entry, or
+# the top level itself (for paths such as "prediction" and "viewer").
+ReportSection = Literal["dataset", "teacher", "variant", "run"]
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """What a stage's ``run`` returns: files it wrote (relative to its folder) and a summary."""
+
+    files: dict[str, str] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """A completed stage as its downstream stages see it."""
+
+    name: str
+    key: str
+    dir: Path
+    files: dict[str, str]
+    summary: dict[str, Any]
+
+    def path(self, name: str) -> Path:
+        return self.dir / self.files[name]
+
+
+class StageContext:
+    """Where a stage writes, how it logs and how it reports item-level progress."""
+
+    def __init__(self, workdir: Path, run_dir: Path, log: logging.Logger, progress, variants):
+        self.workdir = workdir  # the stage's partial folder; kept across a kill for resuming
+        self.run_dir = run_dir
+        self.log = log
+        self.variants: tuple[str, ...] = variants
+        self._progress = progress
+
+    def track(self, items: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
+        """Iterate ``items`` with a progress bar (with ETA) under the stage's line."""
+        return self._progress.track(items, total=total, description=description)
+
+
+StageRun = Callable[["Recipe", dict[str, StageResult], StageContext], StageOutput]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A step of the pipeline.
+
+    ``sections`` are the dotted recipe fields whose values configure the stage (and so go
+    into its cache key); ``needs`` are the stages whose outputs it reads. Bump ``version``
+    when a code change alters the stage's outputs, so cached results are recomputed.
+    """
+
+    name: str
+    run: StageRun
+    sections: tuple[str, ...]
+    needs: tuple[str, ...] = ()
+    version: str = "1"
+    report_into: ReportSection | None = None

@@ -165,7 +165,7 @@ def decide(plan: Plan, cache: CacheView, force: Sequence[str] = ()) -> list[Deci
             continue
         manifest, miss = cache.lookup(planned.name, planned.key)
         if manifest is not None:
-            decisions.append(Decision(planned, True, "cached"))
+            decisions.append(Decision(planned, True, "up to date"))
             continue
         previous = cache.previous(planned.name, planned.variants[0])
         decisions.append(Decision(planned, False, miss or _why_changed(planned, previous)))

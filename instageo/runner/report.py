@@ -14,7 +14,7 @@ from instageo.runner.plan import Plan
 def build_report(plan: Plan, records: list[StageRecord], run_dir: Path, status: str,
                  error: str | None = None) -> dict[str, Any]:
     variants = {
-        v.name: {"name": v.name, "params": v.params, "student_depth": v.recipe.student.depth}
+        v.name: {"name": v.name, "sweep": v.params, "student_depth": v.recipe.student.depth}
         for v in plan.variants
     }
     report: dict[str, Any] = {"recipe": plan.recipe_name, "status": status, "stages": []}

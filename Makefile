@@ -1,7 +1,7 @@
 # `make demo` and `make test` each set up .venv on a fresh machine, then do their job.
 PYTHON ?= python3.11
 VENV := .venv
-PIP := $(VENV)/bin/pip --disable-pip-version-check --progress-bar off -q
+INSTALL := $(VENV)/bin/pip install --disable-pip-version-check --progress-bar off -q
 TORCH := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: demo test bench clean
@@ -21,15 +21,15 @@ $(VENV)/bin/python:
 
 # torch first: pip takes these builds from this machine's disk (timm needs torchvision).
 $(VENV)/.torch: | $(VENV)/bin/python
-	$(PIP) install $(TORCH)
+	$(INSTALL) $(TORCH)
 	touch $@
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(PIP) install -e .
+	$(INSTALL) -e .
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
-	$(PIP) install -e '.[dev]'
+	$(INSTALL) -e '.[dev]'
 	touch $@ $(VENV)/.installed
 
 clean:

@@ -7,4 +7,10 @@ from instageo.runner.stage import Stage
 
 def default_pipeline() -> list[Stage]:
     """search -> chips -> teacher -> student -> export -> predict -> viewer (as they land)."""
-    return []
+    from instageo.data import search
+
+    return [
+        Stage("search", search.run, version="1", report_into="dataset", after=search.after,
+              sections=("data.source", "data.observations", "data.chips.size",
+                        "data.chips.resolution", "data.chips.bands", "data.chips.time")),
+    ]

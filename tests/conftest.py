@@ -17,3 +17,17 @@ def write_recipe(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def pgstac():
+    """A real STAC API (stac-fastapi-pgstac on PostgreSQL/PostGIS) on 127.0.0.1."""
+    from tests.servers import PgStacServer, postgres_bin
+
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed (scripts/system-deps.sh installs it as root)")
+    server = PgStacServer()
+    try:
+        yield server.start()
+    finally:
+        server.stop()

@@ -116,7 +116,9 @@ def apply_override(data: dict, text: str) -> PathKey:
 def validate_recipe(data: dict, path: Path, origins: dict[PathKey, str]) -> Recipe:
     """Validate raw recipe data; on failure raise RecipeError with one located line per problem."""
     try:
-        return Recipe.model_validate(data, context={"base_dir": path.parent})
+        recipe = Recipe.model_validate(data, context={"base_dir": path.parent})
+        recipe._path = path.resolve()
+        return recipe
     except ValidationError as exc:
         problems = format_errors(exc.errors(), data, origins)
         raise RecipeError(problems) from None
@@ -130,6 +132,8 @@ def format_errors(errors: list[dict], data: dict, origins: dict[PathKey, str]) -
             continue
         if error["type"] == "union_tag_invalid":
             key += ("kind",)
+        if "field" in error.get("ctx", {}):  # a model-level check that names its field
+            key += tuple(error["ctx"]["field"].split("."))
         where = _origin(key, origins)
         line = f"{where}: {_dotted(key) or '(recipe)'}: {_message(error, key, data)}"
         if line not in problems:

@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -75,13 +76,29 @@ class DemoSource(Model):
     points: int = Field(200, ge=1, description="number of point observations generated")
 
 
+def _known_preset(name: str | None) -> str | None:
+    from instageo.data.presets import PRESETS
+
+    if name is not None and name not in PRESETS:
+        raise PydanticCustomError(
+            "preset", "preset '{name}' is not valid, should be one of {valid}",
+            {"name": name, "valid": sorted(PRESETS)},
+        )
+    return name
+
+
+PresetName = Annotated[str, AfterValidator(_known_preset)]
+
+
 class CatalogSource(Model):
     """A local static STAC catalogue (for example made by `instarun catalog build`)."""
 
     kind: Literal["catalog"]
     path: InputPath = Field(description="catalog.json of the static catalogue")
     collections: list[str] | None = None
-    preset: str = "hls"
+    preset: PresetName | None = Field(None, description="catalogue preset; default 'hls' unless bands are given")
+    bands: dict[str, str] | None = Field(None, description="common band name -> asset key")
+    mask: str | None = Field(None, description="asset key of an Fmask-style mask, with bands")
     max_cloud_cover: float = Field(100.0, ge=0.0, le=100.0)
 
 
@@ -91,9 +108,14 @@ class StacSource(Model):
     kind: Literal["stac"]
     url: str = Field(pattern=r"^https?://", description="root of the STAC API")
     collections: list[str] = Field(min_length=1)
-    preset: str | None = Field(None, description="named catalogue preset (asset keys, scales, masks)")
+    preset: PresetName | None = Field(
+        None, description="catalogue preset (asset keys, scales, masks); guessed for known URLs"
+    )
     bands: dict[str, str] | None = Field(None, description="common band name -> asset key")
+    mask: str | None = Field(None, description="asset key of an Fmask-style mask, with bands")
     max_cloud_cover: float = Field(100.0, ge=0.0, le=100.0)
+    timeout: float = Field(30.0, gt=0, le=600, description="seconds to wait for one answer")
+    retries: int = Field(4, ge=0, le=20, description="retries on 429/5xx, timeouts, drops")
 
 
 Source = Annotated[Union[DemoSource, CatalogSource, StacSource], Field(discriminator="kind")]
@@ -235,7 +257,25 @@ class Data(Model):
         if self.observations is None and self.source.kind != "demo":
             raise PydanticCustomError(
                 "observations_missing",
-                "observations are required for a '{kind}' source", {"kind": self.source.kind},
+                "observations are required for a '{kind}' source",
+                {"kind": self.source.kind, "field": "observations"},
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _bands_in_preset(self) -> Data:
+        from instageo.data.presets import preset_for
+
+        preset = preset_for(self.source)
+        if preset is None:
+            return self
+        known = {band for keys in [preset.bands, *preset.collection_bands.values()] for band in keys}
+        unknown = [band for band in self.chips.bands if band not in known]
+        if unknown:
+            raise PydanticCustomError(
+                "band", "{unknown} not in preset '{preset}', which has {known}",
+                {"unknown": unknown, "preset": preset.name, "known": sorted(known),
+                 "field": "chips.bands"},
             )
         return self
 
@@ -342,3 +382,9 @@ class Recipe(Model):
     teacher: Teacher = Teacher()
     student: Student = Student()
     export: Export = Export()
+
+    _path: Path | None = PrivateAttr(None)  # the recipe file, set by the loader
+
+    @property
+    def path(self) -> Path | None:
+        return self._path

@@ -43,6 +43,8 @@ def execute(decisions: list[Decision], store: RunStore, progress: Progress) -> l
             seconds = time.perf_counter() - started
             log.info("%s: done in %.1fs", label, seconds)
         store.record_latest(planned.name, planned.variants, planned.key)
+        if planned.stage.after is not None:
+            planned.stage.after(planned.recipe, result)
         results[planned.key] = result
         records.append(StageRecord(decision, result, seconds))
         progress.advance(overall)
@@ -57,7 +59,8 @@ def _run_stage(decision: Decision, results, store: RunStore, progress: Progress)
     workdir = store.begin(planned.name, planned.key)
     inputs = {name: results[key] for name, key in planned.inputs.items()}
     context = StageContext(
-        workdir, store.run_dir, log.getChild(planned.name), progress, tuple(planned.variants)
+        workdir, store.run_dir, log.getChild(planned.name), progress, tuple(planned.variants),
+        planned.key, forced=decision.reason == "forced",
     )
     try:
         output = planned.stage.run(planned.recipe, inputs, context)

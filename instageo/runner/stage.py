@@ -47,11 +47,14 @@ class StageResult:
 class StageContext:
     """Where a stage writes, how it logs and how it reports item-level progress."""
 
-    def __init__(self, workdir: Path, run_dir: Path, log: logging.Logger, progress, variants):
+    def __init__(self, workdir: Path, run_dir: Path, log: logging.Logger, progress,
+                 variants: tuple[str, ...], key: str, forced: bool = False):
         self.workdir = workdir  # the stage's partial folder; kept across a kill for resuming
         self.run_dir = run_dir
         self.log = log
-        self.variants: tuple[str, ...] = variants
+        self.variants = variants
+        self.key = key
+        self.forced = forced  # --force: recompute from the sources, ignoring pins such as locks
         self._progress = progress
 
     def track(self, items: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
@@ -60,6 +63,9 @@ class StageContext:
 
 
 StageRun = Callable[["Recipe", dict[str, StageResult], StageContext], StageOutput]
+# Called after the stage completed or was found cached, to publish outside the runs folder
+# (for example the recipe's lock file).
+StageAfter = Callable[["Recipe", StageResult], None]
 
 
 @dataclass(frozen=True)
@@ -77,3 +83,4 @@ class Stage:
     needs: tuple[str, ...] = ()
     version: str = "1"
     report_into: ReportSection | None = None
+    after: StageAfter | None = None

@@ -1,0 +1,142 @@
+"""Observations: what the user labelled, where and when, read into one record type.
+
+Points come from a CSV (one row per observation); label rasters each become one observation
+covering the raster's footprint. Bad rows are errors naming the file and line: a dataset
+built from silently dropped rows is a wrong dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from instageo.errors import InputError
+from instageo.recipe.models import DateRange, RasterObservations
+
+
+@dataclass(frozen=True)
+class Observation:
+    id: str
+    lon: float
+    lat: float
+    date: dt.date
+    label: float | None = None
+    bbox: tuple[float, float, float, float] | None = None  # lon/lat extent of a label raster
+    source: str | None = None  # the label raster's path
+
+    @property
+    def extent(self) -> tuple[float, float, float, float]:
+        return self.bbox or (self.lon, self.lat, self.lon, self.lat)
+
+
+@dataclass(frozen=True)
+class _Columns:
+    x: str
+    y: str
+    date: str
+    label: str
+    crs: str
+
+
+def read_points(path: Path, x: str = "x", y: str = "y", date: str = "date", label: str = "label",
+                crs: str = "EPSG:4326", dates: DateRange | None = None) -> list[Observation]:
+    """Point observations from a CSV; ``dates`` keeps only those inside the window."""
+    path = Path(path)
+    spec = _Columns(x, y, date, label, crs)
+    try:
+        handle = open(path, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read observations: {exc.strerror}") from None
+    with handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        missing = [c for c in (spec.x, spec.y, spec.date) if c not in columns]
+        if missing:
+            raise InputError(f"{path}:1: missing column(s) {missing}; the file has {columns}")
+        to_lonlat = _to_lonlat(spec.crs, path)
+        observations = []
+        seen: dict[tuple, int] = {}
+        try:
+            rows = list(enumerate(reader, start=2))
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: not a readable CSV: {exc}") from None
+        for line, row in rows:
+            observation = _point(row, line, spec, path, to_lonlat)
+            if dates and not (dates.start <= observation.date <= dates.end):
+                continue
+            signature = (observation.lon, observation.lat, observation.date, observation.label)
+            if signature in seen:
+                raise InputError(f"{path}:{line}: duplicate of line {seen[signature]}")
+            seen[signature] = line
+            observations.append(observation)
+    if not observations:
+        raise InputError(f"{path}: no observations" + (" in the recipe's date window" if dates else ""))
+    return observations
+
+
+def _point(row: dict, line: int, spec: _Columns, path: Path, to_lonlat) -> Observation:
+    def field(name: str) -> str:
+        value = (row.get(name) or "").strip()
+        if not value:
+            raise InputError(f"{path}:{line}: column '{name}' is empty")
+        return value
+
+    try:
+        x, y = float(field(spec.x)), float(field(spec.y))
+    except ValueError:
+        raise InputError(f"{path}:{line}: coordinates must be numbers, got "
+                         f"{row.get(spec.x)!r}, {row.get(spec.y)!r}") from None
+    lon, lat = to_lonlat(x, y)
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise InputError(f"{path}:{line}: coordinates ({x}, {y}) are outside the world "
+                         f"in {spec.crs} (lon {lon:.3f}, lat {lat:.3f})")
+    text = field(spec.date)
+    try:
+        date = dt.date.fromisoformat(text[:10])
+    except ValueError:
+        raise InputError(f"{path}:{line}: date '{text}' is not YYYY-MM-DD") from None
+    label = None
+    if spec.label in row and (row[spec.label] or "").strip():
+        try:
+            label = float(row[spec.label])
+        except ValueError:
+            raise InputError(f"{path}:{line}: label '{row[spec.label]}' is not a number") from None
+    identifier = (row.get("id") or "").strip() or f"{path.stem}-{line}"
+    return Observation(identifier, lon, lat, date, label)
+
+
+def _to_lonlat(crs: str, path: Path):
+    if crs.upper() in ("EPSG:4326", "WGS84", "OGC:CRS84"):
+        return lambda x, y: (x, y)
+    from pyproj import CRS, Transformer
+    from pyproj.exceptions import CRSError
+
+    try:
+        transformer = Transformer.from_crs(CRS.from_user_input(crs), "EPSG:4326", always_xy=True)
+    except CRSError:
+        raise InputError(f"{path}: crs '{crs}' is not a known coordinate reference system") from None
+    return transformer.transform
+
+
+def read_rasters(spec: RasterObservations) -> list[Observation]:
+    """One observation per label raster, covering its footprint; date from the recipe."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+    from rasterio.warp import transform_bounds
+
+    if spec.date is None:
+        raise InputError("data.observations.date is required for label rasters (the date to search)")
+    observations = []
+    for path in spec.paths:
+        try:
+            with rasterio.open(path) as dataset:
+                if dataset.crs is None:
+                    raise InputError(f"{path}: label raster has no CRS")
+                bounds = transform_bounds(dataset.crs, "EPSG:4326", *dataset.bounds)
+        except RasterioIOError as exc:
+            raise InputError(f"{path}: not a readable raster ({exc})") from None
+        lon, lat = (bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2
+        observations.append(Observation(Path(path).stem, lon, lat, spec.date, None, bounds, str(path)))
+    return observations

@@ -1,0 +1,212 @@
+"""Catalogue presets: which asset holds each band, how to scale it, and where the cloud mask is.
+
+A preset turns a STAC item (as the catalogue serves it) into ``ResolvedItem``: per common band
+name (blue, green, red, nir, nir08, swir16, swir22, vv, vh ...) an href with scale, offset and
+nodata, plus the mask asset and how to decode it. Values from the item's own ``raster:bands``
+win over the preset's defaults, so catalogues that document their scaling are read as
+documented.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from instageo.errors import InputError
+
+MaskKind = Literal["fmask", "scl"]
+
+
+@dataclass(frozen=True)
+class BandAsset:
+    href: str
+    scale: float = 1.0
+    offset: float = 0.0
+    nodata: float | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedItem:
+    id: str
+    collection: str
+    datetime: str
+    cloud_cover: float | None
+    bbox: tuple[float, float, float, float]
+    geometry: dict
+    bands: dict[str, BandAsset]
+    mask: BandAsset | None
+    mask_kind: MaskKind | None
+
+    @property
+    def date(self) -> dt.date:
+        return dt.date.fromisoformat(self.datetime[:10])
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How one catalogue lays out one family of collections."""
+
+    name: str
+    description: str
+    bands: Mapping[str, str]  # common band name -> asset key
+    collection_bands: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    scale: float = 1.0
+    offset: float = 0.0
+    nodata: float | None = None
+    mask: tuple[str, MaskKind] | None = None  # (asset key, decoding)
+    signing: Literal["planetary_computer"] | None = None  # hrefs signed at read time
+    auth: Literal["earthdata"] | None = None  # token sent at read time
+    offset_for: Callable[[Mapping[str, Any]], float] | None = None  # from item properties
+
+    def band_keys(self, collection: str) -> Mapping[str, str]:
+        return self.collection_bands.get(collection, self.bands)
+
+    def resolve(self, item: Mapping[str, Any], bands: list[str]) -> ResolvedItem:
+        """The assets of ``bands`` in a STAC item dict; a clear error when one is missing."""
+        keys = self.band_keys(item.get("collection", ""))
+        assets = item.get("assets", {})
+        resolved = {}
+        for band in bands:
+            key = keys.get(band)
+            if key is None:
+                raise InputError(
+                    f"band '{band}' is not valid for preset '{self.name}', "
+                    f"should be one of {sorted(keys)}"
+                )
+            if key not in assets:
+                raise InputError(
+                    f"item {item.get('id')} ({item.get('collection')}) has no asset '{key}' "
+                    f"for band '{band}'; its assets: {sorted(assets)}"
+                )
+            resolved[band] = self._asset(assets[key], item.get("properties", {}))
+        mask = None
+        if self.mask is not None and self.mask[0] in assets:
+            raw = assets[self.mask[0]]
+            mask = BandAsset(raw["href"], nodata=_raster_band(raw).get("nodata"))
+        properties = item.get("properties", {})
+        cloud = properties.get("eo:cloud_cover")
+        return ResolvedItem(
+            id=item["id"],
+            collection=item.get("collection", ""),
+            datetime=properties.get("datetime") or properties.get("start_datetime"),
+            cloud_cover=None if cloud is None else float(cloud),
+            bbox=tuple(item["bbox"]),
+            geometry=item["geometry"],
+            bands=resolved,
+            mask=mask,
+            mask_kind=self.mask[1] if mask is not None else None,
+        )
+
+    def _asset(self, asset: Mapping[str, Any], properties: Mapping[str, Any]) -> BandAsset:
+        documented = _raster_band(asset)
+        offset = self.offset_for(properties) if self.offset_for else self.offset
+        return BandAsset(
+            href=asset["href"],
+            scale=float(documented.get("scale", self.scale)),
+            offset=float(documented.get("offset", offset)),
+            nodata=documented.get("nodata", self.nodata),
+        )
+
+
+def _raster_band(asset: Mapping[str, Any]) -> Mapping[str, Any]:
+    bands = asset.get("raster:bands") or [{}]
+    return bands[0]
+
+
+def _s2_baseline_offset(properties: Mapping[str, Any]) -> float:
+    # From processing baseline 04.00 (25 Jan 2022) L2A digital numbers carry +1000, i.e. a
+    # reflectance offset of -0.1; catalogues without raster:bands leave it to the reader.
+    baseline = str(properties.get("s2:processing_baseline", "00.00"))
+    return -0.1 if baseline >= "04.00" else 0.0
+
+
+# HLS harmonises Landsat B05 with Sentinel-2 B8A (narrow NIR), and Prithvi-EO was pretrained on
+# that pair, so "nir" means narrow NIR in both HLS products.
+HLS_L30 = {"coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "nir": "B05",
+           "nir08": "B05", "swir16": "B06", "swir22": "B07", "cirrus": "B09"}
+HLS_S30 = {"coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05",
+           "rededge2": "B06", "rededge3": "B07", "nir": "B8A", "nir08": "B8A",
+           "nir_broad": "B08", "swir16": "B11", "swir22": "B12", "cirrus": "B10"}
+S2_KEYS = {"coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05",
+           "rededge2": "B06", "rededge3": "B07", "nir": "B08", "nir08": "B8A", "nir09": "B09",
+           "swir16": "B11", "swir22": "B12"}
+EARTH_SEARCH_S2 = {name: name for name in (
+    "coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08",
+    "nir09", "swir16", "swir22")}
+
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in [
+        Preset(
+            "hls", "HLS v2 L30/S30 as NASA CMR-STAC LPCLOUD serves it (HLSL30_2.0, HLSS30_2.0)",
+            bands=HLS_L30,
+            collection_bands={"HLSL30_2.0": HLS_L30, "HLSS30_2.0": HLS_S30, "HLSL30.v2.0": HLS_L30,
+                              "HLSS30.v2.0": HLS_S30},
+            scale=1e-4, nodata=-9999, mask=("Fmask", "fmask"), auth="earthdata",
+        ),
+        Preset(
+            "pc-hls", "HLS v2 on Planetary Computer (hls2-l30, hls2-s30)",
+            bands=HLS_L30, collection_bands={"hls2-l30": HLS_L30, "hls2-s30": HLS_S30},
+            scale=1e-4, nodata=-9999, mask=("Fmask", "fmask"), signing="planetary_computer",
+        ),
+        Preset(
+            "pc-sentinel-2-l2a", "Sentinel-2 L2A on Planetary Computer (sentinel-2-l2a)",
+            bands=S2_KEYS, scale=1e-4, nodata=0, mask=("SCL", "scl"),
+            signing="planetary_computer", offset_for=_s2_baseline_offset,
+        ),
+        Preset(
+            "pc-sentinel-1-rtc", "Sentinel-1 RTC on Planetary Computer (sentinel-1-rtc), linear power",
+            bands={"vv": "vv", "vh": "vh", "hh": "hh", "hv": "hv"}, nodata=-32768,
+            signing="planetary_computer",
+        ),
+        Preset(
+            "earth-search-s2", "Sentinel-2 L2A on Earth Search v1 (sentinel-2-l2a, sentinel-2-c1-l2a)",
+            bands=EARTH_SEARCH_S2, scale=1e-4, nodata=0, mask=("scl", "scl"),
+            offset_for=_s2_baseline_offset,
+        ),
+    ]
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise InputError(f"preset '{name}' is not valid, should be one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def custom_preset(bands: Mapping[str, str], mask: tuple[str, MaskKind] | None = None) -> Preset:
+    """A preset for any other catalogue, from the recipe's band -> asset key map."""
+    return Preset("custom", "band map given in the recipe", bands=dict(bands), mask=mask)
+
+
+def preset_for(source) -> Preset | None:
+    """The preset of a recipe's data source; None for a STAC API that no preset fits."""
+    if source.kind == "demo":
+        return PRESETS["hls"]
+    if source.bands:
+        return custom_preset(source.bands, (source.mask, "fmask") if source.mask else None)
+    if source.preset:
+        return PRESETS[source.preset]
+    if source.kind == "catalog":
+        return PRESETS["hls"]
+    guessed = guess_preset(source.url, source.collections)
+    return PRESETS[guessed] if guessed else None
+
+
+def guess_preset(url: str, collections: list[str]) -> str | None:
+    """The preset for a well-known catalogue URL and collection, or None."""
+    first = collections[0] if collections else ""
+    if "planetarycomputer" in url:
+        if first.startswith("hls2-"):
+            return "pc-hls"
+        if first == "sentinel-1-rtc":
+            return "pc-sentinel-1-rtc"
+        if first == "sentinel-2-l2a":
+            return "pc-sentinel-2-l2a"
+    if "earth-search" in url and first.startswith("sentinel-2"):
+        return "earth-search-s2"
+    if "cmr.earthdata.nasa.gov" in url and first.startswith("HLS"):
+        return "hls"
+    return None

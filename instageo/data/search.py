@@ -1,0 +1,213 @@
+"""The `search` stage: for every observation, the catalogue items that could serve its chip.
+
+Observations are grouped by 1-degree cell and by date (at most ``GROUP_DAYS`` apart), one
+STAC query per group, all groups queried concurrently. Each observation then keeps the items
+whose footprint meets its chip and whose date falls in its own window (``steps`` back from
+its date, ``step_days`` apart, plus ``tolerance_days``). The chips stage picks among them.
+
+Outputs: observations.csv (normalised), items.json (per item: date, cloud cover, footprint,
+href/scale/offset/nodata per band, mask), candidates.json (observation id -> item ids).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from instageo.data.catalogue import ApiCatalogue, LocalCatalogue, Query, item_date
+from instageo.data.lock import LockedSearch, content_sha256, lock_path, read_lock, update_lock
+from instageo.data.observations import Observation, read_points, read_rasters
+from instageo.data.presets import Preset, preset_for
+from instageo.errors import DataSourceError
+from instageo.files import write_json_atomic
+from instageo.recipe.models import Recipe
+from instageo.runner.stage import StageContext, StageOutput, StageResult
+
+GROUP_DAYS = 60  # observations further apart in time get a query of their own
+METRES_PER_DEGREE = 111_320.0
+QUERY_THREADS = 4
+
+
+@dataclass(frozen=True)
+class Group:
+    observations: tuple[Observation, ...]
+    query: Query
+
+
+def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
+    source = recipe.data.source
+    preset = preset_for(source)
+    if preset is None:
+        raise DataSourceError(
+            f"data.source: no preset known for {source.url} {source.collections}; set "
+            "data.source.preset or data.source.bands (common band name -> asset key)"
+        )
+    catalogue, observations = _open_source(recipe, ctx)
+    lock_file = lock_path(recipe.path, recipe.name) if recipe.path else None
+    lock = read_lock(lock_file) if lock_file and not ctx.forced else None
+    if lock is not None and lock.search is not None and lock.search.key == ctx.key:
+        ctx.log.info("using %d items pinned in %s (no catalogue request)", len(lock.search.items), lock_file)
+        raw_items = {item["id"]: item for item in lock.search.items}
+        candidates = lock.search.candidates
+    else:
+        raw_items, candidates = _query(catalogue, observations, recipe, preset, ctx)
+    resolved = {i: asdict(preset.resolve(item, recipe.data.chips.bands)) for i, item in raw_items.items()}
+    _write_observations(ctx.workdir / "observations.csv", observations)
+    write_json_atomic(ctx.workdir / "stac_items.json", [raw_items[i] for i in sorted(raw_items)])
+    write_json_atomic(ctx.workdir / "items.json", resolved)
+    write_json_atomic(ctx.workdir / "candidates.json", candidates)
+    without = sum(1 for o in observations if not candidates.get(o.id))
+    return StageOutput(
+        files={"observations": "observations.csv", "items": "items.json",
+               "candidates": "candidates.json", "stac_items": "stac_items.json"},
+        summary={"search": {"catalogue": catalogue.name, "preset": preset.name,
+                            "observations": len(observations), "items": len(raw_items),
+                            "observations_without_items": without}},
+    )
+
+
+def after(recipe: Recipe, result: StageResult) -> None:
+    """Pin the items this search used in the recipe's lock file."""
+    if recipe.path is None:
+        return
+    import json
+
+    items = json.loads(result.path("stac_items").read_text())
+    candidates = json.loads(result.path("candidates").read_text())
+    search = LockedSearch(key=result.key, catalogue=result.summary["search"]["catalogue"],
+                          items=items, candidates=candidates,
+                          sha256=content_sha256(items, candidates))
+    update_lock(lock_path(recipe.path, recipe.name), recipe.name, search=search)
+
+
+def _open_source(recipe: Recipe, ctx: StageContext):
+    source, spec = recipe.data.source, recipe.data.observations
+    if source.kind == "demo":
+        from instageo.data import demo
+
+        # the scene lives in the stage folder; its hrefs are kept relative to that folder
+        scene = demo.generate(ctx.workdir / "scene", source.seed, source.size,
+                              source.acquisitions, source.points)
+        catalogue = LocalCatalogue(scene.catalog, name="demo", relative_to=ctx.workdir)
+        observations = read_points(scene.observations) if spec is None else None
+    elif source.kind == "catalog":
+        catalogue = LocalCatalogue(source.path)
+    else:
+        catalogue = ApiCatalogue(source.url, retries=source.retries, timeout=source.timeout)
+    if spec is not None and spec.kind == "points":
+        observations = read_points(spec.path, spec.x, spec.y, spec.date, spec.label, spec.crs, spec.dates)
+    elif spec is not None:
+        observations = read_rasters(spec)
+    return catalogue, observations
+
+
+def _query(catalogue, observations: list[Observation], recipe: Recipe, preset: Preset,
+           ctx: StageContext) -> tuple[dict[str, dict], dict[str, list[str]]]:
+    groups = group_observations(observations, recipe)
+    with ThreadPoolExecutor(QUERY_THREADS) as pool:
+        found = list(ctx.track(pool.map(catalogue.search, [g.query for g in groups]),
+                               total=len(groups), description="catalogue queries"))
+    raw_items: dict[str, dict] = {}
+    candidates: dict[str, list[str]] = {}
+    for group, items in zip(groups, found):
+        if not items:
+            ctx.log.warning("no items for %d observation(s) near (%.3f, %.3f): %s",
+                            len(group.observations), group.observations[0].lon,
+                            group.observations[0].lat, group.query.describe())
+        for observation in group.observations:
+            chosen = [item for item in items if _serves(item, observation, recipe)]
+            candidates[observation.id] = [item["id"] for item in chosen]
+            for item in chosen:
+                raw_items[item["id"]] = _trim(item, preset, recipe.data.chips.bands)
+    if not raw_items:
+        raise DataSourceError(
+            f"{catalogue.name}: no items for any of {len(observations)} observation(s) in "
+            f"{len(groups)} group(s), e.g. {groups[0].query.describe()}"
+        )
+    return raw_items, candidates
+
+
+def group_observations(observations: list[Observation], recipe: Recipe) -> list[Group]:
+    cells: dict[tuple[int, int], list[Observation]] = defaultdict(list)
+    for observation in observations:
+        cells[(math.floor(observation.lon), math.floor(observation.lat))].append(observation)
+    source = recipe.data.source
+    collections = tuple(getattr(source, "collections", None) or ()) or None
+    max_cloud = getattr(source, "max_cloud_cover", 100.0)
+    groups = []
+    for _, members in sorted(cells.items()):
+        members.sort(key=lambda o: (o.date, o.id))
+        batch: list[Observation] = []
+        for observation in members + [None]:  # type: ignore[list-item]
+            if batch and (observation is None or (observation.date - batch[0].date).days > GROUP_DAYS):
+                start = window(batch[0].date, recipe)[0]
+                end = window(batch[-1].date, recipe)[1]
+                bbox = _union(chip_extent(o, recipe) for o in batch)
+                groups.append(Group(tuple(batch), Query(bbox, start, end, collections, max_cloud)))
+                batch = []
+            if observation is not None:
+                batch.append(observation)
+    return groups
+
+
+def window(date: dt.date, recipe: Recipe) -> tuple[dt.date, dt.date]:
+    """The dates whose acquisitions may serve an observation on ``date``."""
+    time = recipe.data.chips.time
+    first = date - dt.timedelta(days=(time.steps - 1) * time.step_days + time.tolerance_days)
+    return first, date + dt.timedelta(days=time.tolerance_days)
+
+
+def chip_extent(observation: Observation, recipe: Recipe) -> tuple[float, float, float, float]:
+    """Lon/lat box around an observation's chip (generous: half a chip plus a pixel)."""
+    chips = recipe.data.chips
+    half = (chips.size / 2 + 1) * chips.resolution
+    dlat = half / METRES_PER_DEGREE
+    dlon = half / (METRES_PER_DEGREE * max(math.cos(math.radians(observation.lat)), 0.01))
+    west, south, east, north = observation.extent
+    return (west - dlon, south - dlat, east + dlon, north + dlat)
+
+
+def _union(boxes) -> tuple[float, float, float, float]:
+    boxes = list(boxes)
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes),
+            max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _serves(item: dict, observation: Observation, recipe: Recipe) -> bool:
+    from shapely.geometry import box, shape
+
+    start, end = window(observation.date, recipe)
+    when = item_date(item)
+    return when is not None and start <= when <= end and shape(item["geometry"]).intersects(
+        box(*chip_extent(observation, recipe)))
+
+
+def _trim(item: dict[str, Any], preset: Preset, bands: list[str]) -> dict[str, Any]:
+    """The item with only the assets the recipe reads and the properties presets use."""
+    keys = {preset.band_keys(item.get("collection", "")).get(b) for b in bands}
+    if preset.mask:
+        keys.add(preset.mask[0])
+    keep = ("datetime", "start_datetime", "eo:cloud_cover", "s2:processing_baseline", "proj:epsg")
+    return {
+        "id": item["id"], "collection": item.get("collection"), "bbox": item.get("bbox"),
+        "geometry": item["geometry"],
+        "properties": {k: v for k, v in item.get("properties", {}).items() if k in keep},
+        "assets": {k: {f: v for f, v in a.items() if f in ("href", "raster:bands", "type")}
+                   for k, a in item.get("assets", {}).items() if k in keys},
+    }
+
+
+def _write_observations(path: Path, observations: list[Observation]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "lon", "lat", "date", "label", "west", "south", "east", "north", "source"])
+        for o in observations:
+            extent = o.bbox or ("", "", "", "")
+            writer.writerow([o.id, f"{o.lon:.7f}", f"{o.lat:.7f}", o.date.isoformat(),
+                             "" if o.label is None else o.label, *extent, o.source or ""])

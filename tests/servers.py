@@ -1,0 +1,228 @@
+"""Real servers on 127.0.0.1 for tests: a Range-honouring file server, a STAC API
+(stac-fastapi-pgstac over PostgreSQL/PostGIS) and a fault-injecting proxy. Each one a test
+starts, it stops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _Server:
+    """A ThreadingHTTPServer on a free loopback port, run in a thread."""
+
+    def __init__(self, handler):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._thread.join(5)
+
+
+class RangeFileServer(_Server):
+    """Serves a folder over HTTP with Range support, counting the bytes it sends."""
+
+    def __init__(self, root: Path):
+        server = self
+        self.root = Path(root).resolve()
+        self.bytes_sent = 0
+        self.requests = 0
+        self._lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                self._serve(body=False)
+
+            def do_GET(self):
+                self._serve(body=True)
+
+            def _serve(self, body: bool):
+                path = (server.root / self.path.split("?")[0].lstrip("/")).resolve()
+                if server.root not in path.parents or not path.is_file():
+                    self.send_error(404)
+                    return
+                size = path.stat().st_size
+                start, end, status = 0, size - 1, 200
+                header = self.headers.get("Range")
+                if header and header.startswith("bytes="):
+                    first, _, last = header[6:].split(",")[0].partition("-")
+                    start = int(first) if first else max(size - int(last), 0)
+                    end = min(int(last), size - 1) if first and last else size - 1
+                    status = 206
+                if start > end:
+                    self.send_error(416)
+                    return
+                self.send_response(status)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(end - start + 1))
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+                self.end_headers()
+                if body:
+                    with open(path, "rb") as handle:
+                        handle.seek(start)
+                        data = handle.read(end - start + 1)
+                    self.wfile.write(data)
+                    with server._lock:
+                        server.bytes_sent += len(data)
+                        server.requests += 1
+
+        super().__init__(Handler)
+
+
+class FaultProxy(_Server):
+    """Forwards to ``upstream``; ``faults`` is a list of actions for the next requests:
+    an int status to answer instead (e.g. 503), 'slow' (sleep 2 s first), 'drop' (close the
+    connection with no answer). Requests beyond the list are forwarded untouched."""
+
+    def __init__(self, upstream: str):
+        proxy = self
+        self.upstream = upstream.rstrip("/")
+        self.faults: list = []
+        self.seen = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self._forward(None)
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                self._forward(self.rfile.read(length))
+
+            def _forward(self, body):
+                proxy.seen += 1
+                action = proxy.faults.pop(0) if proxy.faults else None
+                if isinstance(action, int):
+                    self.send_response(action)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if action == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if action == "slow":
+                    time.sleep(2)
+                request = urllib.request.Request(
+                    proxy.upstream + self.path, data=body, method=self.command,
+                    headers={"Content-Type": self.headers.get("Content-Type", "application/json")},
+                )
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    # rewrite links so paging goes through the proxy too
+                    data = answer.read().replace(proxy.upstream.encode(), proxy.url.encode())
+                    self.send_response(answer.status)
+                    self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+
+        super().__init__(Handler)
+
+
+def postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+class PgStacServer:
+    """PostgreSQL + PostGIS with pgstac, and stac-fastapi-pgstac under uvicorn, on loopback."""
+
+    def __init__(self):
+        self.bin = postgres_bin()
+        self.folder = Path(tempfile.mkdtemp(prefix="pgstac-"))
+        self.pg_port, self.api_port = free_port(), free_port()
+        self.dsn = f"postgresql://postgres@127.0.0.1:{self.pg_port}/stac"
+        self.url = f"http://127.0.0.1:{self.api_port}"
+        self._api = None
+
+    def _as_postgres(self, *command: str) -> None:
+        prefix = ["su", "postgres", "-c"] if os.geteuid() == 0 else ["sh", "-c"]
+        subprocess.run([*prefix, " ".join(command)], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> PgStacServer:
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres")
+        data = self.folder / "data"
+        self._as_postgres(str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust")
+        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(data), "-l", str(self.folder / "pg.log"),
+                          "-o", f"'-c listen_addresses=127.0.0.1 -p {self.pg_port} -k {self.folder}'",
+                          "-w", "start")
+        self._as_postgres(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.pg_port),
+                          "-U", "postgres", "stac")
+        self.pypgstac("migrate")
+        env = {**os.environ, "PGUSER": "postgres", "PGPASSWORD": "x", "PGHOST": "127.0.0.1",
+               "PGPORT": str(self.pg_port), "PGDATABASE": "stac", "POSTGRES_USER": "postgres",
+               "POSTGRES_PASS": "x", "POSTGRES_HOST_READER": "127.0.0.1",
+               "POSTGRES_HOST_WRITER": "127.0.0.1", "POSTGRES_PORT": str(self.pg_port),
+               "POSTGRES_DBNAME": "stac"}
+        self._api = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "stac_fastapi.pgstac.app:create_app", "--factory",
+             "--host", "127.0.0.1", "--port", str(self.api_port), "--log-level", "warning"],
+            env=env, stdout=open(self.folder / "api.log", "w"), stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/", timeout=2).read()
+                return self
+            except OSError:
+                if self._api.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("stac-fastapi-pgstac did not start: "
+                                       + (self.folder / "api.log").read_text()[-2000:])
+                time.sleep(0.3)
+
+    def pypgstac(self, *args: str) -> None:
+        pypgstac = Path(sys.executable).parent / "pypgstac"
+        subprocess.run([str(pypgstac), *args, "--dsn", self.dsn], check=True, capture_output=True,
+                       timeout=120)
+
+    def load(self, collections: list[dict], items: list[dict]) -> None:
+        for kind, records in (("collections", collections), ("items", items)):
+            path = self.folder / f"{kind}.ndjson"
+            path.write_text("".join(json.dumps(r) + "\n" for r in records))
+            self.pypgstac("load", kind, str(path), "--method", "upsert")
+
+    def stop(self) -> None:
+        if self._api is not None:
+            self._api.terminate()
+            try:
+                self._api.wait(10)
+            except subprocess.TimeoutExpired:
+                self._api.kill()
+        if (self.folder / "data").exists():
+            try:
+                self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop")
+            except subprocess.CalledProcessError:
+                pass
+        shutil.rmtree(self.folder, ignore_errors=True)

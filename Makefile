@@ -4,7 +4,7 @@ VENV := .venv
 INSTALL := $(VENV)/bin/pip install --disable-pip-version-check --progress-bar off -q
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench schema clean
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/instarun recipes/demo.yaml
@@ -31,6 +31,10 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
 	$(INSTALL) -e '.[dev]'
 	touch $@ $(VENV)/.installed
+
+# regenerate the recipe JSON Schema after changing instageo/recipe/models.py
+schema: $(VENV)/.installed
+	$(VENV)/bin/instarun schema > schemas/recipe.schema.json
 
 clean:
 	rm -rf $(VENV) runs

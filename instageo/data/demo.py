@@ -154,13 +154,13 @@ def generate(out: Path, seed: int = 0, size: int = 384, acquisitions: int = 12,
     """Write the scene (COGs + STAC catalogue + observations CSV) into ``out``."""
     import pystac
     import rasterio
-    from rasterio.transform import from_origin
+    from affine import Affine
     from rasterio.warp import transform as warp_points, transform_bounds
     from shapely.geometry import box, mapping
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    transform = from_origin(*ORIGIN, RESOLUTION, RESOLUTION)
+    transform = Affine(RESOLUTION, 0.0, ORIGIN[0], 0.0, -RESOLUTION, ORIGIN[1])
     bounds = (ORIGIN[0], ORIGIN[1] - size * RESOLUTION, ORIGIN[0] + size * RESOLUTION, ORIGIN[1])
     bbox = transform_bounds(CRS, "EPSG:4326", *bounds)
     collection = pystac.Collection(

@@ -16,7 +16,9 @@ from typing import Any, Literal
 
 from instageo.errors import InputError
 
-MaskKind = Literal["fmask", "scl"]
+# fmask: HLS v2 bit field; cfmask: classic Fmask values (0 clear, 1 water, 2 shadow, 3 snow,
+# 4 cloud, 255 fill); scl: Sentinel-2 scene classification.
+MaskKind = Literal["fmask", "cfmask", "scl"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class BandAsset:
     scale: float = 1.0
     offset: float = 0.0
     nodata: float | None = None
+    band: int = 1  # 1-based band index inside the file
 
 
 @dataclass(frozen=True)
@@ -69,18 +72,19 @@ class Preset:
         assets = item.get("assets", {})
         resolved = {}
         for band in bands:
-            key = keys.get(band)
-            if key is None:
+            if band not in keys:
                 raise InputError(
                     f"band '{band}' is not valid for preset '{self.name}', "
                     f"should be one of {sorted(keys)}"
                 )
+            key, _, selector = keys[band].partition("#")
             if key not in assets:
                 raise InputError(
                     f"item {item.get('id')} ({item.get('collection')}) has no asset '{key}' "
                     f"for band '{band}'; its assets: {sorted(assets)}"
                 )
-            resolved[band] = self._asset(assets[key], item.get("properties", {}))
+            index = _band_index(assets[key], selector, item.get("id"))
+            resolved[band] = self._asset(assets[key], item.get("properties", {}), index)
         mask = None
         if self.mask is not None and self.mask[0] in assets:
             raw = assets[self.mask[0]]
@@ -99,20 +103,34 @@ class Preset:
             mask_kind=self.mask[1] if mask is not None else None,
         )
 
-    def _asset(self, asset: Mapping[str, Any], properties: Mapping[str, Any]) -> BandAsset:
-        documented = _raster_band(asset)
+    def _asset(self, asset: Mapping[str, Any], properties: Mapping[str, Any], index: int = 1) -> BandAsset:
+        documented = _raster_band(asset, index)
         offset = self.offset_for(properties) if self.offset_for else self.offset
+        nodata = documented.get("nodata", self.nodata)
         return BandAsset(
             href=asset["href"],
             scale=float(documented.get("scale", self.scale)),
             offset=float(documented.get("offset", offset)),
-            nodata=documented.get("nodata", self.nodata),
+            nodata=None if nodata is None else float(nodata),
+            band=index,
         )
 
 
-def _raster_band(asset: Mapping[str, Any]) -> Mapping[str, Any]:
-    bands = asset.get("raster:bands") or [{}]
-    return bands[0]
+def _raster_band(asset: Mapping[str, Any], index: int = 1) -> Mapping[str, Any]:
+    bands = asset.get("raster:bands") or []
+    return bands[index - 1] if len(bands) >= index else {}
+
+
+def _band_index(asset: Mapping[str, Any], selector: str, item_id: Any) -> int:
+    """``asset#2`` or ``asset#VV`` (a name from the asset's eo:bands) -> 1-based index."""
+    if not selector:
+        return 1
+    if selector.isdigit():
+        return int(selector)
+    names = [b.get("name") for b in asset.get("eo:bands", [])]
+    if selector not in names:
+        raise InputError(f"item {item_id}: asset band '{selector}' not found; its bands: {names}")
+    return names.index(selector) + 1
 
 
 def _s2_baseline_offset(properties: Mapping[str, Any]) -> float:
@@ -186,7 +204,7 @@ def preset_for(source) -> Preset | None:
     if source.kind == "demo":
         return PRESETS["hls"]
     if source.bands:
-        return custom_preset(source.bands, (source.mask, "fmask") if source.mask else None)
+        return custom_preset(source.bands, (source.mask, source.mask_kind) if source.mask else None)
     if source.preset:
         return PRESETS[source.preset]
     if source.kind == "catalog":

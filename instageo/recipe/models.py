@@ -98,7 +98,10 @@ class CatalogSource(Model):
     collections: list[str] | None = None
     preset: PresetName | None = Field(None, description="catalogue preset; default 'hls' unless bands are given")
     bands: dict[str, str] | None = Field(None, description="common band name -> asset key")
-    mask: str | None = Field(None, description="asset key of an Fmask-style mask, with bands")
+    mask: str | None = Field(None, description="asset key of the cloud mask, with bands")
+    mask_kind: Literal["fmask", "cfmask", "scl"] = Field(
+        "fmask", description="fmask: HLS bits; cfmask: classic Fmask values; scl: Sentinel-2 SCL"
+    )
     max_cloud_cover: float = Field(100.0, ge=0.0, le=100.0)
 
 
@@ -112,7 +115,10 @@ class StacSource(Model):
         None, description="catalogue preset (asset keys, scales, masks); guessed for known URLs"
     )
     bands: dict[str, str] | None = Field(None, description="common band name -> asset key")
-    mask: str | None = Field(None, description="asset key of an Fmask-style mask, with bands")
+    mask: str | None = Field(None, description="asset key of the cloud mask, with bands")
+    mask_kind: Literal["fmask", "cfmask", "scl"] = Field(
+        "fmask", description="fmask: HLS bits; cfmask: classic Fmask values; scl: Sentinel-2 SCL"
+    )
     max_cloud_cover: float = Field(100.0, ge=0.0, le=100.0)
     timeout: float = Field(30.0, gt=0, le=600, description="seconds to wait for one answer")
     retries: int = Field(4, ge=0, le=20, description="retries on 429/5xx, timeouts, drops")

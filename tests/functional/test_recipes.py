@@ -1,0 +1,25 @@
+"""The shipped recipes: tiny.yaml runs the whole pipeline (our smoke test and CI pattern)."""
+
+import json
+import shutil
+
+from instageo.cli import main
+from instageo.pipeline import default_pipeline
+from tests.conftest import REPO
+
+
+def test_tiny_recipe_runs_every_stage_then_nothing(tmp_path):
+    recipe = tmp_path / "tiny.yaml"  # a copy, so the run's lock file lands in tmp_path
+    shutil.copy(REPO / "recipes" / "tiny.yaml", recipe)
+    runs = tmp_path / "runs"
+    assert main([str(recipe), "--runs-dir", str(runs)]) == 0
+    report = json.loads((runs / "tiny" / "report.json").read_text())
+    assert report["status"] == "ok"
+    assert [s["name"] for s in report["stages"]] == [stage.name for stage in default_pipeline()]
+    assert not any(s["cached"] for s in report["stages"])
+    assert report["dataset"]["search"]["observations"] == 40
+    assert (tmp_path / "tiny.lock.json").exists()
+
+    assert main([str(recipe), "--runs-dir", str(runs)]) == 0
+    again = json.loads((runs / "tiny" / "report.json").read_text())
+    assert all(s["cached"] for s in again["stages"])

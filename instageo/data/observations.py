@@ -126,10 +126,13 @@ def read_rasters(spec: RasterObservations) -> list[Observation]:
     from rasterio.errors import RasterioIOError
     from rasterio.warp import transform_bounds
 
-    if spec.date is None:
-        raise InputError("data.observations.date is required for label rasters (the date to search)")
+    dates = _raster_dates(spec.dates) if spec.dates else {}
     observations = []
     for path in spec.paths:
+        date = dates.get(Path(path).name) or dates.get(Path(path).stem) or spec.date
+        if date is None:
+            raise InputError(f"{path}: no date: give data.observations.date, or a row in "
+                             f"data.observations.dates")
         try:
             with rasterio.open(path) as dataset:
                 if dataset.crs is None:
@@ -138,5 +141,17 @@ def read_rasters(spec: RasterObservations) -> list[Observation]:
         except RasterioIOError as exc:
             raise InputError(f"{path}: not a readable raster ({exc})") from None
         lon, lat = (bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2
-        observations.append(Observation(Path(path).stem, lon, lat, spec.date, None, bounds, str(path)))
+        observations.append(Observation(Path(path).stem, lon, lat, date, None, bounds, str(path)))
     return observations
+
+
+def _raster_dates(path: Path) -> dict[str, dt.date]:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        rows = list(enumerate(csv.DictReader(handle), start=2))
+    dates = {}
+    for line, row in rows:
+        try:
+            dates[row["file"].strip()] = dt.date.fromisoformat(row["date"].strip()[:10])
+        except (KeyError, AttributeError, ValueError):
+            raise InputError(f"{path}:{line}: needs columns file,date with date as YYYY-MM-DD") from None
+    return dates

@@ -37,3 +37,40 @@ def save_grid(tiles: list[np.ndarray], path: Path, columns: int = 4, gap: int = 
         r, c = divmod(index, columns)
         canvas[r * (height + gap):r * (height + gap) + height, c * (width + gap):c * (width + gap) + width] = tile
     Image.fromarray(canvas).save(path)
+
+
+DEFAULT_COLOURS = ["#bdbdbd", "#2166ac", "#1b7837", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"]
+
+
+def hex_rgb(colour: str) -> tuple[int, int, int]:
+    return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+
+
+def label_image(label: np.ndarray, colours: list[str], ignore_index: int) -> np.ndarray:
+    """Class ids to RGB; the ignore index (unlabelled) drawn dark."""
+    out = np.full(label.shape + (3,), 30, np.uint8)
+    for value, colour in enumerate(colours):
+        out[label == value] = hex_rgb(colour)
+    out[label == ignore_index] = 30
+    return out
+
+
+def chips_quicklook(folder: Path, records, bands: list[str], steps: int, colours: list[str],
+                    ignore_index: int, path: Path, limit: int = 8, zoom: int = 4) -> None:
+    """Rows of chips: each time step in true colour (masked pixels magenta), then the label."""
+    import rasterio
+
+    rgb_index = [bands.index(b) for b in ("red", "green", "blue")] if {"red", "green", "blue"} <= set(bands) else [0, 0, 0]
+    tiles = []
+    for record in records[:limit]:
+        with rasterio.open(folder / record.image) as dataset:
+            image = dataset.read().reshape(steps, len(bands), dataset.height, dataset.width)
+        with rasterio.open(folder / record.label) as dataset:
+            label = dataset.read(1)
+        for step in image:
+            tile = rgb_image(*(step[i] for i in rgb_index))
+            tile[np.isnan(step).all(axis=0)] = (255, 0, 255)
+            tiles.append(tile)
+        tiles.append(label_image(label, colours, ignore_index))
+    tiles = [np.kron(t, np.ones((zoom, zoom, 1), np.uint8)) for t in tiles]
+    save_grid(tiles, path, columns=steps + 1)

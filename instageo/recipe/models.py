@@ -159,7 +159,8 @@ class PointObservations(Model):
 class RasterObservations(Model):
     kind: Literal["raster"]
     paths: list[InputPath] = Field(min_length=1, description="label rasters")
-    date: dt.date | None = None
+    date: dt.date | None = Field(None, description="date of every raster, unless dates is given")
+    dates: InputPath | None = Field(None, description="CSV with columns file,date (file name or stem)")
 
 
 class PolygonObservations(Model):
@@ -184,7 +185,8 @@ class TimeSpec(Model):
 
 
 MaskClass = Literal[
-    "cirrus", "cloud", "adjacent", "cloud_shadow", "snow", "water", "saturated", "dark", "nodata"
+    "cirrus", "cloud", "adjacent", "cloud_shadow", "snow", "water", "saturated", "dark",
+    "unclassified", "nodata",
 ]
 
 
@@ -201,6 +203,7 @@ class LabelSpec(Model):
 
 class ChipSpec(Model):
     size: int = Field(224, ge=8, le=4096, description="chip width and height in pixels")
+    stride: int | None = Field(None, ge=1, description="pixels between chips tiling a label raster (default: size)")
     resolution: float = Field(30.0, gt=0, description="metres per pixel")
     crs: str = Field("utm", description="'utm' (zone of each chip) or an EPSG code")
     bands: list[str] = Field(
@@ -224,6 +227,7 @@ class SplitSpec(Model):
     val: float = Field(0.2, ge=0.0, lt=1.0)
     test: float = Field(0.2, ge=0.0, lt=1.0)
     block_km: float = Field(10.0, gt=0, description="block size of the spatial split")
+    gap_km: float = Field(0.0, ge=0, description="train chips this close to a val/test chip are left out")
 
     @model_validator(mode="after")
     def _leaves_train(self) -> SplitSpec:

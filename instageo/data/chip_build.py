@@ -1,0 +1,212 @@
+"""Build one chip: pick an acquisition per time step by the chip's own cloud cover, read it,
+mask it, label it, write it. A plain function of plain data, so threads or dask workers can
+run it, and deterministic, so the same job always writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from instageo.data.grid import ChipGrid
+from instageo.data.masks import decode
+from instageo.data.presets import BandAsset
+from instageo.files import sha256_file, write_bytes_atomic
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: str
+    date: str
+    bands: dict[str, dict]  # band -> BandAsset fields
+    mask: dict | None
+    mask_kind: str | None
+
+
+@dataclass(frozen=True)
+class ChipJob:
+    chip_id: str
+    observation: str
+    lon: float
+    lat: float
+    date: str
+    label: float | None  # a point's label; None for label rasters
+    label_raster: str | None
+    grid: ChipGrid
+    steps: list[list[Candidate]]  # per time step (oldest first): candidates, preferred first
+    bands: list[str]
+    mask_classes: list[str]
+    strategy: str
+    max_fraction: float
+    buffer: int
+    ignore_index: int
+    regression: bool
+    base_dir: str  # where relative hrefs live (the search stage folder)
+    signing: str | None = None
+    auth: str | None = None
+
+
+@dataclass
+class ChipRecord:
+    chip_id: str
+    observation: str
+    lon: float
+    lat: float
+    crs: str
+    date: str
+    status: str  # "ok" or "skipped"
+    reason: str = ""
+    items: list[str] = field(default_factory=list)
+    dates: list[str] = field(default_factory=list)
+    cloud_fraction: float = 0.0
+    nodata_fraction: float = 0.0
+    image: str = ""
+    label: str = ""
+    image_sha256: str = ""
+    label_sha256: str = ""
+
+
+_READERS: dict = {}
+
+
+def _reader(job: ChipJob):
+    from instageo.data.reader import AssetReader
+
+    key = (job.base_dir, job.signing, job.auth)
+    if key not in _READERS:  # one per process: it keeps open files per thread
+        _READERS[key] = AssetReader(Path(job.base_dir), job.signing, job.auth)
+    return _READERS[key]
+
+
+def build_chip(job: ChipJob, out_dir: str) -> ChipRecord:
+    """Build (or, if its record exists, reload) one chip into ``out_dir``."""
+    out = Path(out_dir)
+    record_path = out / "records" / f"{job.chip_id}.json"
+    if record_path.exists():  # done before an interruption
+        return ChipRecord(**json.loads(record_path.read_text()))
+    record = _build(job, out)
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(record_path, json.dumps(asdict(record), sort_keys=True).encode())
+    return record
+
+
+def _build(job: ChipJob, out: Path) -> ChipRecord:
+    reader = _reader(job)
+    base = dict(chip_id=job.chip_id, observation=job.observation, lon=job.lon, lat=job.lat,
+                crs=job.grid.crs, date=job.date)
+    images, masks, chosen, dates, fractions = [], [], [], [], []
+    for step, candidates in enumerate(job.steps):
+        if not candidates:
+            return ChipRecord(**base, status="skipped", reason="no_scene")
+        picked, least_nodata = None, 1.0
+        for candidate in candidates:
+            if candidate.id in chosen:
+                continue
+            masked, nodata = _unusable_pixels(reader, candidate, job)
+            invalid = masked | nodata
+            fraction = float(invalid.mean())
+            least_nodata = min(least_nodata, float(nodata.mean()))
+            if fraction <= job.max_fraction:
+                picked = (candidate, invalid, fraction)
+                break
+        if picked is None:  # no_data when even the fullest candidate lacks too much imagery
+            reason = "no_data" if least_nodata > job.max_fraction else "cloudy"
+            return ChipRecord(**base, status="skipped", reason=reason)
+        candidate, invalid, fraction = picked
+        stack = np.stack([reader.read(BandAsset(**candidate.bands[b]), job.grid) for b in job.bands])
+        images.append(stack)
+        masks.append(invalid | np.isnan(stack).any(axis=0))
+        chosen.append(candidate.id)
+        dates.append(candidate.date[:10])
+        fractions.append(fraction)
+    invalid = np.stack(masks)  # (T, H, W)
+    if job.strategy == "any":
+        invalid = np.broadcast_to(invalid.any(axis=0), invalid.shape)
+    image = np.stack(images)  # (T, C, H, W)
+    image[np.broadcast_to(invalid[:, None], image.shape)] = np.nan
+    label = _label(job, reader, invalid.any(axis=0))
+    if label is None:
+        return ChipRecord(**base, status="skipped", reason="no_labels")
+    image_path, label_path = f"chips/{job.chip_id}.tif", f"labels/{job.chip_id}.tif"
+    descriptions = [f"t{t}_{b}" for t in range(len(job.steps)) for b in job.bands]
+    write_geotiff(out / image_path, image.reshape(-1, *image.shape[2:]), job.grid, np.nan, descriptions,
+                  {"items": ",".join(chosen), "dates": ",".join(dates)})
+    write_geotiff(out / label_path, label[None], job.grid,
+                  None if job.regression else job.ignore_index, ["label"], {})
+    return ChipRecord(
+        **base, status="ok", items=chosen, dates=dates,
+        cloud_fraction=round(float(np.mean(fractions)), 6),
+        nodata_fraction=round(float(invalid.mean()), 6),
+        image=image_path, label=label_path,
+        image_sha256=sha256_file(out / image_path), label_sha256=sha256_file(out / label_path),
+    )
+
+
+def _unusable_pixels(reader, candidate: Candidate, job: ChipJob) -> tuple[np.ndarray, np.ndarray]:
+    """(masked, nodata): pixels of the masked classes, and pixels with no imagery or fill."""
+    first_band = BandAsset(**candidate.bands[job.bands[0]])
+    nodata = np.isnan(reader.read(first_band, job.grid))
+    masked = np.zeros_like(nodata)
+    if candidate.mask is not None and candidate.mask_kind:
+        raw = reader.read(BandAsset(**candidate.mask), job.grid, categorical=True)
+        masked, fill = decode(raw, candidate.mask_kind, job.mask_classes)
+        nodata |= fill
+    return masked & ~nodata, nodata
+
+
+def _label(job: ChipJob, reader, no_imagery: np.ndarray) -> np.ndarray | None:
+    size = job.grid.size
+    if job.label_raster is not None:
+        with _open(job.label_raster) as dataset:  # outside the raster counts as its nodata
+            fill = dataset.nodata if dataset.nodata is not None else job.ignore_index
+        asset = BandAsset(job.label_raster, nodata=fill)
+        raw = reader.read(asset, job.grid, categorical=True).astype(np.float32)
+        invalid = no_imagery | (raw == fill) | np.isnan(raw)
+        if not job.regression:
+            invalid |= raw < 0  # negative class ids mean "not labelled" (e.g. Sen1Floods11's -1)
+        label = raw
+    else:
+        label = np.full((size, size), np.nan, np.float32)
+        centre, b = size // 2, job.buffer
+        label[max(centre - b, 0):centre + b + 1, max(centre - b, 0):centre + b + 1] = job.label
+        invalid = no_imagery | np.isnan(label)
+    if job.regression:
+        label = np.where(invalid, np.nan, label).astype(np.float32)
+        return None if np.isnan(label).all() else label
+    label = np.where(invalid, job.ignore_index, label).astype(np.int16)
+    return None if (label == job.ignore_index).all() else label
+
+
+def _open(path: str):
+    import rasterio
+
+    return rasterio.open(path)
+
+
+def write_geotiff(path: Path, array: np.ndarray, grid: ChipGrid, nodata, descriptions: list[str],
+                  tags: dict[str, str]) -> None:
+    """A compressed (tiled where the size allows) GeoTIFF, written atomically."""
+    import rasterio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count, height, width = array.shape
+    profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=array.dtype,
+                   crs=grid.crs, transform=grid.affine, nodata=nodata, compress="deflate",
+                   predictor=3 if array.dtype.kind == "f" else 2, interleave="band")
+    if width % 16 == 0 and height % 16 == 0:
+        profile.update(tiled=True, blockxsize=min(width, 256), blockysize=min(height, 256))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with rasterio.open(tmp, "w", **profile) as dataset:
+        dataset.write(array)
+        for index, text in enumerate(descriptions, start=1):
+            dataset.set_band_description(index, text)
+        dataset.update_tags(**tags)
+    tmp.replace(path)
+
+
+def parse_date(text: str) -> dt.date:
+    return dt.date.fromisoformat(text[:10])

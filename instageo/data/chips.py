@@ -1,0 +1,181 @@
+"""The `chips` stage: model-ready chips (T, C, H, W) and labels from the search stage's items.
+
+One job per chip (a point observation, or a tile of a label raster), run many at once on
+threads (I/O bound: GDAL releases the GIL) or on a dask cluster. Each finished chip leaves a
+record, so an interrupted stage resumes where it stopped. Then: split, band statistics and
+class weights on the train split, and an index with every file's SHA-256.
+
+Outputs: chips/<id>.tif (T*C float32 bands, NaN nodata, band descriptions t<k>_<band>),
+labels/<id>.tif, index.csv, stats.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import re
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from instageo.data.chip_build import Candidate, ChipJob, ChipRecord, build_chip
+from instageo.data.grid import centred_grid, tiled_grids
+from instageo.data.lock import lock_path, update_lock
+from instageo.data.presets import preset_for
+from instageo.data.quicklook import DEFAULT_COLOURS, chips_quicklook
+from instageo.data.split import assign_splits
+from instageo.errors import InputError
+from instageo.files import write_json_atomic
+from instageo.recipe.models import Recipe
+from instageo.runner.stage import StageContext, StageOutput, StageResult
+
+INDEX_COLUMNS = ["chip_id", "observation", "lon", "lat", "crs", "date", "split", "dates", "items",
+                 "cloud_fraction", "nodata_fraction", "image", "label", "image_sha256", "label_sha256"]
+
+
+def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
+    jobs = make_jobs(recipe, inputs["search"])
+    records = run_jobs(jobs, ctx.workdir, recipe, ctx)
+    built = [r for r in records if r.status == "ok"]
+    skipped = Counter(r.reason for r in records if r.status != "ok")
+    if not built:
+        raise InputError(f"no chip could be built from {len(records)} observation(s): skipped {dict(skipped)}")
+    splits = assign_splits(built, recipe.data.split, recipe.seed)
+    write_index(ctx.workdir / "index.csv", built, splits)
+    train = [r for r in built if splits[r.chip_id] == "train"]
+    stats = dataset_stats(ctx.workdir, train, recipe)
+    write_json_atomic(ctx.workdir / "stats.json", stats)
+    chips = recipe.data.chips
+    chips_quicklook(ctx.workdir, built, list(chips.bands), chips.time.steps,
+                    list(recipe.task.colors or DEFAULT_COLOURS), chips.label.ignore_index,
+                    ctx.workdir / "quicklook.png", zoom=max(1, 96 // chips.size))
+    counts = Counter(splits.values())
+    return StageOutput(
+        files={"index": "index.csv", "stats": "stats.json", "quicklook": "quicklook.png"},
+        summary={"chips": len(built), "skipped": dict(sorted(skipped.items())),
+                 "splits": {name: counts.get(name, 0) for name in ("train", "val", "test", "excluded")}},
+    )
+
+
+def after(recipe: Recipe, result: StageResult) -> None:
+    """Pin every chip's checksums in the lock file, for `instarun verify`."""
+    if recipe.path is None:
+        return
+    rows = read_index(result.path("index"))
+    checksums = {row["chip_id"]: [row["image_sha256"], row["label_sha256"]] for row in rows}
+    update_lock(lock_path(recipe.path, recipe.name), recipe.name,
+                chips={"key": result.key, "checksums": checksums})
+
+
+def make_jobs(recipe: Recipe, search: StageResult) -> list[ChipJob]:
+    items = json.loads(search.path("items").read_text())
+    candidates = json.loads(search.path("candidates").read_text())
+    preset = preset_for(recipe.data.source)
+    chips, time = recipe.data.chips, recipe.data.chips.time
+    common = dict(
+        bands=list(chips.bands), mask_classes=list(chips.mask.classes), strategy=chips.mask.strategy,
+        max_fraction=chips.mask.max_fraction, buffer=chips.label.buffer,
+        ignore_index=chips.label.ignore_index, regression=recipe.task.kind == "regression",
+        base_dir=str(search.dir), signing=preset.signing, auth=preset.auth,
+    )
+    jobs = []
+    with open(search.path("observations"), newline="") as handle:
+        observations = list(csv.DictReader(handle))
+    for row in observations:
+        date = dt.date.fromisoformat(row["date"])
+        own = [items[i] for i in candidates.get(row["id"], []) if i in items]
+        steps = []
+        for k in reversed(range(time.steps)):  # oldest first
+            target = date - dt.timedelta(days=k * time.step_days)
+            near = [i for i in own if abs((_date(i) - target).days) <= time.tolerance_days]
+            near.sort(key=lambda i: (abs((_date(i) - target).days), i["datetime"], i["id"]))
+            steps.append([Candidate(i["id"], i["datetime"], i["bands"], i["mask"], i["mask_kind"]) for i in near])
+        lon, lat = float(row["lon"]), float(row["lat"])
+        label = float(row["label"]) if row["label"] not in ("", None) else None
+        if row["source"]:  # a label raster: tile its extent
+            bounds = tuple(float(row[k]) for k in ("west", "south", "east", "north"))
+            grids = tiled_grids(bounds, chips.size, chips.resolution, chips.crs, chips.stride or chips.size)
+            for index, grid in enumerate(grids):
+                jobs.append(ChipJob(f"{_safe(row['id'])}-{index:03d}", row["id"], lon, lat, row["date"],
+                                    None, row["source"], grid, steps, **common))
+        else:
+            if label is None:
+                raise InputError(f"observation {row['id']} has no label")
+            grid = centred_grid(lon, lat, chips.size, chips.resolution, chips.crs)
+            jobs.append(ChipJob(_safe(row["id"]), row["id"], lon, lat, row["date"], label, None, grid,
+                                steps, **common))
+    return jobs
+
+
+def run_jobs(jobs: list[ChipJob], out: Path, recipe: Recipe, ctx: StageContext) -> list[ChipRecord]:
+    executor = recipe.data.executor
+    if executor.kind == "dask":
+        from instageo.data.dask_executor import run_on_dask
+
+        records = run_on_dask(jobs, str(out), executor.address, executor.workers, ctx)
+    else:
+        with ThreadPoolExecutor(executor.workers) as pool:
+            records = list(ctx.track(pool.map(lambda job: build_chip(job, str(out)), jobs),
+                                     total=len(jobs), description="chips"))
+    return sorted(records, key=lambda r: r.chip_id)
+
+
+def write_index(path: Path, records: list[ChipRecord], splits: dict[str, str]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, INDEX_COLUMNS)
+        writer.writeheader()
+        for record in records:
+            row = asdict(record)
+            row.update(split=splits[record.chip_id], dates=";".join(record.dates), items=";".join(record.items))
+            writer.writerow({k: row[k] for k in INDEX_COLUMNS})
+
+
+def read_index(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def dataset_stats(folder: Path, train: list[ChipRecord], recipe: Recipe) -> dict:
+    """Per-band mean/std over valid train pixels (all steps), and class weights."""
+    import rasterio
+
+    bands, steps = recipe.data.chips.bands, recipe.data.chips.time.steps
+    total = np.zeros(len(bands))
+    squares = np.zeros(len(bands))
+    counts = np.zeros(len(bands))
+    classes = Counter()
+    ignore = recipe.data.chips.label.ignore_index
+    for record in train:
+        with rasterio.open(folder / record.image) as dataset:
+            image = dataset.read().reshape(steps, len(bands), -1).astype(np.float64)
+        valid = ~np.isnan(image)
+        total += np.where(valid, image, 0).sum(axis=(0, 2))
+        squares += np.where(valid, image**2, 0).sum(axis=(0, 2))
+        counts += valid.sum(axis=(0, 2))
+        if recipe.task.kind == "segmentation":
+            with rasterio.open(folder / record.label) as dataset:
+                values, n = np.unique(dataset.read(1), return_counts=True)
+            classes.update({int(v): int(c) for v, c in zip(values, n) if v != ignore})
+    mean = total / np.maximum(counts, 1)
+    std = np.sqrt(np.maximum(squares / np.maximum(counts, 1) - mean**2, 0))
+    stats = {"bands": list(bands), "mean": [round(float(v), 6) for v in mean],
+             "std": [round(float(v), 6) for v in std], "train_chips": len(train)}
+    if recipe.task.kind == "segmentation":
+        n_classes = len(recipe.task.classes)
+        pixels = [classes.get(c, 0) for c in range(n_classes)]
+        seen = sum(pixels)
+        stats["class_pixels"] = pixels
+        stats["class_weights"] = [round(seen / (n_classes * p), 6) if p else 0.0 for p in pixels]
+    return stats
+
+
+def _date(item: dict) -> dt.date:
+    return dt.date.fromisoformat(item["datetime"][:10])
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)

@@ -1,0 +1,78 @@
+"""Chip grids: where each chip lies, in a projected CRS at the recipe's resolution.
+
+A chip centred on a point lies in the UTM zone of that point (or the recipe's CRS), its
+corners snapped to multiples of the resolution so chips of the same zone share one pixel
+grid. Label rasters are tiled with chips at a stride.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from affine import Affine
+
+
+@dataclass(frozen=True)
+class ChipGrid:
+    crs: str
+    transform: tuple[float, ...]  # the 6 affine coefficients (a, b, c, d, e, f)
+    size: int
+
+    @property
+    def affine(self) -> Affine:
+        return Affine(*self.transform)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        a, _, left, _, e, top = self.transform
+        return (left, top + e * self.size, left + a * self.size, top)
+
+
+def utm_crs(lon: float, lat: float) -> str:
+    zone = min(int((lon + 180) // 6) + 1, 60)
+    return f"EPSG:{32600 + zone if lat >= 0 else 32700 + zone}"
+
+
+def chip_crs(setting: str, lon: float, lat: float) -> str:
+    return utm_crs(lon, lat) if setting.lower() == "utm" else setting
+
+
+def centred_grid(lon: float, lat: float, size: int, resolution: float, crs_setting: str) -> ChipGrid:
+    """The chip of ``size`` pixels whose centre pixel contains (lon, lat)."""
+    from pyproj import Transformer
+
+    crs = chip_crs(crs_setting, lon, lat)
+    x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
+    column, row = math.floor(x / resolution), math.floor(y / resolution)
+    left = (column - size // 2) * resolution
+    top = (row + 1 + size // 2) * resolution  # the point falls in pixel (size // 2, size // 2)
+    return ChipGrid(crs, (resolution, 0.0, left, 0.0, -resolution, top), size)
+
+
+def tiled_grids(bounds_lonlat: tuple[float, float, float, float], size: int, resolution: float,
+                crs_setting: str, stride: int) -> list[ChipGrid]:
+    """Chips covering a lon/lat extent, ``stride`` pixels apart (the last row/column flush)."""
+    from rasterio.warp import transform_bounds
+
+    west, south, east, north = bounds_lonlat
+    crs = chip_crs(crs_setting, (west + east) / 2, (south + north) / 2)
+    left, bottom, right, top = transform_bounds("EPSG:4326", crs, *bounds_lonlat)
+    left = math.floor(left / resolution) * resolution
+    top = math.ceil(top / resolution) * resolution
+    width = max(math.ceil((right - left) / resolution), size)
+    height = max(math.ceil((top - bottom) / resolution), size)
+    grids = []
+    for row in _starts(height, size, stride):
+        for column in _starts(width, size, stride):
+            transform = (resolution, 0.0, left + column * resolution, 0.0, -resolution,
+                         top - row * resolution)
+            grids.append(ChipGrid(crs, transform, size))
+    return grids
+
+
+def _starts(extent: int, size: int, stride: int) -> list[int]:
+    starts = list(range(0, max(extent - size, 0) + 1, stride))
+    if starts[-1] + size < extent:
+        starts.append(extent - size)  # cover the far edge too
+    return starts

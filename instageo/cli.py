@@ -127,6 +127,28 @@ def plan_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
         typer.echo("(the pipeline has no stages)")
 
 
+@app.command("verify")
+def verify_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
+                   runs_dir: RunsDirOpt = Path("runs")) -> None:
+    """Rebuild the chips from the lock file and compare checksums (exit 1 on any difference);
+    also check the chips already in the runs folder."""
+    from instageo.data.verify import verify
+    from instageo.errors import VerificationError
+    from instageo.recipe import load_recipe
+
+    loaded = load_recipe(recipe, set_)
+    result = verify(loaded, _pipeline(ctx), runs_dir)
+    typer.echo(f"{loaded.name}: {len(result.identical)} chip(s) rebuilt identical, "
+               f"{len(result.differing)} differing, {len(result.missing)} missing, "
+               f"{len(result.extra)} extra; {len(result.altered)} file(s) altered in {runs_dir}")
+    for label, chips in (("differing", result.differing), ("missing", result.missing),
+                         ("extra", result.extra), ("altered", result.altered)):
+        for chip in chips:
+            typer.echo(f"  {label}: {chip}")
+    if not result.ok:
+        raise VerificationError(f"{loaded.name}: chips differ from the lock file")
+
+
 @app.command("schema")
 def schema_command() -> None:
     """Print the recipe JSON Schema (what schemas/recipe.schema.json holds)."""

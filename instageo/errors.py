@@ -45,3 +45,9 @@ class StageError(InstageoError):
     """A stage failed for a reason that is not the user's input (a bug or an environment issue)."""
 
     exit_code = 1
+
+
+class VerificationError(InstageoError):
+    """`instarun verify` rebuilt chips that differ from the lock file."""
+
+    exit_code = 1

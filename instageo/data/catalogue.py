@@ -67,7 +67,7 @@ class LocalCatalogue:
         import pystac
         from pystac.errors import STACError
 
-        self.path = Path(path)
+        self.path = Path(path).resolve()
         self._name = name
         try:
             catalog = pystac.read_file(str(self.path))

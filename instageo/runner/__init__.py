@@ -32,21 +32,22 @@ def plan_recipe(recipe: Recipe, pipeline: Sequence[Stage], runs_dir: Path,
     """The plan of a recipe and, per stage, whether it is cached or why it runs."""
     _check_force(pipeline, force)
     plan = make_plan(expand(recipe), pipeline, functools.cache(sha256_file), until)
-    return plan, decide(plan, RunStore(Path(runs_dir) / recipe.name), force)
+    return plan, decide(plan, RunStore(Path(runs_dir).resolve() / recipe.name), force)
 
 
 def run_recipe(recipe: Recipe, pipeline: Sequence[Stage], runs_dir: Path,
                until: str | None = None, force: Sequence[str] = (),
-               progress: Progress | None = None) -> dict[str, Any]:
-    """Run every stage that is not cached; write report.json/md; return the report."""
-    run_dir = Path(runs_dir) / recipe.name
+               progress: Progress | None = None, publish: bool = True) -> dict[str, Any]:
+    """Run every stage that is not cached; write report.json/md; return the report.
+    ``publish=False`` leaves files outside the runs folder (the lock file) untouched."""
+    run_dir = Path(runs_dir).resolve() / recipe.name  # stages see absolute paths
     progress = progress or Progress(enabled=False)
     with RunLock(run_dir), _run_log(run_dir):
         plan, decisions = plan_recipe(recipe, pipeline, runs_dir, until, force)
         records: list[StageRecord] = []
         try:
             with progress:
-                records = execute(decisions, RunStore(run_dir), progress)
+                records = execute(decisions, RunStore(run_dir), progress, publish)
         except (Exception, KeyboardInterrupt) as exc:
             write_report(build_report(plan, records, run_dir, "failed", str(exc)), run_dir)
             raise

@@ -24,8 +24,10 @@ class StageRecord:
     seconds: float
 
 
-def execute(decisions: list[Decision], store: RunStore, progress: Progress) -> list[StageRecord]:
-    """Run the decided stages in order; returns one record per stage (cached ones included)."""
+def execute(decisions: list[Decision], store: RunStore, progress: Progress,
+            publish: bool = True) -> list[StageRecord]:
+    """Run the decided stages in order; returns one record per stage (cached ones included).
+    ``publish=False`` skips the stages' ``after`` hooks (nothing written outside the run)."""
     results: dict[str, StageResult] = {}
     records: list[StageRecord] = []
     overall = progress.add("stages", len(decisions))
@@ -43,7 +45,7 @@ def execute(decisions: list[Decision], store: RunStore, progress: Progress) -> l
             seconds = time.perf_counter() - started
             log.info("%s: done in %.1fs", label, seconds)
         store.record_latest(planned.name, planned.variants, planned.key)
-        if planned.stage.after is not None:
+        if publish and planned.stage.after is not None:
             planned.stage.after(planned.recipe, result)
         results[planned.key] = result
         records.append(StageRecord(decision, result, seconds))

@@ -99,27 +99,25 @@ def _build(job: ChipJob, out: Path) -> ChipRecord:
     base = dict(chip_id=job.chip_id, observation=job.observation, lon=job.lon, lat=job.lat,
                 crs=job.grid.crs, date=job.date)
     images, masks, chosen, dates, fractions = [], [], [], [], []
-    for step, candidates in enumerate(job.steps):
+    for candidates in job.steps:
         if not candidates:
             return ChipRecord(**base, status="skipped", reason="no_scene")
         picked, least_nodata = None, 1.0
         for candidate in candidates:
             if candidate.id in chosen:
                 continue
-            masked, nodata = _unusable_pixels(reader, candidate, job)
-            invalid = masked | nodata
-            fraction = float(invalid.mean())
+            masked, nodata, stack = _read_candidate(reader, candidate, job)
             least_nodata = min(least_nodata, float(nodata.mean()))
-            if fraction <= job.max_fraction:
-                picked = (candidate, invalid, fraction)
+            fraction = float((masked | nodata).mean())
+            if stack is not None and fraction <= job.max_fraction:
+                picked = (candidate, masked | nodata, fraction, stack)
                 break
         if picked is None:  # no_data when even the fullest candidate lacks too much imagery
             reason = "no_data" if least_nodata > job.max_fraction else "cloudy"
             return ChipRecord(**base, status="skipped", reason=reason)
-        candidate, invalid, fraction = picked
-        stack = np.stack([reader.read(BandAsset(**candidate.bands[b]), job.grid) for b in job.bands])
+        candidate, invalid, fraction, stack = picked
         images.append(stack)
-        masks.append(invalid | np.isnan(stack).any(axis=0))
+        masks.append(invalid)
         chosen.append(candidate.id)
         dates.append(candidate.date[:10])
         fractions.append(fraction)
@@ -146,16 +144,20 @@ def _build(job: ChipJob, out: Path) -> ChipRecord:
     )
 
 
-def _unusable_pixels(reader, candidate: Candidate, job: ChipJob) -> tuple[np.ndarray, np.ndarray]:
-    """(masked, nodata): pixels of the masked classes, and pixels with no imagery or fill."""
-    first_band = BandAsset(**candidate.bands[job.bands[0]])
-    nodata = np.isnan(reader.read(first_band, job.grid))
-    masked = np.zeros_like(nodata)
+def _read_candidate(reader, candidate: Candidate, job: ChipJob):
+    """(masked, nodata, bands): masked-class pixels, pixels without imagery, and the bands
+    (C, H, W), or None when the mask alone already rules the acquisition out (cheap: the
+    bands are then never read)."""
+    shape = (job.grid.size, job.grid.size)
+    masked, nodata = np.zeros(shape, bool), np.zeros(shape, bool)
     if candidate.mask is not None and candidate.mask_kind:
         raw = reader.read(BandAsset(**candidate.mask), job.grid, categorical=True)
-        masked, fill = decode(raw, candidate.mask_kind, job.mask_classes)
-        nodata |= fill
-    return masked & ~nodata, nodata
+        masked, nodata = decode(raw, candidate.mask_kind, job.mask_classes)
+        if (masked | nodata).mean() > job.max_fraction:
+            return masked, nodata, None
+    stack = np.stack([reader.read(BandAsset(**candidate.bands[b]), job.grid) for b in job.bands])
+    nodata = nodata | np.isnan(stack).any(axis=0)
+    return masked & ~nodata, nodata, stack
 
 
 def _label(job: ChipJob, reader, no_imagery: np.ndarray) -> np.ndarray | None:

@@ -66,6 +66,14 @@ class Preset:
     def band_keys(self, collection: str) -> Mapping[str, str]:
         return self.collection_bands.get(collection, self.bands)
 
+    def asset_keys(self, collection: str, bands: list[str]) -> set[str]:
+        """The item assets that reading ``bands`` (and the mask) touches."""
+        keys = self.band_keys(collection)
+        assets = {keys[b].partition("#")[0] for b in bands if b in keys}
+        if self.mask:
+            assets.add(self.mask[0])
+        return assets
+
     def resolve(self, item: Mapping[str, Any], bands: list[str]) -> ResolvedItem:
         """The assets of ``bands`` in a STAC item dict; a clear error when one is missing."""
         keys = self.band_keys(item.get("collection", ""))

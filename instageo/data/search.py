@@ -190,15 +190,13 @@ def _serves(item: dict, observation: Observation, recipe: Recipe) -> bool:
 
 def _trim(item: dict[str, Any], preset: Preset, bands: list[str]) -> dict[str, Any]:
     """The item with only the assets the recipe reads and the properties presets use."""
-    keys = {preset.band_keys(item.get("collection", "")).get(b) for b in bands}
-    if preset.mask:
-        keys.add(preset.mask[0])
+    keys = preset.asset_keys(item.get("collection", ""), bands)
     keep = ("datetime", "start_datetime", "eo:cloud_cover", "s2:processing_baseline", "proj:epsg")
     return {
         "id": item["id"], "collection": item.get("collection"), "bbox": item.get("bbox"),
         "geometry": item["geometry"],
         "properties": {k: v for k, v in item.get("properties", {}).items() if k in keep},
-        "assets": {k: {f: v for f, v in a.items() if f in ("href", "raster:bands", "type")}
+        "assets": {k: {f: v for f, v in a.items() if f in ("href", "raster:bands", "eo:bands", "type")}
                    for k, a in item.get("assets", {}).items() if k in keys},
     }
 

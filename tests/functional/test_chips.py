@@ -1,0 +1,144 @@
+"""The chips stage on the demo scene and on real Sen1Floods11 chips, verify, dask."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import rasterio
+
+from instageo.cli import main
+from instageo.data.chip_build import build_chip
+from instageo.data.chips import make_jobs
+from instageo.files import sha256_file
+from instageo.recipe import load_recipe
+from instageo.runner.stage import StageResult
+from tests.conftest import REPO, SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """recipes/tiny.yaml run up to chips, in a temporary folder (lock file included)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    shutil.copy(REPO / "recipes" / "tiny.yaml", folder / "tiny.yaml")
+    assert main([str(folder / "tiny.yaml"), "--runs-dir", str(folder / "runs"), "--until", "chips"]) == 0
+    report = json.loads((folder / "runs" / "tiny" / "report.json").read_text())
+    chips = next(s for s in report["stages"] if s["name"] == "chips")
+    return folder, folder / "runs" / "tiny" / chips["outputs"]["index"], report
+
+
+def rows(index):
+    with open(index, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_chips_are_georeferenced_multitemporal_and_checksummed(tiny):
+    folder, index, report = tiny
+    stage = index.parent
+    chips = rows(index)
+    assert len(chips) == report["dataset"]["chips"] > 20
+    assert sum(report["dataset"]["skipped"].values()) + len(chips) == 40
+    for row in chips:
+        assert sha256_file(stage / row["image"]) == row["image_sha256"]
+        assert sha256_file(stage / row["label"]) == row["label_sha256"]
+        assert row["split"] in ("train", "val", "test") and len(row["items"].split(";")) == 2
+    with rasterio.open(stage / chips[0]["image"]) as dataset:
+        assert dataset.count == 2 * 6 and dataset.crs.to_string() == "EPSG:32637"
+        assert dataset.descriptions[:2] == ("t0_blue", "t0_green") and dataset.descriptions[-1] == "t1_swir22"
+        assert dataset.profile["compress"] == "deflate"
+        image = dataset.read()
+    assert 0 < np.nanmean(image) < 0.6  # reflectance, scaled
+    with rasterio.open(stage / chips[0]["label"]) as dataset:
+        label = dataset.read(1)
+    centre = label[7:10, 7:10]  # buffer 1 around pixel (8, 8)
+    assert (centre != -1).any() and (label[:5] == -1).all()
+    stats = json.loads((stage / "stats.json").read_text())
+    assert len(stats["mean"]) == 6 and len(stats["class_weights"]) == 3
+    assert (stage / "quicklook.png").stat().st_size > 1000
+
+
+def test_the_lock_pins_every_chip_and_verify_rebuilds_them_identically(tiny, capsys):
+    folder, index, _ = tiny
+    lock = json.loads((folder / "tiny.lock.json").read_text())
+    assert {r["chip_id"]: [r["image_sha256"], r["label_sha256"]] for r in rows(index)} == lock["chips"]["checksums"]
+    runs = ["--runs-dir", str(folder / "runs")]
+    assert main(["verify", str(folder / "tiny.yaml"), *runs]) == 0
+    assert "0 differing, 0 missing, 0 extra; 0 file(s) altered" in capsys.readouterr().out
+
+    altered = index.parent / rows(index)[0]["image"]
+    original = altered.read_bytes()
+    altered.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    try:
+        assert main(["verify", str(folder / "tiny.yaml"), *runs]) == 1
+        out = capsys.readouterr()
+        assert f"altered: {altered}" in out.out and "chips differ from the lock file" in out.err
+    finally:
+        altered.write_bytes(original)
+
+
+def test_a_finished_chip_is_not_rebuilt(tiny, tmp_path):
+    folder, index, _ = tiny
+    recipe = load_recipe(folder / "tiny.yaml")
+    search_dir = next((folder / "runs" / "tiny" / "stages").glob("search-*"))
+    search = StageResult("search", "k", search_dir, {"items": "items.json", "candidates": "candidates.json",
+                                                      "observations": "observations.csv"}, {})
+    job = make_jobs(recipe, search)[0]
+    first = build_chip(job, str(tmp_path))
+    stamp = (tmp_path / first.image).stat().st_mtime_ns
+    assert build_chip(job, str(tmp_path)) == first
+    assert (tmp_path / first.image).stat().st_mtime_ns == stamp
+
+
+def test_dask_builds_the_same_chips_as_threads(tiny, tmp_path):
+    folder, index, _ = tiny
+    text = (folder / "tiny.yaml").read_text().replace("  split:", "  executor: {kind: dask, workers: 2}\n  split:")
+    (tmp_path / "tiny.yaml").write_text(text)
+    shutil.copy(folder / "tiny.lock.json", tmp_path / "tiny.lock.json")
+    assert main([str(tmp_path / "tiny.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "chips"]) == 0
+    dask_index = next((tmp_path / "runs" / "tiny" / "stages").glob("chips-*")) / "index.csv"
+    assert dask_index.read_bytes() == index.read_bytes()
+
+
+def test_sen1floods11_label_rasters_are_tiled_and_bad_chips_skipped_with_reasons(tmp_path):
+    data = SHARED_DATA / "sen1floods11"
+    metadata = json.loads((data / "Sen1Floods11_Metadata.geojson").read_text())
+    dates = {f["properties"]["location"]: f["properties"]["s1_date"].replace("/", "-") for f in metadata["features"]}
+    dates["Mekong"] = dates["Cambodia"]
+    labels = sorted(data.glob("*_LabelHand.tif"))
+    with open(tmp_path / "dates.csv", "w") as handle:
+        handle.write("scene,date\n" + "".join(f"{p.name.rsplit('_', 1)[0]},{dates[p.name.rsplit('_', 2)[0]]}\n" for p in labels))
+    with open(tmp_path / "label_dates.csv", "w") as handle:
+        handle.write("file,date\n" + "".join(f"{p.name},{dates[p.name.rsplit('_', 2)[0]]}\n" for p in labels))
+    assert main(["catalog", "build", str(data), "--out", str(tmp_path / "cat"), "--dates", str(tmp_path / "dates.csv")]) == 0
+    paths = ", ".join(str(p) for p in labels)
+    (tmp_path / "floods.yaml").write_text(f"""
+name: floods
+data:
+  source: {{kind: catalog, path: cat/catalog.json, bands: {{vv: "S1Hand#VV", vh: "S1Hand#VH"}}}}
+  observations: {{kind: raster, paths: [{paths}], dates: label_dates.csv}}
+  chips: {{size: 128, resolution: 10, bands: [vv, vh], time: {{steps: 1, tolerance_days: 1}},
+          mask: {{max_fraction: 0.5}}}}
+  split: {{method: random}}
+task: {{classes: [land, water]}}
+""")
+    assert main([str(tmp_path / "floods.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "chips"]) == 0
+    report = json.loads((tmp_path / "runs" / "floods" / "report.json").read_text())
+    stage = next((tmp_path / "runs" / "floods" / "stages").glob("chips-*"))
+    records = [json.loads(p.read_text()) for p in (stage / "records").glob("*.json")]
+    by_scene = {}
+    for record in records:
+        by_scene.setdefault(record["observation"].rsplit("_", 1)[0], []).append(record)
+    assert {r["reason"] for r in by_scene["Paraguay_34417"]} == {"no_data"}  # S1 entirely NaN
+    assert {r["reason"] for r in by_scene["Ghana_83483"]} == {"no_labels"}  # labels all -1
+    assert {r["status"] for r in by_scene["Spain_7370579"]} == {"ok"}
+    assert report["dataset"]["skipped"]["no_data"] >= len(by_scene["Paraguay_34417"])
+    built = [r for r in records if r["status"] == "ok"]
+    assert report["dataset"]["chips"] == len(built) > 50
+    with rasterio.open(stage / built[0]["label"]) as dataset:
+        assert set(np.unique(dataset.read(1))) <= {-1, 0, 1}
+    with rasterio.open(stage / by_scene["Spain_7370579"][0]["image"]) as dataset:
+        vv = dataset.read(1)
+    assert -30 < np.nanmedian(vv) < 5  # VV backscatter in dB
+    stats = json.loads((stage / "stats.json").read_text())
+    assert stats["class_pixels"][1] > 0  # water on the train split

@@ -44,58 +44,108 @@ class _Server:
         self._thread.join(5)
 
 
-class RangeFileServer(_Server):
-    """Serves a folder over HTTP with Range support, counting the bytes it sends."""
+class _RangeHandler(BaseHTTPRequestHandler):
+    """Files under ``server.root`` with Range support; /__stats__ and /__reset__ count bytes."""
 
-    def __init__(self, root: Path):
-        server = self
+    def log_message(self, *args):
+        pass
+
+    def do_HEAD(self):
+        self._serve(body=False)
+
+    def do_GET(self):
+        self._serve(body=True)
+
+    def _serve(self, body: bool):
+        server = self.server
+        if self.path.startswith(("/__stats__", "/__reset__")):
+            if self.path.startswith("/__reset__"):  # /__reset__?latency=SECONDS
+                server.bytes_sent = server.requests = 0
+                server.latency = float(self.path.partition("latency=")[2] or server.latency)
+            data = json.dumps({"bytes_sent": server.bytes_sent, "requests": server.requests}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        time.sleep(server.latency)  # a remote store's time to first byte
+        path = (server.root / self.path.split("?")[0].lstrip("/")).resolve()
+        if server.root not in path.parents or not path.is_file():
+            self.send_error(404)
+            return
+        size = path.stat().st_size
+        start, end, status = 0, size - 1, 200
+        header = self.headers.get("Range")
+        if header and header.startswith("bytes="):
+            first, _, last = header[6:].split(",")[0].partition("-")
+            start = int(first) if first else max(size - int(last), 0)
+            end = min(int(last), size - 1) if first and last else size - 1
+            status = 206
+        if start > end:
+            self.send_error(416)
+            return
+        self.send_response(status)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(end - start + 1))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.end_headers()
+        if body:
+            with open(path, "rb") as handle:
+                handle.seek(start)
+                data = handle.read(end - start + 1)
+            self.wfile.write(data)
+            server.bytes_sent += len(data)
+            server.requests += 1
+
+
+def _serve_files(root: str, port: int, latency: float = 0.0) -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), _RangeHandler)
+    httpd.root, httpd.bytes_sent, httpd.requests = Path(root).resolve(), 0, 0
+    httpd.latency = latency
+    httpd.serve_forever()
+
+
+class RangeFileServer:
+    """Serves a folder over HTTP with Range support, counting the bytes it sends.
+
+    It runs in its own process: GDAL calls that hold the GIL would otherwise stall a server
+    thread in the same process, and the reader with it.
+    """
+
+    def __init__(self, root: Path, latency: float = 0.0):
         self.root = Path(root).resolve()
-        self.bytes_sent = 0
-        self.requests = 0
-        self._lock = threading.Lock()
+        self.latency = latency  # seconds added before each answer (simulated network)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process = None
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
+    def __enter__(self):
+        code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent.parent)!r}); " \
+               f"from tests.servers import _serve_files; _serve_files({str(self.root)!r}, {self.port}, {self.latency})"
+        self._process = subprocess.Popen([sys.executable, "-c", code])
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.stats()
+                return self
+            except OSError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the file server did not start")
+                time.sleep(0.05)
 
-            def do_HEAD(self):
-                self._serve(body=False)
+    def __exit__(self, *exc):
+        self._process.terminate()
+        self._process.wait(10)
 
-            def do_GET(self):
-                self._serve(body=True)
+    def stats(self) -> dict:
+        with urllib.request.urlopen(self.url + "/__stats__", timeout=5) as answer:
+            return json.loads(answer.read())
 
-            def _serve(self, body: bool):
-                path = (server.root / self.path.split("?")[0].lstrip("/")).resolve()
-                if server.root not in path.parents or not path.is_file():
-                    self.send_error(404)
-                    return
-                size = path.stat().st_size
-                start, end, status = 0, size - 1, 200
-                header = self.headers.get("Range")
-                if header and header.startswith("bytes="):
-                    first, _, last = header[6:].split(",")[0].partition("-")
-                    start = int(first) if first else max(size - int(last), 0)
-                    end = min(int(last), size - 1) if first and last else size - 1
-                    status = 206
-                if start > end:
-                    self.send_error(416)
-                    return
-                self.send_response(status)
-                self.send_header("Accept-Ranges", "bytes")
-                self.send_header("Content-Length", str(end - start + 1))
-                if status == 206:
-                    self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-                self.end_headers()
-                if body:
-                    with open(path, "rb") as handle:
-                        handle.seek(start)
-                        data = handle.read(end - start + 1)
-                    self.wfile.write(data)
-                    with server._lock:
-                        server.bytes_sent += len(data)
-                        server.requests += 1
-
-        super().__init__(Handler)
+    def reset(self, latency: float | None = None) -> None:
+        """Zero the counters; optionally set the latency added to each answer."""
+        query = "" if latency is None else f"?latency={latency}"
+        urllib.request.urlopen(self.url + "/__reset__" + query, timeout=5).read()
 
 
 class FaultProxy(_Server):

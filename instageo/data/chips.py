@@ -113,6 +113,8 @@ def make_jobs(recipe: Recipe, search: StageResult) -> list[ChipJob]:
 
 def run_jobs(jobs: list[ChipJob], out: Path, recipe: Recipe, ctx: StageContext) -> list[ChipRecord]:
     executor = recipe.data.executor
+    # neighbours one after another, so the blocks they share are still in GDAL's cache
+    jobs = sorted(jobs, key=lambda job: (job.grid.crs, -job.grid.transform[5], job.grid.transform[2]))
     if executor.kind == "dask":
         from instageo.data.dask_executor import run_on_dask
 

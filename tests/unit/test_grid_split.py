@@ -15,7 +15,7 @@ def test_a_centred_chip_holds_its_point_in_the_centre_pixel(lon, lat, crs):
     assert utm_crs(lon, lat) == crs
     grid = centred_grid(lon, lat, 32, 30.0, "utm")
     x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
-    column, row = ~grid.affine * (x, y)
+    column, row = ~grid.affine @ (x, y)
     assert (int(column), int(row)) == (16, 16)
     assert grid.transform[2] % 30 == 0 and grid.transform[5] % 30 == 0  # on the 30 m lattice
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,7 @@ class ChipJob:
     base_dir: str  # where relative hrefs live (the search stage folder)
     signing: str | None = None
     auth: str | None = None
+    label_polygons: str | None = None  # GeoJSON (lon/lat, property 'class') to rasterise
 
 
 @dataclass
@@ -71,6 +73,14 @@ class ChipRecord:
 
 
 _READERS: dict = {}
+log = logging.getLogger("instageo.chips")
+
+
+def _read_errors() -> tuple[type[Exception], ...]:
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import RasterioError
+
+    return (RasterioError, CPLE_BaseError)
 
 
 def _reader(job: ChipJob):
@@ -88,7 +98,12 @@ def build_chip(job: ChipJob, out_dir: str) -> ChipRecord:
     record_path = out / "records" / f"{job.chip_id}.json"
     if record_path.exists():  # done before an interruption
         return ChipRecord(**json.loads(record_path.read_text()))
-    record = _build(job, out)
+    try:
+        record = _build(job, out)
+    except _read_errors() as exc:  # a missing, truncated or corrupt file: skip this chip, say why
+        log.warning("chip %s skipped: unreadable input (%s)", job.chip_id, str(exc).splitlines()[0][:300])
+        record = ChipRecord(job.chip_id, job.observation, job.lon, job.lat, job.grid.crs, job.date,
+                            status="skipped", reason="unreadable")
     record_path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(record_path, json.dumps(asdict(record), sort_keys=True).encode())
     return record
@@ -171,6 +186,9 @@ def _label(job: ChipJob, reader, no_imagery: np.ndarray) -> np.ndarray | None:
         if not job.regression:
             invalid |= raw < 0  # negative class ids mean "not labelled" (e.g. Sen1Floods11's -1)
         label = raw
+    elif job.label_polygons is not None:
+        label = _rasterise(job.label_polygons, job.grid)
+        invalid = no_imagery | np.isnan(label)
     else:
         label = np.full((size, size), np.nan, np.float32)
         centre, b = size // 2, job.buffer
@@ -181,6 +199,35 @@ def _label(job: ChipJob, reader, no_imagery: np.ndarray) -> np.ndarray | None:
         return None if np.isnan(label).all() else label
     label = np.where(invalid, job.ignore_index, label).astype(np.int16)
     return None if (label == job.ignore_index).all() else label
+
+
+_POLYGONS: dict = {}
+
+
+def _rasterise(path: str, grid: ChipGrid) -> np.ndarray:
+    """Classes of the polygons covering each pixel of the chip (NaN where none)."""
+    import json
+
+    from pyproj import Transformer
+    from rasterio.features import rasterize
+    from shapely import STRtree
+    from shapely.geometry import box, shape
+    from shapely.ops import transform as reproject
+
+    if path not in _POLYGONS:
+        features = json.loads(Path(path).read_text())["features"]
+        shapes = [shape(f["geometry"]) for f in features]
+        _POLYGONS[path] = (STRtree(shapes), shapes, [f["properties"]["class"] for f in features])
+    tree, shapes, classes = _POLYGONS[path]
+    to_grid = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform
+    to_lonlat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform
+    footprint = reproject(to_lonlat, box(*grid.bounds))
+    hits = sorted(int(i) for i in tree.query(footprint))
+    pairs = [(reproject(to_grid, shapes[i]), classes[i]) for i in hits]
+    if not pairs:
+        return np.full((grid.size, grid.size), np.nan, np.float32)
+    return rasterize(pairs, out_shape=(grid.size, grid.size), transform=grid.affine,
+                     fill=np.nan, dtype="float32")
 
 
 def _open(path: str):

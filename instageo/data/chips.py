@@ -96,18 +96,19 @@ def make_jobs(recipe: Recipe, search: StageResult) -> list[ChipJob]:
             steps.append([Candidate(i["id"], i["datetime"], i["bands"], i["mask"], i["mask_kind"]) for i in near])
         lon, lat = float(row["lon"]), float(row["lat"])
         label = float(row["label"]) if row["label"] not in ("", None) else None
-        if row["source"]:  # a label raster: tile its extent
+        if row["kind"] == "raster":  # a label raster: tile its extent
             bounds = tuple(float(row[k]) for k in ("west", "south", "east", "north"))
             grids = tiled_grids(bounds, chips.size, chips.resolution, chips.crs, chips.stride or chips.size)
             for index, grid in enumerate(grids):
                 jobs.append(ChipJob(f"{_safe(row['id'])}-{index:03d}", row["id"], lon, lat, row["date"],
                                     None, row["source"], grid, steps, **common))
-        else:
-            if label is None:
-                raise InputError(f"observation {row['id']} has no label")
-            grid = centred_grid(lon, lat, chips.size, chips.resolution, chips.crs)
-            jobs.append(ChipJob(_safe(row["id"]), row["id"], lon, lat, row["date"], label, None, grid,
-                                steps, **common))
+            continue
+        if label is None:
+            raise InputError(f"observation {row['id']} has no label")
+        polygons = str(search.dir / row["source"]) if row["kind"] == "polygon" else None
+        grid = centred_grid(lon, lat, chips.size, chips.resolution, chips.crs)
+        jobs.append(ChipJob(_safe(row["id"]), row["id"], lon, lat, row["date"], label, None, grid,
+                            steps, label_polygons=polygons, **common))
     return jobs
 
 

@@ -120,12 +120,12 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-def render(seed: int, size: int, acquisitions: int):
+def render(seed: int, size: int, acquisitions: int, first_date: dt.date = FIRST_DATE):
     """Yield (date, reflectance (6, H, W) float32 with NaN nodata, fmask uint8, truth uint8)."""
     rng = np.random.default_rng(seed)
     land = _Landscape(rng, size)
     for index in range(acquisitions):
-        date = FIRST_DATE + dt.timedelta(days=CADENCE_DAYS * index)
+        date = first_date + dt.timedelta(days=CADENCE_DAYS * index)
         wet = float(seasonality(date))
         truth = land.classes(wet)
         surface = land.reflectance(truth, wet)
@@ -150,8 +150,10 @@ def render(seed: int, size: int, acquisitions: int):
 
 
 def generate(out: Path, seed: int = 0, size: int = 384, acquisitions: int = 12,
-             points: int = 200) -> DemoScene:
-    """Write the scene (COGs + STAC catalogue + observations CSV) into ``out``."""
+             points: int = 200, crs: str = CRS, origin: tuple[float, float] = ORIGIN,
+             first_date: dt.date = FIRST_DATE) -> DemoScene:
+    """Write the scene (COGs + STAC catalogue + observations CSV) into ``out``.
+    ``crs``, ``origin`` (upper-left, metres) and ``first_date`` place it elsewhere."""
     import pystac
     import rasterio
     from affine import Affine
@@ -160,9 +162,9 @@ def generate(out: Path, seed: int = 0, size: int = 384, acquisitions: int = 12,
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    transform = Affine(RESOLUTION, 0.0, ORIGIN[0], 0.0, -RESOLUTION, ORIGIN[1])
-    bounds = (ORIGIN[0], ORIGIN[1] - size * RESOLUTION, ORIGIN[0] + size * RESOLUTION, ORIGIN[1])
-    bbox = transform_bounds(CRS, "EPSG:4326", *bounds)
+    transform = Affine(RESOLUTION, 0.0, origin[0], 0.0, -RESOLUTION, origin[1])
+    bounds = (origin[0], origin[1] - size * RESOLUTION, origin[0] + size * RESOLUTION, origin[1])
+    bbox = transform_bounds(crs, "EPSG:4326", *bounds)
     collection = pystac.Collection(
         COLLECTION, "Synthetic HLS-like demo scene made by instageo (not real data)",
         pystac.Extent(pystac.SpatialExtent([list(bbox)]), pystac.TemporalExtent([[None, None]])),
@@ -174,7 +176,7 @@ def generate(out: Path, seed: int = 0, size: int = 384, acquisitions: int = 12,
     picked_date = rng.integers(acquisitions // 3, acquisitions, points)  # leave history before
     labels = np.zeros(points, np.uint8)
     dates = []
-    for index, (date, image, fmask, truth) in enumerate(render(seed, size, acquisitions)):
+    for index, (date, image, fmask, truth) in enumerate(render(seed, size, acquisitions, first_date)):
         dates.append(date)
         item_id = f"HLS.demo.{date.isoformat()}"
         folder = out / COLLECTION / item_id  # pystac's self-contained layout
@@ -183,22 +185,22 @@ def generate(out: Path, seed: int = 0, size: int = 384, acquisitions: int = 12,
             item_id, mapping(box(*bbox)), list(bbox),
             dt.datetime.combine(date, dt.time(10, 30), dt.timezone.utc),
             {"eo:cloud_cover": round(float((fmask & CLOUD > 0).mean() * 100), 2),
-             "proj:epsg": int(CRS.split(":")[1])},
+             "proj:epsg": int(crs.split(":")[1])},
         )
         scaled = np.where(np.isnan(image), NODATA, np.round(image * 10000)).astype(np.int16)
         for key, band in zip(ASSET_KEYS, scaled):
-            _write_cog(folder / f"{key}.tif", band, transform, NODATA)
+            _write_cog(folder / f"{key}.tif", band, transform, NODATA, crs)
             item.add_asset(key, pystac.Asset(str(folder / f"{key}.tif"), media_type=pystac.MediaType.COG,
                                              roles=["data"], extra_fields={"raster:bands": [
                                                  {"scale": 1e-4, "offset": 0.0, "nodata": NODATA}]}))
-        _write_cog(folder / "Fmask.tif", fmask, transform, FMASK_FILL)
+        _write_cog(folder / "Fmask.tif", fmask, transform, FMASK_FILL, crs)
         item.add_asset("Fmask", pystac.Asset(str(folder / "Fmask.tif"), media_type=pystac.MediaType.COG,
                                              roles=["cloud-mask"]))
         collection.add_item(item)
         here = picked_date == index
         labels[here] = truth[rows[here], cols[here]]
     xs, ys = rasterio.transform.xy(transform, rows, cols)
-    lons, lats = warp_points(CRS, "EPSG:4326", xs, ys)
+    lons, lats = warp_points(crs, "EPSG:4326", xs, ys)
     observations = out / "observations.csv"
     with open(observations, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -212,12 +214,12 @@ def generate(out: Path, seed: int = 0, size: int = 384, acquisitions: int = 12,
     return DemoScene(out / "catalog.json", observations, dates)
 
 
-def _write_cog(path: Path, array: np.ndarray, transform, nodata) -> None:
+def _write_cog(path: Path, array: np.ndarray, transform, nodata, crs: str) -> None:
     from rasterio.io import MemoryFile
     from rasterio.shutil import copy as copy_dataset
 
     profile = dict(driver="GTiff", width=array.shape[1], height=array.shape[0], count=1,
-                   dtype=array.dtype, crs=CRS, transform=transform, nodata=nodata)
+                   dtype=array.dtype, crs=crs, transform=transform, nodata=nodata)
     with MemoryFile() as memory, memory.open(**profile) as dataset:
         dataset.write(array, 1)
         copy_dataset(dataset, path, driver="COG", compress="DEFLATE", blocksize=256,

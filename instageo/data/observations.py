@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from instageo.errors import InputError
-from instageo.recipe.models import DateRange, RasterObservations
+from instageo.recipe.models import DateRange, PolygonObservations, RasterObservations
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,8 @@ class Observation:
     date: dt.date
     label: float | None = None
     bbox: tuple[float, float, float, float] | None = None  # lon/lat extent of a label raster
-    source: str | None = None  # the label raster's path
+    source: str | None = None  # the label raster's path, or the polygons file's name
+    kind: str = "point"  # point | raster | polygon
 
     @property
     def extent(self) -> tuple[float, float, float, float]:
@@ -141,7 +142,7 @@ def read_rasters(spec: RasterObservations) -> list[Observation]:
         except RasterioIOError as exc:
             raise InputError(f"{path}: not a readable raster ({exc})") from None
         lon, lat = (bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2
-        observations.append(Observation(Path(path).stem, lon, lat, date, None, bounds, str(path)))
+        observations.append(Observation(Path(path).stem, lon, lat, date, None, bounds, str(path), "raster"))
     return observations
 
 
@@ -155,3 +156,51 @@ def _raster_dates(path: Path) -> dict[str, dt.date]:
         except (KeyError, AttributeError, ValueError):
             raise InputError(f"{path}:{line}: needs columns file,date with date as YYYY-MM-DD") from None
     return dates
+
+
+def read_polygons(spec: PolygonObservations, classes: list[str], out: Path) -> list[Observation]:
+    """One observation per polygon, at its centroid, labelled with its class index. The
+    polygons are also written to ``out`` (GeoJSON, lon/lat, property ``class``) for rasterising."""
+    import json
+
+    from shapely.geometry import mapping, shape
+    from shapely.ops import transform as reproject
+
+    path = Path(spec.path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        features = document["features"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InputError(f"{path}: not a GeoJSON FeatureCollection") from None
+    crs = spec.crs or document.get("crs", {}).get("properties", {}).get("name", "EPSG:4326")
+    crs = crs.replace("urn:ogc:def:crs:", "").replace("::", ":")
+    to_lonlat = _to_lonlat(crs, path)
+    observations, polygons = [], []
+    for index, feature in enumerate(features):
+        where = f"{path}: feature {index}"
+        properties = feature.get("properties") or {}
+        try:
+            geometry = reproject(lambda x, y, z=None: to_lonlat(x, y), shape(feature["geometry"]))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise InputError(f"{where}: no valid geometry") from None
+        if geometry.is_empty:
+            raise InputError(f"{where}: empty geometry")
+        value = properties.get(spec.label)
+        if value in classes:
+            label = classes.index(value)
+        elif isinstance(value, (int, float)) and 0 <= value < len(classes):
+            label = int(value)
+        else:
+            raise InputError(f"{where}: {spec.label} {value!r} is not one of task.classes {classes}")
+        try:
+            date = dt.date.fromisoformat(str(properties.get(spec.date, ""))[:10])
+        except ValueError:
+            raise InputError(f"{where}: {spec.date} {properties.get(spec.date)!r} is not YYYY-MM-DD") from None
+        centre = geometry.representative_point()
+        identifier = f"{path.stem}-{index:05d}"
+        observations.append(Observation(identifier, centre.x, centre.y, date, float(label), None, out.name, "polygon"))
+        polygons.append({"type": "Feature", "geometry": mapping(geometry), "properties": {"class": label}})
+    if not observations:
+        raise InputError(f"{path}: no polygons")
+    out.write_text(json.dumps({"type": "FeatureCollection", "features": polygons}))
+    return observations

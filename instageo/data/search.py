@@ -22,7 +22,7 @@ from typing import Any
 
 from instageo.data.catalogue import ApiCatalogue, LocalCatalogue, Query, item_date
 from instageo.data.lock import LockedSearch, content_sha256, lock_path, read_lock, update_lock
-from instageo.data.observations import Observation, read_points, read_rasters
+from instageo.data.observations import Observation, read_points, read_polygons, read_rasters
 from instageo.data.presets import Preset, preset_for
 from instageo.errors import DataSourceError
 from instageo.files import write_json_atomic
@@ -32,6 +32,7 @@ from instageo.runner.stage import StageContext, StageOutput, StageResult
 GROUP_DAYS = 60  # observations further apart in time get a query of their own
 METRES_PER_DEGREE = 111_320.0
 QUERY_THREADS = 4
+POLYGONS = "polygons.geojson"  # labelled polygons in lon/lat, when observations are polygons
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,12 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     write_json_atomic(ctx.workdir / "items.json", resolved)
     write_json_atomic(ctx.workdir / "candidates.json", candidates)
     without = sum(1 for o in observations if not candidates.get(o.id))
+    files = {"observations": "observations.csv", "items": "items.json",
+             "candidates": "candidates.json", "stac_items": "stac_items.json"}
+    if (ctx.workdir / POLYGONS).exists():
+        files["polygons"] = POLYGONS
     return StageOutput(
-        files={"observations": "observations.csv", "items": "items.json",
-               "candidates": "candidates.json", "stac_items": "stac_items.json"},
+        files=files,
         summary={"search": {"catalogue": catalogue.name, "preset": preset.name,
                             "observations": len(observations), "items": len(raw_items),
                             "observations_without_items": without}},
@@ -102,6 +106,8 @@ def _open_source(recipe: Recipe, ctx: StageContext):
         catalogue = ApiCatalogue(source.url, retries=source.retries, timeout=source.timeout)
     if spec is not None and spec.kind == "points":
         observations = read_points(spec.path, spec.x, spec.y, spec.date, spec.label, spec.crs, spec.dates)
+    elif spec is not None and spec.kind == "polygons":
+        observations = read_polygons(spec, list(recipe.task.classes), ctx.workdir / POLYGONS)
     elif spec is not None:
         observations = read_rasters(spec)
     return catalogue, observations
@@ -204,8 +210,8 @@ def _trim(item: dict[str, Any], preset: Preset, bands: list[str]) -> dict[str, A
 def _write_observations(path: Path, observations: list[Observation]) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["id", "lon", "lat", "date", "label", "west", "south", "east", "north", "source"])
+        writer.writerow(["id", "kind", "lon", "lat", "date", "label", "west", "south", "east", "north", "source"])
         for o in observations:
             extent = o.bbox or ("", "", "", "")
-            writer.writerow([o.id, f"{o.lon:.7f}", f"{o.lat:.7f}", o.date.isoformat(),
+            writer.writerow([o.id, o.kind, f"{o.lon:.7f}", f"{o.lat:.7f}", o.date.isoformat(),
                              "" if o.label is None else o.label, *extent, o.source or ""])

@@ -164,10 +164,13 @@ class RasterObservations(Model):
 
 
 class PolygonObservations(Model):
+    """Labelled polygons (GeoJSON): one chip centred on each, every polygon in it rasterised."""
+
     kind: Literal["polygons"]
-    path: InputPath = Field(description="GeoJSON or GeoPackage of labelled polygons")
-    label: str = "label"
-    date: str = "date"
+    path: InputPath = Field(description="GeoJSON FeatureCollection of labelled polygons")
+    label: str = Field("label", description="property holding the class (a name in task.classes, or its index)")
+    date: str = Field("date", description="property holding the survey date (YYYY-MM-DD)")
+    crs: str | None = Field(None, description="CRS of the coordinates if the file does not say (default EPSG:4326)")
 
 
 Observations = Annotated[

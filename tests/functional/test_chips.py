@@ -142,3 +142,68 @@ task: {{classes: [land, water]}}
     assert -30 < np.nanmedian(vv) < 5  # VV backscatter in dB
     stats = json.loads((stage / "stats.json").read_text())
     assert stats["class_pixels"][1] > 0  # water on the train split
+
+
+def test_truncated_files_and_points_outside_every_scene_are_skipped_with_reasons(tmp_path):
+    assert main(["demo-data", str(tmp_path / "scene"), "--size", "96", "--acquisitions", "4",
+                 "--points", "20", "--no-quicklook"]) == 0
+    victim = sorted((tmp_path / "scene" / "hls-demo").glob("*/B04.tif"))[1]
+    victim.write_bytes(victim.read_bytes()[:2000])  # truncated mid-file
+    with open(tmp_path / "scene" / "observations.csv", "a") as handle:
+        handle.write("far,10.0,50.0,2023-02-04,1\n")  # nowhere near the scene
+    (tmp_path / "r.yaml").write_text(
+        "name: r\ndata:\n  source: {kind: catalog, path: scene/catalog.json}\n"
+        "  observations: {kind: points, path: scene/observations.csv}\n"
+        "  chips: {size: 16, time: {steps: 2, step_days: 16, tolerance_days: 0}, mask: {max_fraction: 1}}\n"
+        "task: {classes: [other, water, vegetation]}\n")
+    assert main([str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "chips"]) == 0
+    report = json.loads((tmp_path / "runs" / "r" / "report.json").read_text())
+    skipped = report["dataset"]["skipped"]
+    assert skipped["no_scene"] >= 1 and skipped["unreadable"] >= 1
+    assert report["dataset"]["chips"] + sum(skipped.values()) == 21
+    stage = next((tmp_path / "runs" / "r" / "stages").glob("chips-*"))
+    assert json.loads((stage / "records" / "far.json").read_text())["reason"] == "no_scene"
+
+
+def test_polygon_labels_are_rasterised_into_chips(tmp_path):
+    import datetime as dt
+
+    from instageo.data import demo
+
+    polygons = SHARED_DATA / "labels" / "kenya_croptype_00.geojson"
+    fields = json.loads(polygons.read_text())["features"]
+    crops = sorted({f["properties"]["Crop1"] for f in fields})
+    # a synthetic scene under the real Kenyan fields (their file is in UTM 36N)
+    demo.generate(tmp_path / "scene", seed=3, size=448, acquisitions=6, points=1, crs="EPSG:32636",
+                  origin=(631500.0, 65190.0), first_date=dt.date(2019, 4, 20))
+    (tmp_path / "crop.yaml").write_text(f"""
+name: crop
+data:
+  source: {{kind: catalog, path: scene/catalog.json}}
+  observations: {{kind: polygons, path: {polygons}, label: Crop1, date: Survey Date}}
+  chips: {{size: 32, resolution: 10, time: {{steps: 1, tolerance_days: 20}}, mask: {{max_fraction: 1}}}}
+task: {{classes: {json.dumps(crops)}}}
+""")
+    assert main([str(tmp_path / "crop.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "chips"]) == 0
+    stage = next((tmp_path / "runs" / "crop" / "stages").glob("chips-*"))
+    chips = rows(stage / "index.csv")
+    assert len(chips) >= 0.9 * len(fields)
+    centre_classes = []
+    for row in chips:
+        with rasterio.open(stage / row["label"]) as dataset:
+            label = dataset.read(1)
+        assert dataset.crs.to_string() == "EPSG:32636"
+        index = int(row["observation"].rsplit("-", 1)[1])
+        expected = crops.index(fields[index]["properties"]["Crop1"])
+        centre_classes.append(label[16, 16] == expected)
+        assert set(np.unique(label)) <= set(range(len(crops))) | {-1}
+    assert np.mean(centre_classes) > 0.9  # the chip's own field is under its centre (10 m pixels)
+
+
+def test_a_polygon_label_outside_the_classes_is_a_clear_error(tmp_path, capsys):
+    polygons = SHARED_DATA / "labels" / "kenya_croptype_00.geojson"
+    (tmp_path / "r.yaml").write_text(
+        f"name: r\ndata:\n  source: {{kind: demo}}\n  observations: {{kind: polygons, path: {polygons}, "
+        "label: Crop1, date: Survey Date}\ntask: {classes: [Maize, Cassava]}\n")
+    assert main([str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "search"]) == 2
+    assert "is not one of task.classes ['Maize', 'Cassava']" in capsys.readouterr().err

@@ -208,22 +208,21 @@ def _rasterise(path: str, grid: ChipGrid) -> np.ndarray:
     """Classes of the polygons covering each pixel of the chip (NaN where none)."""
     import json
 
+    import shapely
     from pyproj import Transformer
     from rasterio.features import rasterize
-    from shapely import STRtree
     from shapely.geometry import box, shape
-    from shapely.ops import transform as reproject
 
     if path not in _POLYGONS:
         features = json.loads(Path(path).read_text())["features"]
         shapes = [shape(f["geometry"]) for f in features]
-        _POLYGONS[path] = (STRtree(shapes), shapes, [f["properties"]["class"] for f in features])
+        _POLYGONS[path] = (shapely.STRtree(shapes), shapes, [f["properties"]["class"] for f in features])
     tree, shapes, classes = _POLYGONS[path]
     to_grid = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform
     to_lonlat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform
-    footprint = reproject(to_lonlat, box(*grid.bounds))
+    footprint = shapely.transform(box(*grid.bounds), to_lonlat, interleaved=False)
     hits = sorted(int(i) for i in tree.query(footprint))
-    pairs = [(reproject(to_grid, shapes[i]), classes[i]) for i in hits]
+    pairs = [(shapely.transform(shapes[i], to_grid, interleaved=False), classes[i]) for i in hits]
     if not pairs:
         return np.full((grid.size, grid.size), np.nan, np.float32)
     return rasterize(pairs, out_shape=(grid.size, grid.size), transform=grid.affine,

@@ -163,8 +163,8 @@ def read_polygons(spec: PolygonObservations, classes: list[str], out: Path) -> l
     polygons are also written to ``out`` (GeoJSON, lon/lat, property ``class``) for rasterising."""
     import json
 
+    import shapely
     from shapely.geometry import mapping, shape
-    from shapely.ops import transform as reproject
 
     path = Path(spec.path)
     try:
@@ -180,7 +180,7 @@ def read_polygons(spec: PolygonObservations, classes: list[str], out: Path) -> l
         where = f"{path}: feature {index}"
         properties = feature.get("properties") or {}
         try:
-            geometry = reproject(lambda x, y, z=None: to_lonlat(x, y), shape(feature["geometry"]))
+            geometry = shapely.transform(shape(feature["geometry"]), to_lonlat, interleaved=False)
         except (KeyError, TypeError, ValueError, AttributeError):
             raise InputError(f"{where}: no valid geometry") from None
         if geometry.is_empty:

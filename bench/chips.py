@@ -23,9 +23,10 @@ sys.path.insert(0, str(REPO))
 from bench.common import machine, write_section  # noqa: E402
 from tests.servers import RangeFileServer  # noqa: E402
 
-SCENE_SIZE, ACQUISITIONS, POINTS = 1536, 6, 150
-LATENCIES = (0.0, 0.02, 0.05)
-CHIP, STEPS = 128, 2
+SCENE_SIZE, ACQUISITIONS, POINTS = 1536, 6, 100
+LATENCIES = tuple(float(v) for v in __import__("os").environ.get("BENCH_LATENCIES", "0,0.02,0.05").split(","))
+WORKERS = int(__import__("os").environ.get("BENCH_WORKERS", "8"))
+CHIP, STEPS = 224, 2
 
 
 def serve_scene_over_http(scene_root: Path, url: str) -> None:
@@ -78,7 +79,7 @@ def main() -> None:
                 f"  observations: {{kind: points, path: scene/observations.csv}}\n"
                 f"  chips: {{size: {CHIP}, time: {{steps: {STEPS}, step_days: 30, tolerance_days: 16}},"
                 f" mask: {{max_fraction: 0.5}}}}\n"
-                f"  executor: {{kind: local, workers: 16}}\n"
+                f"  executor: {{kind: local, workers: {WORKERS}}}\n"
                 f"task: {{classes: [other, water, vegetation]}}\n")
             runs = ["--runs-dir", str(folder / "runs")]
             assert instarun([str(folder / "bench.yaml"), *runs, "--until", "search"]) == 0

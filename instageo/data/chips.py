@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import itertools
 import json
 import re
 from collections import Counter
@@ -114,8 +115,8 @@ def make_jobs(recipe: Recipe, search: StageResult) -> list[ChipJob]:
 
 def run_jobs(jobs: list[ChipJob], out: Path, recipe: Recipe, ctx: StageContext) -> list[ChipRecord]:
     executor = recipe.data.executor
-    # neighbours one after another, so the blocks they share are still in GDAL's cache
-    jobs = sorted(jobs, key=lambda job: (job.grid.crs, -job.grid.transform[5], job.grid.transform[2]))
+    jobs = _spread(sorted(jobs, key=lambda job: (job.grid.crs, -job.grid.transform[5], job.grid.transform[2])),
+                   executor.workers)
     if executor.kind == "dask":
         from instageo.data.dask_executor import run_on_dask
 
@@ -125,6 +126,15 @@ def run_jobs(jobs: list[ChipJob], out: Path, recipe: Recipe, ctx: StageContext) 
             records = list(ctx.track(pool.map(lambda job: build_chip(job, str(out)), jobs),
                                      total=len(jobs), description="chips"))
     return sorted(records, key=lambda r: r.chip_id)
+
+
+def _spread(jobs: list[ChipJob], ways: int) -> list[ChipJob]:
+    """Order spatially sorted jobs so the ``ways`` chips in flight lie far apart while each
+    region's chips follow one another: neighbours then share COG blocks through GDAL's cache
+    instead of fetching them twice at the same moment."""
+    size = len(jobs)
+    regions = [jobs[i * size // ways:(i + 1) * size // ways] for i in range(ways)]
+    return [job for turn in itertools.zip_longest(*regions) for job in turn if job is not None]
 
 
 def write_index(path: Path, records: list[ChipRecord], splits: dict[str, str]) -> None:

@@ -27,7 +27,7 @@ GDAL_OPTIONS: dict[str, object] = {
     "GDAL_HTTP_VERSION": "2",
     "VSI_CACHE": "TRUE",
     "VSI_CACHE_SIZE": str(64 << 20),
-    "GDAL_CACHEMAX": 256,  # MB of block cache
+    "GDAL_CACHEMAX": 256 << 20,  # bytes of decoded-block cache (rasterio passes an int as bytes)
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff,.jp2,.JP2",
     "GDAL_HTTP_MAX_RETRY": "4",
     "GDAL_HTTP_RETRY_DELAY": "0.5",
@@ -100,7 +100,7 @@ class AssetReader:
         nodata = asset.nodata if asset.nodata is not None else src.nodatavals[asset.band - 1]
         fill = (nodata if nodata is not None else 0) if categorical else nodata
         window = _aligned_window(src, grid)
-        if window is not None:  # same CRS and pixel lattice: a plain windowed read, no warp
+        if window is not None and _inside(src, window):  # same CRS and lattice: a plain windowed read
             inside = _inside(src, window)  # boundless reads go through a VRT: only at edges
             data = src.read(asset.band, window=window, boundless=not inside,
                             fill_value=fill if fill is not None else 0)

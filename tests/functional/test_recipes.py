@@ -23,3 +23,14 @@ def test_tiny_recipe_runs_every_stage_then_nothing(tmp_path):
     assert main([str(recipe), "--runs-dir", str(runs)]) == 0
     again = json.loads((runs / "tiny" / "report.json").read_text())
     assert all(s["cached"] for s in again["stages"])
+
+
+def test_an_earthdata_token_never_lands_in_any_file_a_run_writes(tmp_path, monkeypatch):
+    token = "edl-token-5f1c2a9e-do-not-write"
+    monkeypatch.setenv("EARTHDATA_TOKEN", token)  # the hls preset sends it when reading
+    recipe = tmp_path / "tiny.yaml"
+    shutil.copy(REPO / "recipes" / "tiny.yaml", recipe)
+    assert main([str(recipe), "--runs-dir", str(tmp_path / "runs")]) == 0
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) > 50
+    assert not [p for p in written if token.encode() in p.read_bytes()]

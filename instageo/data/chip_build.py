@@ -1,6 +1,7 @@
 """Build one chip: pick an acquisition per time step by the chip's own cloud cover, read it,
 mask it, label it, write it. A plain function of plain data, so threads or dask workers can
-run it, and deterministic, so the same job always writes the same bytes.
+run it, and deterministic, so the same job always writes the same bytes. (Imports are at
+module level: jobs start on many threads at once, and first imports must not race.)
 """
 
 from __future__ import annotations
@@ -12,10 +13,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import rasterio
+import shapely
+from pyproj import Transformer
+from rasterio._err import CPLE_BaseError
+from rasterio.errors import RasterioError
+from rasterio.features import rasterize
+from shapely.geometry import box, shape
 
 from instageo.data.grid import ChipGrid
 from instageo.data.masks import decode
 from instageo.data.presets import BandAsset
+from instageo.data.reader import AssetReader
 from instageo.files import sha256_file, write_bytes_atomic
 
 
@@ -76,16 +85,11 @@ _READERS: dict = {}
 log = logging.getLogger("instageo.chips")
 
 
-def _read_errors() -> tuple[type[Exception], ...]:
-    from rasterio._err import CPLE_BaseError
-    from rasterio.errors import RasterioError
-
-    return (RasterioError, CPLE_BaseError)
+# a missing, truncated or corrupt input: the chip is skipped with reason "unreadable"
+READ_ERRORS = (RasterioError, CPLE_BaseError)
 
 
-def _reader(job: ChipJob):
-    from instageo.data.reader import AssetReader
-
+def _reader(job: ChipJob) -> AssetReader:
     key = (job.base_dir, job.signing, job.auth)
     if key not in _READERS:  # one per process: it keeps open files per thread
         _READERS[key] = AssetReader(Path(job.base_dir), job.signing, job.auth)
@@ -100,7 +104,7 @@ def build_chip(job: ChipJob, out_dir: str) -> ChipRecord:
         return ChipRecord(**json.loads(record_path.read_text()))
     try:
         record = _build(job, out)
-    except _read_errors() as exc:  # a missing, truncated or corrupt file: skip this chip, say why
+    except READ_ERRORS as exc:
         log.warning("chip %s skipped: unreadable input (%s)", job.chip_id, str(exc).splitlines()[0][:300])
         record = ChipRecord(job.chip_id, job.observation, job.lon, job.lat, job.grid.crs, job.date,
                             status="skipped", reason="unreadable")
@@ -206,13 +210,6 @@ _POLYGONS: dict = {}
 
 def _rasterise(path: str, grid: ChipGrid) -> np.ndarray:
     """Classes of the polygons covering each pixel of the chip (NaN where none)."""
-    import json
-
-    import shapely
-    from pyproj import Transformer
-    from rasterio.features import rasterize
-    from shapely.geometry import box, shape
-
     if path not in _POLYGONS:
         features = json.loads(Path(path).read_text())["features"]
         shapes = [shape(f["geometry"]) for f in features]
@@ -230,16 +227,12 @@ def _rasterise(path: str, grid: ChipGrid) -> np.ndarray:
 
 
 def _open(path: str):
-    import rasterio
-
     return rasterio.open(path)
 
 
 def write_geotiff(path: Path, array: np.ndarray, grid: ChipGrid, nodata, descriptions: list[str],
                   tags: dict[str, str]) -> None:
     """A compressed (tiled where the size allows) GeoTIFF, written atomically."""
-    import rasterio
-
     path.parent.mkdir(parents=True, exist_ok=True)
     count, height, width = array.shape
     profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=array.dtype,

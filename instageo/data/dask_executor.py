@@ -6,6 +6,8 @@ Workers write into the stage's folder, so it must be on storage they all see.
 
 from __future__ import annotations
 
+import importlib
+
 from instageo.data.chip_build import ChipJob, ChipRecord, build_chip
 from instageo.errors import DataSourceError, InputError
 
@@ -26,6 +28,9 @@ def run_on_dask(jobs: list[ChipJob], out_dir: str, address: str | None, workers:
         except OSError as exc:
             raise DataSourceError(f"dask scheduler {address} is unreachable: {exc}") from None
         with client:
+            # import the chip code once per worker before its threads start on jobs:
+            # rasterio's extension modules must not be first imported by threads in parallel
+            client.run(importlib.import_module, "instageo.data.chip_build")
             futures = client.map(build_chip, jobs, out_dir=out_dir, pure=False)
             records = [future.result() for future in ctx.track(as_completed(futures), total=len(futures),
                                                                  description="chips (dask)")]

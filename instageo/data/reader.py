@@ -1,5 +1,8 @@
 """Read catalogue assets onto chip grids: windowed, warped, scaled, with nodata as NaN.
 
+Everything is imported at module level on purpose: chip jobs run on many threads at once,
+and rasterio's extension modules fail when first imported by several threads together.
+
 GDAL reads only the COG blocks a chip touches (WarpedVRT onto the chip grid), with settings
 tuned for remote COGs. Hrefs are prepared at read time: relative ones resolved against the
 search stage's folder, Planetary Computer ones signed (in memory only), NASA Earthdata ones
@@ -14,6 +17,10 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
 
 from instageo.data.grid import ChipGrid
 from instageo.data.presets import BandAsset
@@ -72,8 +79,6 @@ class AssetReader:
         self._local = threading.local()
 
     def _dataset(self, href: str):
-        import rasterio
-
         if getattr(self._local, "env", None) is None:
             # GDAL options are per thread in rasterio; set them once for this thread's life
             # rather than entering an Env around every read
@@ -93,9 +98,6 @@ class AssetReader:
     def read(self, asset: BandAsset, grid: ChipGrid, categorical: bool = False) -> np.ndarray:
         """The asset on the chip grid: float32 with NaN for nodata (reflectance scaled), or the
         raw values for categorical rasters (masks, labels) with their own fill outside."""
-        from rasterio.enums import Resampling
-        from rasterio.vrt import WarpedVRT
-
         src = self._dataset(asset.href)
         nodata = asset.nodata if asset.nodata is not None else src.nodatavals[asset.band - 1]
         fill = (nodata if nodata is not None else 0) if categorical else nodata
@@ -129,8 +131,6 @@ class AssetReader:
 
 def _aligned_window(src, grid: ChipGrid):
     """The chip as a window of ``src`` when both share CRS and pixel lattice, else None."""
-    from rasterio.windows import Window
-
     if src.crs is None or src.crs.to_string() != grid.crs:
         return None
     a, _, c, _, e, f = grid.transform

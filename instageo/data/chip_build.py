@@ -235,8 +235,9 @@ def write_geotiff(path: Path, array: np.ndarray, grid: ChipGrid, nodata, descrip
     """A compressed (tiled where the size allows) GeoTIFF, written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     count, height, width = array.shape
+    # ZSTD level 1: as small as DEFLATE on reflectance, three times faster to write
     profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=array.dtype,
-                   crs=grid.crs, transform=grid.affine, nodata=nodata, compress="deflate",
+                   crs=grid.crs, transform=grid.affine, nodata=nodata, compress="zstd", zstd_level=1,
                    predictor=3 if array.dtype.kind == "f" else 2, interleave="band")
     if width % 16 == 0 and height % 16 == 0:
         profile.update(tiled=True, blockxsize=min(width, 256), blockysize=min(height, 256))

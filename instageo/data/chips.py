@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import itertools
 import json
+import queue
 import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -115,26 +115,39 @@ def make_jobs(recipe: Recipe, search: StageResult) -> list[ChipJob]:
 
 def run_jobs(jobs: list[ChipJob], out: Path, recipe: Recipe, ctx: StageContext) -> list[ChipRecord]:
     executor = recipe.data.executor
-    jobs = _spread(sorted(jobs, key=lambda job: (job.grid.crs, -job.grid.transform[5], job.grid.transform[2])),
-                   executor.workers)
+    jobs = sorted(jobs, key=lambda job: (job.grid.crs, -job.grid.transform[5], job.grid.transform[2]))
     if executor.kind == "dask":
         from instageo.data.dask_executor import run_on_dask
 
         records = run_on_dask(jobs, str(out), executor.address, executor.workers, ctx)
     else:
+        # one band of neighbouring chips per thread, built one after another: neighbours share
+        # COG blocks, and two threads fetching the same block at once would both download it
+        finished: queue.Queue = queue.Queue()
+
+        def build_region(region: list[ChipJob]) -> None:
+            try:
+                for job in region:
+                    finished.put(build_chip(job, str(out)))
+            except BaseException as exc:  # handed to the main thread, which raises it
+                finished.put(exc)
+
         with ThreadPoolExecutor(executor.workers) as pool:
-            records = list(ctx.track(pool.map(lambda job: build_chip(job, str(out)), jobs),
-                                     total=len(jobs), description="chips"))
+            for region in _regions(jobs, executor.workers):
+                pool.submit(build_region, region)
+            records = []
+            for _ in ctx.track(range(len(jobs)), description="chips"):
+                item = finished.get()
+                if isinstance(item, BaseException):
+                    raise item
+                records.append(item)
     return sorted(records, key=lambda r: r.chip_id)
 
 
-def _spread(jobs: list[ChipJob], ways: int) -> list[ChipJob]:
-    """Order spatially sorted jobs so the ``ways`` chips in flight lie far apart while each
-    region's chips follow one another: neighbours then share COG blocks through GDAL's cache
-    instead of fetching them twice at the same moment."""
+def _regions(jobs: list[ChipJob], count: int) -> list[list[ChipJob]]:
+    """Spatially sorted jobs cut into ``count`` runs of neighbours."""
     size = len(jobs)
-    regions = [jobs[i * size // ways:(i + 1) * size // ways] for i in range(ways)]
-    return [job for turn in itertools.zip_longest(*regions) for job in turn if job is not None]
+    return [chunk for i in range(count) if (chunk := jobs[i * size // count:(i + 1) * size // count])]
 
 
 def write_index(path: Path, records: list[ChipRecord], splits: dict[str, str]) -> None:

@@ -46,7 +46,7 @@ def test_chips_are_georeferenced_multitemporal_and_checksummed(tiny):
     with rasterio.open(stage / chips[0]["image"]) as dataset:
         assert dataset.count == 2 * 6 and dataset.crs.to_string() == "EPSG:32637"
         assert dataset.descriptions[:2] == ("t0_blue", "t0_green") and dataset.descriptions[-1] == "t1_swir22"
-        assert dataset.profile["compress"] == "deflate"
+        assert dataset.profile["compress"] == "zstd"
         image = dataset.read()
     assert 0 < np.nanmean(image) < 0.6  # reflectance, scaled
     with rasterio.open(stage / chips[0]["label"]) as dataset:

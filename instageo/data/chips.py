@@ -93,7 +93,7 @@ def make_jobs(recipe: Recipe, search: StageResult) -> list[ChipJob]:
         for k in reversed(range(time.steps)):  # oldest first
             target = date - dt.timedelta(days=k * time.step_days)
             near = [i for i in own if abs((_date(i) - target).days) <= time.tolerance_days]
-            near.sort(key=lambda i: (abs((_date(i) - target).days), i["datetime"], i["id"]))
+            near.sort(key=lambda i: _preference(_date(i), target, time.prefer) + (i["datetime"], i["id"]))
             steps.append([Candidate(i["id"], i["datetime"], i["bands"], i["mask"], i["mask_kind"]) for i in near])
         lon, lat = float(row["lon"]), float(row["lat"])
         label = float(row["label"]) if row["label"] not in ("", None) else None
@@ -197,6 +197,16 @@ def dataset_stats(folder: Path, train: list[ChipRecord], recipe: Recipe) -> dict
         stats["class_pixels"] = pixels
         stats["class_weights"] = [round(seen / (n_classes * p), 6) if p else 0.0 for p in pixels]
     return stats
+
+
+def _preference(date: dt.date, target: dt.date, prefer: str) -> tuple[int, int]:
+    """Sort key of an acquisition for a step: the fallback order the recipe declares."""
+    days = (date - target).days
+    if prefer == "earlier":
+        return (days > 0, abs(days))
+    if prefer == "later":
+        return (days < 0, abs(days))
+    return (0, abs(days))
 
 
 def _date(item: dict) -> dt.date:

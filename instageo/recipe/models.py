@@ -185,6 +185,10 @@ class TimeSpec(Model):
     steps: int = Field(1, ge=1, le=64, description="acquisitions per chip")
     step_days: int = Field(30, ge=1)
     tolerance_days: int = Field(5, ge=0)
+    prefer: Literal["nearest", "earlier", "later"] = Field(
+        "nearest", description="order in which acquisitions within tolerance of a step are tried: "
+        "nearest first, or those on/before (earlier) or on/after (later) the target first"
+    )
 
 
 MaskClass = Literal[

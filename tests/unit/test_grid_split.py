@@ -65,3 +65,13 @@ def test_date_split_tests_on_the_latest_chips():
 
 def test_one_chip_still_trains():
     assert assign_splits(records(1), SplitSpec(), seed=0) == {"c000": "train"}
+
+
+def test_fallback_order_of_acquisitions():
+    from instageo.data.chips import _preference
+
+    target = dt.date(2023, 3, 1)
+    dates = [target + dt.timedelta(days=d) for d in (-9, -3, 0, 2, 8)]
+    order = {prefer: [(d - target).days for d in sorted(dates, key=lambda d: _preference(d, target, prefer))]
+             for prefer in ("nearest", "earlier", "later")}
+    assert order == {"nearest": [0, 2, -3, 8, -9], "earlier": [0, -3, -9, 2, 8], "later": [0, 2, 8, -3, -9]}

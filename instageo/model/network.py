@@ -1,0 +1,83 @@
+"""Encoder + head for pixel tasks, and the student cut from a teacher.
+
+Heads see the encoder's tokens with the time steps stacked as channels, (B, T'*D, H', W'):
+- ``upsample``: log2(patch) transposed convolutions (x2 each), as in Prithvi's
+  segmentation head, then a 1x1 classifier;
+- ``light``: a 1x1 classifier on the tokens and bilinear upsampling, so a shallow student's
+  cost is not dominated by its head.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from instageo.model.backbone import BackboneSpec, PrithviEncoder
+
+
+class UpsampleHead(nn.Module):
+    def __init__(self, channels: int, outputs: int, patch: int, width: int = 64):
+        super().__init__()
+        steps = max(int(round(math.log2(patch))), 0)
+        layers: list[nn.Module] = []
+        size = channels
+        for _ in range(steps):
+            layers += [nn.ConvTranspose2d(size, width, 2, stride=2), nn.BatchNorm2d(width), nn.ReLU()]
+            size = width
+        self.up = nn.Sequential(*layers)
+        self.classify = nn.Conv2d(size, outputs, 1)
+        self.patch = patch
+
+    def forward(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        out = self.classify(self.up(features))
+        return out if out.shape[-2:] == size else F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+
+
+class LightHead(nn.Module):
+    def __init__(self, channels: int, outputs: int):
+        super().__init__()
+        self.classify = nn.Conv2d(channels, outputs, 1)
+
+    def forward(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return F.interpolate(self.classify(features), size=size, mode="bilinear", align_corners=False)
+
+
+class PixelModel(nn.Module):
+    """(B, C, T, H, W) -> (B, outputs, H, W) logits (or values, for regression)."""
+
+    def __init__(self, spec: BackboneSpec, in_chans: int, frames: int, outputs: int,
+                 head: str = "upsample", depth: int | None = None):
+        super().__init__()
+        self.encoder = PrithviEncoder(spec, in_chans, depth)
+        frames_out = max(frames // spec.tubelet_size, 1)
+        channels = spec.embed_dim * frames_out
+        self.head = (UpsampleHead(channels, outputs, spec.patch_size) if head == "upsample"
+                     else LightHead(channels, outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.encoder(x)  # (B, T', H', W', D)
+        batch, frames, height, width, dim = tokens.shape
+        features = tokens.permute(0, 1, 4, 2, 3).reshape(batch, frames * dim, height, width)
+        return self.head(features, x.shape[-2:])
+
+
+def cut_student(teacher: PixelModel, depth: int, copy_head: bool = True) -> PixelModel:
+    """A student keeping the teacher's patch embedding, first ``depth`` blocks and final norm
+    (and its head, unless ``copy_head`` is False: then the head is freshly initialised)."""
+    if not 1 <= depth <= len(teacher.encoder.blocks):
+        raise ValueError(f"student depth {depth} must be between 1 and the teacher's {len(teacher.encoder.blocks)}")
+    student = copy.deepcopy(teacher)
+    student.encoder.blocks = nn.ModuleList(list(student.encoder.blocks)[:depth])
+    if not copy_head:
+        for module in student.head.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    return student
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

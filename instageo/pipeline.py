@@ -8,6 +8,7 @@ from instageo.runner.stage import Stage
 def default_pipeline() -> list[Stage]:
     """search -> chips -> teacher -> student -> export -> predict -> viewer (as they land)."""
     from instageo.data import chips, search
+    from instageo.model import student, teacher
 
     return [
         Stage("search", search.run, version="1", report_into="dataset", after=search.after,
@@ -15,4 +16,8 @@ def default_pipeline() -> list[Stage]:
                         "data.chips.resolution", "data.chips.bands", "data.chips.time")),
         Stage("chips", chips.run, version="1", needs=("search",), report_into="dataset",
               after=chips.after, sections=("data.chips", "data.split", "seed", "task")),
+        Stage("teacher", teacher.run, version="1", needs=("chips",), report_into="teacher",
+              sections=("teacher", "task", "seed")),
+        Stage("student", student.run, version="1", needs=("chips", "teacher"), report_into="variant",
+              sections=("student", "task", "seed")),
     ]

@@ -10,53 +10,13 @@ any number of time steps work without interpolating learned weights.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
 
-from instageo.errors import InputError
+from instageo.model.specs import BACKBONES, HLS_BANDS, BackboneSpec, backbone_spec
 
-HLS_BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    embed_dim: int
-    depth: int
-    num_heads: int
-    patch_size: int
-    tubelet_size: int = 1
-    mlp_ratio: float = 4.0
-    # data metadata of the pretraining (kept as data, not code)
-    bands: tuple[str, ...] = HLS_BANDS
-    mean: tuple[float, ...] | None = None  # reflectance units
-    std: tuple[float, ...] | None = None
-
-
-# Prithvi-EO pretraining statistics on HLS (reflectance x 10000 in the papers; here x 1e-4).
-_PRITHVI_MEAN = (0.0775, 0.1080, 0.1204, 0.2670, 0.2270, 0.1700)
-_PRITHVI_STD = (0.0470, 0.0540, 0.0700, 0.0880, 0.0900, 0.0810)
-
-BACKBONES: dict[str, BackboneSpec] = {
-    # Prithvi-EO-1.0-100M: ViT-B, patch 16, 3 frames (Jakubik et al., 2023)
-    "prithvi_eo_v1_100": BackboneSpec(768, 12, 12, 16, mean=_PRITHVI_MEAN, std=_PRITHVI_STD),
-    # Prithvi-EO-2.0-300M: ViT-L, patch 16; 600M: ViT-H, patch 14 (Szwarcman et al., 2024)
-    "prithvi_eo_v2_300": BackboneSpec(1024, 24, 16, 16, mean=_PRITHVI_MEAN, std=_PRITHVI_STD),
-    "prithvi_eo_v2_600": BackboneSpec(1280, 32, 16, 14, mean=_PRITHVI_MEAN, std=_PRITHVI_STD),
-    # Prithvi-EO-2.0-tiny: ViT-Ti sized
-    "prithvi_eo_tiny": BackboneSpec(192, 12, 3, 16, mean=_PRITHVI_MEAN, std=_PRITHVI_STD),
-    # for CI and the demo: small enough to train on two CPU cores in seconds
-    "instageo_ci": BackboneSpec(64, 4, 4, 4, mean=_PRITHVI_MEAN, std=_PRITHVI_STD),
-}
-
-
-def backbone_spec(name: str) -> BackboneSpec:
-    if name not in BACKBONES:
-        raise InputError(f"backbone '{name}' is not valid, should be one of {sorted(BACKBONES)}")
-    return BACKBONES[name]
-
+__all__ = ["BACKBONES", "HLS_BANDS", "BackboneSpec", "PrithviEncoder", "backbone_spec", "sincos_3d"]
 
 def sincos_3d(frames: int, height: int, width: int, dim: int) -> torch.Tensor:
     """Fixed 3D sin-cos position embedding (frames*height*width, dim), Prithvi's split:

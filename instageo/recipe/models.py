@@ -323,8 +323,19 @@ class TrainSpec(Model):
     patience: int = Field(5, ge=1, description="epochs without val mIoU gain before stopping")
 
 
+def _known_backbone(name: str) -> str:
+    from instageo.model.specs import BACKBONES
+
+    if name not in BACKBONES:
+        raise PydanticCustomError(
+            "backbone", "backbone '{name}' is not valid, should be one of {valid}",
+            {"name": name, "valid": sorted(BACKBONES)},
+        )
+    return name
+
+
 class Teacher(Model):
-    backbone: str = "prithvi_eo_v1_100"
+    backbone: Annotated[str, AfterValidator(_known_backbone)] = "prithvi_eo_v1_100"
     weights: InputPath | None = Field(None, description="local pretrained checkpoint")
     head: Literal["upsample", "light"] = "upsample"
     train: TrainSpec = TrainSpec()
@@ -332,8 +343,7 @@ class Teacher(Model):
 
 class Distill(Model):
     temperature: Sweep[Annotated[float, Field(gt=0)]] = 2.0
-    alpha: Sweep[Fraction] = 0.5
-    feature_weight: float = Field(0.0, ge=0)
+    alpha: Sweep[Fraction] = Field(0.5, description="weight of the labels' cross-entropy; 1 - alpha: of the KL to the teacher")
 
 
 class Student(Model):
@@ -401,6 +411,21 @@ class Recipe(Model):
     export: Export = Export()
 
     _path: Path | None = PrivateAttr(None)  # the recipe file, set by the loader
+
+    @model_validator(mode="after")
+    def _student_fits_teacher(self) -> Recipe:
+        from instageo.model.specs import BACKBONES
+
+        spec = BACKBONES.get(self.teacher.backbone)
+        depths = self.student.depth if isinstance(self.student.depth, list) else [self.student.depth]
+        too_deep = [d for d in depths if spec is not None and d > spec.depth]
+        if too_deep:
+            raise PydanticCustomError(
+                "depth", "{depths} deeper than the teacher's {teacher} blocks ({backbone})",
+                {"depths": too_deep, "teacher": spec.depth, "backbone": self.teacher.backbone,
+                 "field": "student.depth"},
+            )
+        return self
 
     @property
     def path(self) -> Path | None:

@@ -1,0 +1,68 @@
+"""Chips as tensors: the chips stage's GeoTIFFs loaded per split, normalised, NaN-free.
+
+Inputs are (N, C, T, H, W) float32, normalised with the train split's band statistics, with
+nodata set to 0 (the mean) and a separate validity mask; labels (N, H, W), int64 class ids
+with the ignore index, or float32 values for regression.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # (N, C, T, H, W)
+    valid: torch.Tensor  # (N, H, W) bool: imagery present in every step
+    y: torch.Tensor  # (N, H, W)
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def load_splits(chips_dir: Path, steps: int, bands: list[str], regression: bool) -> dict[str, Split]:
+    stats = json.loads((chips_dir / "stats.json").read_text())
+    mean = np.array(stats["mean"], np.float32)[None, :, None, None]
+    std = np.maximum(np.array(stats["std"], np.float32), 1e-6)[None, :, None, None]
+    with open(chips_dir / "index.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    grouped: dict[str, list] = {"train": [], "val": [], "test": []}
+    for row in rows:
+        if row["split"] not in grouped:
+            continue
+        with rasterio.open(chips_dir / row["image"]) as dataset:
+            image = dataset.read().reshape(steps, len(bands), dataset.height, dataset.width)
+        with rasterio.open(chips_dir / row["label"]) as dataset:
+            label = dataset.read(1)
+        image = (image - mean) / std  # (T, C, H, W)
+        valid = ~np.isnan(image).any(axis=(0, 1))
+        image = np.nan_to_num(image, nan=0.0).transpose(1, 0, 2, 3)  # (C, T, H, W)
+        grouped[row["split"]].append((row["chip_id"], image, valid, label))
+    splits = {}
+    for name, items in grouped.items():
+        if not items:
+            continue
+        ids, images, valids, labels = zip(*items)
+        y = np.stack(labels).astype(np.float32 if regression else np.int64)
+        splits[name] = Split(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(valids)),
+                             torch.from_numpy(y), list(ids))
+    return splits
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, generator: torch.Generator):
+    """The same random flip and 90-degree rotation for every time step and the labels."""
+    turns = int(torch.randint(0, 4, (1,), generator=generator))
+    flip = bool(torch.randint(0, 2, (1,), generator=generator))
+    if flip:
+        x, y, valid = x.flip(-1), y.flip(-1), valid.flip(-1)
+    if turns:
+        x, y, valid = (torch.rot90(t, turns, dims=(-2, -1)) for t in (x, y, valid))
+    return x, y, valid

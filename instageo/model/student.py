@@ -1,0 +1,59 @@
+"""The `student` stage: the teacher's first N blocks, distilled from the frozen teacher.
+
+loss = alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(teacher/T || student/T), the KL
+over every pixel with imagery: the teacher labels the pixels the observations do not.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from instageo.model import tasks
+from instageo.model.network import cut_student
+from instageo.model.train import fit, seed_everything
+from instageo.recipe.models import Recipe
+from instageo.runner.stage import StageContext, StageOutput, StageResult
+
+
+def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
+    chips, student_spec = inputs["chips"], recipe.student
+    data = tasks.splits(recipe, chips)
+    teacher, meta = tasks.load(inputs["teacher"].path("model"))
+    teacher.eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    seed_everything(recipe.seed)
+    student = cut_student(teacher, student_spec.depth, copy_head=student_spec.head == "copy")
+    for parameter in student.parameters():
+        parameter.requires_grad_(True)
+    loss = distillation_loss(recipe, tasks.supervised_loss(recipe, chips), teacher)
+    result = fit(student, data, student_spec.train, loss, tasks.val_score(recipe), recipe.seed,
+                 ctx.workdir, ctx.track, ctx.log)
+    student.load_state_dict(result.state)
+    tasks.save(ctx.workdir / "student.pt", student, {**meta, "depth": student_spec.depth})
+    (ctx.workdir / "train_state.pt").unlink(missing_ok=True)
+    evaluation = tasks.summary(student, data, recipe, student_spec.train.batch_size)
+    return StageOutput(
+        files={"model": "student.pt"},
+        summary={"student_depth": student_spec.depth, **evaluation, "best_epoch": result.best_epoch},
+    )
+
+
+def distillation_loss(recipe: Recipe, supervised, teacher):
+    alpha, temperature = recipe.student.distill.alpha, recipe.student.distill.temperature
+
+    def loss(out, y, valid, x):
+        with torch.no_grad():
+            target = teacher.to(out.device)(x).float()
+        out = out.float()
+        if tasks.regression(recipe):
+            soft = F.mse_loss(out[:, 0][valid], target[:, 0][valid]) if valid.any() else out.sum() * 0
+            return alpha * supervised(out, y, valid, x) + (1 - alpha) * soft
+        log_student = F.log_softmax(out / temperature, dim=1)
+        log_teacher = F.log_softmax(target / temperature, dim=1)
+        kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)  # (B, H, W)
+        soft = kl[valid].mean() if valid.any() else kl.sum() * 0
+        return alpha * supervised(out, y, valid, x) + (1 - alpha) * temperature**2 * soft
+
+    return loss

@@ -1,0 +1,74 @@
+"""What teacher and student stages share: data, losses, the evaluation summary, checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from instageo.model.data import Split, load_splits
+from instageo.model.network import PixelModel
+from instageo.model.specs import backbone_spec
+from instageo.model.train import cost, evaluate, score
+from instageo.recipe.models import Recipe
+from instageo.runner.stage import StageResult
+
+
+def regression(recipe: Recipe) -> bool:
+    return recipe.task.kind == "regression"
+
+
+def outputs(recipe: Recipe) -> int:
+    return 1 if regression(recipe) else len(recipe.task.classes)
+
+
+def splits(recipe: Recipe, chips: StageResult) -> dict[str, Split]:
+    chips_spec = recipe.data.chips
+    return load_splits(chips.dir, chips_spec.time.steps, list(chips_spec.bands), regression(recipe))
+
+
+def supervised_loss(recipe: Recipe, chips: StageResult):
+    """Cross-entropy with the chips stage's class weights (or MSE for regression)."""
+    ignore = recipe.data.chips.label.ignore_index
+    if regression(recipe):
+        return lambda out, y, valid, x: F.mse_loss(out[:, 0][~torch.isnan(y)], y[~torch.isnan(y)])
+    stats = json.loads(chips.path("stats").read_text())
+    weights = torch.tensor(stats["class_weights"], dtype=torch.float32)
+    weights = torch.where(weights > 0, weights, torch.ones_like(weights))
+
+    def loss(out, y, valid, x):
+        return F.cross_entropy(out.float(), y, weight=weights.to(out.device), ignore_index=ignore)
+
+    return loss
+
+
+def val_score(recipe: Recipe):
+    ignore = recipe.data.chips.label.ignore_index
+    return lambda model, split: score(evaluate(model, split, outputs(recipe), ignore, regression(recipe), 32))
+
+
+def summary(model: PixelModel, data: dict[str, Split], recipe: Recipe, batch_size: int) -> dict:
+    """Test metrics (val, then train, when the split is empty), parameters, GFLOPs, chips/s."""
+    name = next(n for n in ("test", "val", "train") if n in data)
+    split = data[name]
+    metrics = evaluate(model, split, outputs(recipe), recipe.data.chips.label.ignore_index,
+                       regression(recipe), batch_size)
+    return {"metrics": metrics, "metrics_split": name, **cost(model, split.x[:batch_size], batch_size)}
+
+
+def build(meta: dict) -> PixelModel:
+    return PixelModel(backbone_spec(meta["backbone"]), meta["in_chans"], meta["frames"], meta["outputs"],
+                      meta["head"], meta["depth"])
+
+
+def save(path: Path, model: PixelModel, meta: dict) -> None:
+    torch.save({"meta": meta, "state": model.state_dict()}, path)
+
+
+def load(path: Path) -> tuple[PixelModel, dict]:
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    model = build(saved["meta"])
+    model.load_state_dict(saved["state"])
+    return model, saved["meta"]

@@ -1,0 +1,35 @@
+"""The `teacher` stage: fine-tune a Prithvi-style encoder + head on the chips."""
+
+from __future__ import annotations
+
+from instageo.model import tasks
+from instageo.model.checkpoint import load_encoder
+from instageo.model.specs import backbone_spec
+from instageo.model.train import fit, seed_everything
+from instageo.recipe.models import Recipe
+from instageo.runner.stage import StageContext, StageOutput, StageResult
+
+
+def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
+    chips, teacher = inputs["chips"], recipe.teacher
+    data = tasks.splits(recipe, chips)
+    spec = backbone_spec(teacher.backbone)
+    seed_everything(recipe.seed)
+    meta = {"backbone": teacher.backbone, "in_chans": len(recipe.data.chips.bands),
+            "frames": recipe.data.chips.time.steps, "outputs": tasks.outputs(recipe),
+            "head": teacher.head, "depth": spec.depth, "bands": list(recipe.data.chips.bands)}
+    model = tasks.build(meta)
+    if teacher.weights is not None:
+        kept = load_encoder(model.encoder, teacher.weights, meta["bands"])
+        ctx.log.info("loaded %d tensors from %s", len(kept), teacher.weights)
+    result = fit(model, data, teacher.train, tasks.supervised_loss(recipe, chips), tasks.val_score(recipe),
+                 recipe.seed, ctx.workdir, ctx.track, ctx.log)
+    model.load_state_dict(result.state)
+    tasks.save(ctx.workdir / "teacher.pt", model, meta)
+    (ctx.workdir / "train_state.pt").unlink(missing_ok=True)  # only needed to resume
+    evaluation = tasks.summary(model, data, recipe, teacher.train.batch_size)
+    return StageOutput(
+        files={"model": "teacher.pt"},
+        summary={"backbone": teacher.backbone, "depth": spec.depth, **evaluation,
+                 "best_epoch": result.best_epoch, "history": result.history},
+    )

@@ -1,0 +1,166 @@
+"""The training loop shared by the teacher and the students.
+
+accelerate picks the device (CPU here; one or many GPUs, with bf16, elsewhere) without the
+recipe changing. AdamW with a linear warm-up then cosine decay; early stopping on the
+validation score; the best weights kept; a checkpoint after every epoch so a killed run
+resumes at the next epoch with the same random state (same result as an uninterrupted run).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from instageo.model.data import Split, augment
+from instageo.model.metrics import regression_metrics, segmentation_metrics
+from instageo.recipe.models import TrainSpec
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class FitResult:
+    state: dict
+    best_epoch: int
+    best_score: float
+    history: list[dict] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def accelerator():
+    from accelerate import Accelerator
+
+    gpu = torch.cuda.is_available()
+    precision = "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
+    return Accelerator(cpu=not gpu, mixed_precision=precision)
+
+
+def fit(model: nn.Module, splits: dict[str, Split], spec: TrainSpec, loss_fn: LossFn,
+        score_fn: Callable[[nn.Module, Split], float], seed: int, workdir: Path, track, log) -> FitResult:
+    train = splits["train"]
+    check = splits.get("val") or train
+    acc = accelerator()
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    per_epoch = math.ceil(len(train) / spec.batch_size)
+    total, warmup = spec.epochs * per_epoch, spec.warmup_epochs * per_epoch
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    model, optimizer = acc.prepare(model, optimizer)
+    state_path = workdir / "train_state.pt"
+    start, best, waited = 0, None, 0
+    result = FitResult(copy.deepcopy(acc.unwrap_model(model).state_dict()), -1, -math.inf)
+    if state_path.exists():  # resume after an interruption, exactly where the last epoch ended
+        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        acc.unwrap_model(model).load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        generator.set_state(saved["generator"])
+        start, waited = saved["epoch"] + 1, saved["waited"]
+        result = FitResult(saved["best_state"], saved["best_epoch"], saved["best_score"], saved["history"])
+        log.info("resuming training at epoch %d", start + 1)
+    for epoch in track(range(start, spec.epochs), total=spec.epochs - start, description="epochs"):
+        if waited >= spec.patience:
+            break
+        started = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(train), generator=generator)
+        losses = []
+        for first in range(0, len(train), spec.batch_size):
+            index = order[first:first + spec.batch_size]
+            x, y, valid = augment(train.x[index], train.y[index], train.valid[index], generator)
+            x, y, valid = x.to(acc.device), y.to(acc.device), valid.to(acc.device)
+            with acc.autocast():
+                loss = loss_fn(model(x), y, valid, x)
+            acc.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            losses.append(float(loss.detach()))
+        score = score_fn(acc.unwrap_model(model), check)
+        result.history.append({"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 6),
+                               "val_score": round(score, 6), "seconds": round(time.perf_counter() - started, 2)})
+        if score > result.best_score:
+            result.best_score, result.best_epoch, waited = score, epoch + 1, 0
+            result.state = copy.deepcopy(acc.unwrap_model(model).state_dict())
+        else:
+            waited += 1
+        _save(state_path, {
+            "model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
+            "waited": waited, "best_state": result.state, "best_epoch": result.best_epoch,
+            "best_score": result.best_score, "history": result.history,
+        })
+        log.debug("epoch %d: loss %.4f, val %.4f", epoch + 1, np.mean(losses), score)
+    return result
+
+
+def _save(path: Path, value: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(value, tmp)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: Split, batch_size: int) -> torch.Tensor:
+    model.eval()
+    device = next(model.parameters()).device
+    outputs = [model(split.x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(split), batch_size)]
+    return torch.cat(outputs)
+
+
+def evaluate(model: nn.Module, split: Split, classes: int, ignore_index: int, regression: bool,
+             batch_size: int) -> dict:
+    output = predict(model, split, batch_size)
+    if regression:
+        labelled = ~torch.isnan(split.y)
+        return regression_metrics(output[:, 0][labelled].numpy(), split.y[labelled].numpy())
+    labelled = split.y != ignore_index
+    pred = output.argmax(1)[labelled].numpy()
+    truth = split.y[labelled].numpy()
+    scores = torch.softmax(output, 1)[:, 1][labelled].numpy() if classes == 2 else None
+    return segmentation_metrics(pred, truth, classes, scores)
+
+
+def score(metrics: dict) -> float:
+    """Higher is better: mIoU for segmentation, -RMSE for regression."""
+    return metrics["miou"] if "miou" in metrics else -metrics["rmse"]
+
+
+def cost(model: nn.Module, sample: torch.Tensor, batch_size: int, repeats: int = 3) -> dict:
+    """Parameters, GFLOPs per chip (torch's FLOP counter) and measured chips/s."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with torch.no_grad():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(sample[:1])
+        batch = sample.repeat((batch_size // len(sample)) + 1, 1, 1, 1, 1)[:batch_size]
+        model(batch)  # warm-up
+        started = time.perf_counter()
+        for _ in range(repeats):
+            model(batch)
+        seconds = (time.perf_counter() - started) / repeats
+    return {"params": sum(p.numel() for p in model.parameters()),
+            "gflops": round(counter.get_total_flops() / 1e9, 6),
+            "throughput": {"torch_img_s": round(batch_size / seconds, 2)}}

@@ -16,8 +16,8 @@ def default_pipeline() -> list[Stage]:
                         "data.chips.resolution", "data.chips.bands", "data.chips.time")),
         Stage("chips", chips.run, version="1", needs=("search",), report_into="dataset",
               after=chips.after, sections=("data.chips", "data.split", "seed", "task")),
-        Stage("teacher", teacher.run, version="1", needs=("chips",), report_into="teacher",
+        Stage("teacher", teacher.run, version="2", needs=("chips",), report_into="teacher",
               sections=("teacher", "task", "seed")),
-        Stage("student", student.run, version="1", needs=("chips", "teacher"), report_into="variant",
+        Stage("student", student.run, version="2", needs=("chips", "teacher"), report_into="variant",
               sections=("student", "task", "seed")),
     ]

@@ -33,7 +33,7 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     student.load_state_dict(result.state)
     tasks.save(ctx.workdir / "student.pt", student, {**meta, "depth": student_spec.depth})
     (ctx.workdir / "train_state.pt").unlink(missing_ok=True)
-    evaluation = tasks.summary(student, data, recipe, student_spec.train.batch_size)
+    evaluation = tasks.summary(student, data, recipe, student_spec.train.batch_size, teacher)
     return StageOutput(
         files={"model": "student.pt"},
         summary={"student_depth": student_spec.depth, **evaluation, "best_epoch": result.best_epoch},

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from instageo.model.data import Split, load_splits
 from instageo.model.network import PixelModel
 from instageo.model.specs import backbone_spec
-from instageo.model.train import cost, evaluate, score
+from instageo.model.train import cost, evaluate, score, throughput
 from instageo.recipe.models import Recipe
 from instageo.runner.stage import StageResult
 
@@ -49,13 +49,20 @@ def val_score(recipe: Recipe):
     return lambda model, split: score(evaluate(model, split, outputs(recipe), ignore, regression(recipe), 32))
 
 
-def summary(model: PixelModel, data: dict[str, Split], recipe: Recipe, batch_size: int) -> dict:
-    """Test metrics (val, then train, when the split is empty), parameters, GFLOPs, chips/s."""
+def summary(model: PixelModel, data: dict[str, Split], recipe: Recipe, batch_size: int,
+            teacher: PixelModel | None = None) -> dict:
+    """Test metrics (val, then train, when the split is empty), parameters, GFLOPs and chips/s
+    (a student's timed in alternation with its teacher's, so their ratio is measured)."""
     name = next(n for n in ("test", "val", "train") if n in data)
     split = data[name]
     metrics = evaluate(model, split, outputs(recipe), recipe.data.chips.label.ignore_index,
                        regression(recipe), batch_size)
-    return {"metrics": metrics, "metrics_split": name, **cost(model, split.x[:batch_size], batch_size)}
+    sample = split.x[:batch_size]
+    speeds = throughput([model] + ([teacher] if teacher is not None else []), sample, batch_size)
+    speed = {"torch_img_s": speeds[0]}
+    if teacher is not None:
+        speed.update(teacher_torch_img_s=speeds[1], speedup=round(speeds[0] / speeds[1], 3))
+    return {"metrics": metrics, "metrics_split": name, **cost(model, sample), "throughput": speed}
 
 
 def build(meta: dict) -> PixelModel:

@@ -146,21 +146,30 @@ def score(metrics: dict) -> float:
     return metrics["miou"] if "miou" in metrics else -metrics["rmse"]
 
 
-def cost(model: nn.Module, sample: torch.Tensor, batch_size: int, repeats: int = 3) -> dict:
-    """Parameters, GFLOPs per chip (torch's FLOP counter) and measured chips/s."""
+def cost(model: nn.Module, sample: torch.Tensor) -> dict:
+    """Parameters and GFLOPs per chip (torch's FLOP counter)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     model.eval()
-    with torch.no_grad():
-        counter = FlopCounterMode(display=False)
-        with counter:
-            model(sample[:1])
-        batch = sample.repeat((batch_size // len(sample)) + 1, 1, 1, 1, 1)[:batch_size]
-        model(batch)  # warm-up
-        started = time.perf_counter()
-        for _ in range(repeats):
-            model(batch)
-        seconds = (time.perf_counter() - started) / repeats
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(sample[:1])
     return {"params": sum(p.numel() for p in model.parameters()),
-            "gflops": round(counter.get_total_flops() / 1e9, 6),
-            "throughput": {"torch_img_s": round(batch_size / seconds, 2)}}
+            "gflops": round(counter.get_total_flops() / 1e9, 6)}
+
+
+@torch.no_grad()
+def throughput(models: list[nn.Module], sample: torch.Tensor, batch_size: int, rounds: int = 5) -> list[float]:
+    """Chips/s of each model on the same batch, timed in alternation (median of ``rounds``), so
+    the ratios between them hold on a noisy machine."""
+    batch = sample.repeat((batch_size // len(sample)) + 1, 1, 1, 1, 1)[:batch_size]
+    for model in models:
+        model.eval()
+        model(batch)  # warm-up
+    seconds: list[list[float]] = [[] for _ in models]
+    for _ in range(rounds):
+        for index, model in enumerate(models):
+            started = time.perf_counter()
+            model(batch)
+            seconds[index].append(time.perf_counter() - started)
+    return [round(batch_size / float(np.median(times)), 2) for times in seconds]

@@ -44,11 +44,16 @@ def build_report(plan: Plan, records: list[StageRecord], run_dir: Path, status: 
 
 
 def write_report(report: dict[str, Any], run_dir: Path) -> None:
+    from instageo.runner.sweep import sweep_plot
+
+    plot = "sweep.png" if sweep_plot(report, run_dir / "sweep.png") else None
     write_json_atomic(run_dir / "report.json", report)
-    write_bytes_atomic(run_dir / "report.md", render_markdown(report).encode("utf-8"))
+    write_bytes_atomic(run_dir / "report.md", render_markdown(report, plot).encode("utf-8"))
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def render_markdown(report: dict[str, Any], plot: str | None = None) -> str:
+    from instageo.runner.sweep import sweep_markdown
+
     lines = [f"# {report['recipe']}: {report['status']}", ""]
     if report.get("error"):
         lines += [f"Error: {report['error']}", ""]
@@ -58,4 +63,5 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {stage['name']} | {', '.join(stage['variants'])} | {stage['key'][:12]} | "
             f"{'yes' if stage['cached'] else 'no'} | {stage['seconds']:.1f} | {stage['reason']} |"
         )
+    lines += sweep_markdown(report, plot)
     return "\n".join(lines) + "\n"

@@ -1,0 +1,102 @@
+"""Teacher and student stages on the tiny recipe: determinism, resume, checkpoints, report."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from instageo.cli import main
+from instageo.model import tasks
+from instageo.model.data import load_splits
+from instageo.model.train import fit
+from instageo.recipe import load_recipe
+from instageo.recipe.models import TrainSpec
+from tests.conftest import REPO
+from tests.unit.test_model import fake_prithvi
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    shutil.copy(REPO / "recipes" / "tiny.yaml", folder / "tiny.yaml")
+    assert main([str(folder / "tiny.yaml"), "--runs-dir", str(folder / "runs"), "--set", "student.depth=1,2"]) == 0
+    return folder
+
+
+def stage_dir(folder, name):
+    return sorted((folder / "runs" / "tiny" / "stages").glob(f"{name}-*"))
+
+
+def test_teacher_and_students_report_metrics_cost_and_speed(tiny):
+    report = json.loads((tiny / "runs" / "tiny" / "report.json").read_text())
+    teacher = report["teacher"]
+    assert 0 <= teacher["metrics"]["miou"] <= 1 and teacher["params"] > 0 and teacher["gflops"] > 0
+    depths = [v["student_depth"] for v in report["variants"]]
+    assert depths == [1, 2]
+    params = [v["params"] for v in report["variants"]]
+    assert params[0] < params[1] < teacher["params"]
+    assert all(v["throughput"]["speedup"] > 0 for v in report["variants"])
+    markdown = (tiny / "runs" / "tiny" / "report.md").read_text()
+    assert "## Students" in markdown and "![mIoU and speed-up against depth](sweep.png)" in markdown
+    assert (tiny / "runs" / "tiny" / "sweep.png").stat().st_size > 5000
+    assert len(stage_dir(tiny, "teacher")) == 1 and len(stage_dir(tiny, "student")) == 2
+
+
+def test_student_blocks_start_from_the_teacher(tiny):
+    teacher, _ = tasks.load(stage_dir(tiny, "teacher")[0] / "teacher.pt")
+    student, meta = tasks.load(next(p / "student.pt" for p in stage_dir(tiny, "student")
+                                    if tasks.load(p / "student.pt")[1]["depth"] == 1))
+    assert meta["depth"] == 1 and len(student.encoder.blocks) == 1
+    assert student.encoder.patch_embed.proj.weight.shape == teacher.encoder.patch_embed.proj.weight.shape
+
+
+def _fit(tiny, workdir, track):
+    recipe = load_recipe(tiny / "tiny.yaml")
+    chips = stage_dir(tiny, "chips")[0]
+    data = load_splits(chips, 2, list(recipe.data.chips.bands), False)
+    torch.manual_seed(0)
+    model = tasks.build({"backbone": "instageo_ci", "in_chans": 6, "frames": 2, "outputs": 3,
+                         "head": "upsample", "depth": 4})
+    result_chips = type("R", (), {"path": lambda self, name: chips / "stats.json"})()
+    spec = TrainSpec(epochs=3, batch_size=8, lr=1e-3, patience=10)
+    import logging
+    return fit(model, data, spec, tasks.supervised_loss(recipe, result_chips), tasks.val_score(recipe),
+               0, workdir, track, logging.getLogger("test"))
+
+
+def test_training_is_deterministic_and_resumes_per_epoch(tiny, tmp_path):
+    plain = lambda items, **kw: items
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir(), (tmp_path / "c").mkdir()
+    first = _fit(tiny, tmp_path / "a", plain)
+    second = _fit(tiny, tmp_path / "b", plain)
+    assert first.history == [dict(h, seconds=s["seconds"]) for h, s in zip(second.history, first.history)]
+
+    def killed_after_one_epoch(items, **kw):
+        for index, item in enumerate(items):
+            if index == 1:
+                raise KeyboardInterrupt
+            yield item
+
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tiny, tmp_path / "c", killed_after_one_epoch)
+    resumed = _fit(tiny, tmp_path / "c", plain)
+    for key, value in first.state.items():
+        assert torch.equal(value, resumed.state[key]), key
+
+
+def test_a_checkpoint_that_does_not_fit_stops_before_training(tiny, tmp_path, capsys):
+    import dataclasses
+
+    from instageo.model.backbone import PrithviEncoder
+    from instageo.model.specs import BACKBONES
+
+    wide = dataclasses.replace(BACKBONES["instageo_ci"], embed_dim=32, num_heads=2)
+    torch.save(PrithviEncoder(wide, 6).state_dict(), tmp_path / "wrong.pt")
+    shutil.copy(tiny / "tiny.yaml", tmp_path / "tiny.yaml")
+    runs = ["--runs-dir", str(tiny / "runs")]
+    assert main([str(tmp_path / "tiny.yaml"), *runs, "--set", "teacher.weights=wrong.pt"]) == 2
+    assert "wrong.pt: checkpoint does not fit backbone: cls_token (1, 1, 32) != (1, 1, 64)" in capsys.readouterr().err
+
+    fake_prithvi("v2", tmp_path / "prithvi_v2.pt")
+    assert main([str(tmp_path / "tiny.yaml"), *runs, "--set", "teacher.weights=prithvi_v2.pt", "--until", "teacher"]) == 0

@@ -100,28 +100,35 @@ def test_dask_builds_the_same_chips_as_threads(tiny, tmp_path):
     assert dask_index.read_bytes() == index.read_bytes()
 
 
-def test_sen1floods11_label_rasters_are_tiled_and_bad_chips_skipped_with_reasons(tmp_path):
+def write_sen1floods11_recipe(folder, chips: str, split: str, extra: str = "") -> None:
+    """A local catalogue over the real Sen1Floods11 chips (dated from their metadata) and a
+    recipe reading their S1 bands with the hand labels as label rasters."""
     data = SHARED_DATA / "sen1floods11"
     metadata = json.loads((data / "Sen1Floods11_Metadata.geojson").read_text())
     dates = {f["properties"]["location"]: f["properties"]["s1_date"].replace("/", "-") for f in metadata["features"]}
     dates["Mekong"] = dates["Cambodia"]
     labels = sorted(data.glob("*_LabelHand.tif"))
-    with open(tmp_path / "dates.csv", "w") as handle:
+    with open(folder / "dates.csv", "w") as handle:
         handle.write("scene,date\n" + "".join(f"{p.name.rsplit('_', 1)[0]},{dates[p.name.rsplit('_', 2)[0]]}\n" for p in labels))
-    with open(tmp_path / "label_dates.csv", "w") as handle:
+    with open(folder / "label_dates.csv", "w") as handle:
         handle.write("file,date\n" + "".join(f"{p.name},{dates[p.name.rsplit('_', 2)[0]]}\n" for p in labels))
-    assert main(["catalog", "build", str(data), "--out", str(tmp_path / "cat"), "--dates", str(tmp_path / "dates.csv")]) == 0
+    assert main(["catalog", "build", str(data), "--out", str(folder / "cat"), "--dates", str(folder / "dates.csv")]) == 0
     paths = ", ".join(str(p) for p in labels)
-    (tmp_path / "floods.yaml").write_text(f"""
+    (folder / "floods.yaml").write_text(f"""
 name: floods
 data:
   source: {{kind: catalog, path: cat/catalog.json, bands: {{vv: "S1Hand#VV", vh: "S1Hand#VH"}}}}
   observations: {{kind: raster, paths: [{paths}], dates: label_dates.csv}}
-  chips: {{size: 128, resolution: 10, bands: [vv, vh], time: {{steps: 1, tolerance_days: 1}},
-          mask: {{max_fraction: 0.5}}}}
-  split: {{method: random}}
+  chips: {chips}
+  split: {split}
 task: {{classes: [land, water]}}
-""")
+""" + extra)
+
+
+def test_sen1floods11_label_rasters_are_tiled_and_bad_chips_skipped_with_reasons(tmp_path):
+    write_sen1floods11_recipe(tmp_path, "{size: 128, resolution: 10, bands: [vv, vh], "
+                              "time: {steps: 1, tolerance_days: 1}, mask: {max_fraction: 0.5}}",
+                              "{method: random}")
     assert main([str(tmp_path / "floods.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "chips"]) == 0
     report = json.loads((tmp_path / "runs" / "floods" / "report.json").read_text())
     stage = next((tmp_path / "runs" / "floods" / "stages").glob("chips-*"))

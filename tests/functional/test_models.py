@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,3 +101,62 @@ def test_a_checkpoint_that_does_not_fit_stops_before_training(tiny, tmp_path, ca
 
     fake_prithvi("v2", tmp_path / "prithvi_v2.pt")
     assert main([str(tmp_path / "tiny.yaml"), *runs, "--set", "teacher.weights=prithvi_v2.pt", "--until", "teacher"]) == 0
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold: the cut that maximises the between-class variance of a histogram."""
+    hist, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    below = np.cumsum(hist)
+    above = below[-1] - below
+    mean_below = np.cumsum(hist * centres) / np.maximum(below, 1)
+    mean_above = (np.sum(hist * centres) - np.cumsum(hist * centres)) / np.maximum(above, 1)
+    return float(centres[np.argmax(below * above * (mean_below - mean_above) ** 2)])
+
+
+def test_sen1floods11_teacher_and_student_beat_an_otsu_threshold_on_unseen_countries(tmp_path):
+    """Train on some countries' S1 chips, test on others (a 3000 km spatial split)."""
+    import csv
+
+    import rasterio
+
+    from instageo.model.metrics import segmentation_metrics
+    from tests.functional.test_chips import write_sen1floods11_recipe
+
+    write_sen1floods11_recipe(tmp_path, "{size: 64, resolution: 10, bands: [vv, vh], "
+                              "time: {steps: 1, tolerance_days: 1}, mask: {max_fraction: 0.5}}",
+                              "{method: spatial, block_km: 3000, val: 0.15, test: 0.3}", extra="""teacher:
+  backbone: instageo_ci
+  train: {epochs: 8, batch_size: 16, lr: 1.0e-3, patience: 4}
+student:
+  depth: 2
+  train: {epochs: 8, batch_size: 16, lr: 1.0e-3, patience: 4}
+""")
+    assert main([str(tmp_path / "floods.yaml"), "--runs-dir", str(tmp_path / "runs")]) == 0
+    report = json.loads((tmp_path / "runs" / "floods" / "report.json").read_text())
+    stage = next((tmp_path / "runs" / "floods" / "stages").glob("chips-*"))
+    rows = list(csv.DictReader(open(stage / "index.csv")))
+    countries = {split: {r["chip_id"].rsplit("_", 2)[0] for r in rows if r["split"] == split} for split in ("train", "test")}
+    assert countries["train"] and countries["test"] and not countries["train"] & countries["test"]
+
+    def vv_and_labels(split):
+        vv, labels = [], []
+        for row in rows:
+            if row["split"] == split:
+                with rasterio.open(stage / row["image"]) as dataset:
+                    image = dataset.read(1)
+                with rasterio.open(stage / row["label"]) as dataset:
+                    label = dataset.read(1)
+                keep = (label != -1) & ~np.isnan(image)
+                vv.append(image[keep])
+                labels.append(label[keep].astype(np.int64))
+        return np.concatenate(vv), np.concatenate(labels)
+
+    threshold = otsu_threshold(vv_and_labels("train")[0])  # water: low VV backscatter
+    vv, truth = vv_and_labels("test")
+    baseline = segmentation_metrics((vv < threshold).astype(np.int64), truth, 2)["miou"]
+    teacher = report["teacher"]["metrics"]["miou"]
+    student = report["variants"][0]["metrics"]["miou"]
+    print(f"Sen1Floods11 test mIoU: Otsu {baseline:.3f}, teacher {teacher:.3f}, student {student:.3f}")
+    assert report["teacher"]["metrics"]["pixels"] == len(truth)  # the same test pixels
+    assert teacher > baseline and student > baseline

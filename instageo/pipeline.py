@@ -18,6 +18,6 @@ def default_pipeline() -> list[Stage]:
               after=chips.after, sections=("data.chips", "data.split", "seed", "task")),
         Stage("teacher", teacher.run, version="2", needs=("chips",), report_into="teacher",
               sections=("teacher", "task", "seed")),
-        Stage("student", student.run, version="2", needs=("chips", "teacher"), report_into="variant",
+        Stage("student", student.run, version="3", needs=("chips", "teacher"), report_into="variant",
               sections=("student", "task", "seed")),
     ]

@@ -74,12 +74,13 @@ class PrithviEncoder(nn.Module):
             self._pos_cache[grid] = sincos_3d(*grid, self.spec.embed_dim)
         return self._pos_cache[grid].to(device)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
+        """Tokens after the first ``depth`` blocks (all by default) and the final norm."""
         tokens = self.patch_embed(x)
         batch, dim, frames, height, width = tokens.shape
         tokens = tokens.flatten(2).transpose(1, 2) + self.position((frames, height, width), x.device)
         tokens = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
-        for block in self.blocks:
+        for block in list(self.blocks)[:depth]:
             tokens = block(tokens)
         tokens = self.norm(tokens)[:, 1:]
         return tokens.reshape(batch, frames, height, width, dim)

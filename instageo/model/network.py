@@ -59,10 +59,13 @@ class PixelModel(nn.Module):
                      else LightHead(channels, outputs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.encoder(x)  # (B, T', H', W', D)
+        return self.decode(self.encoder(x), x.shape[-2:])
+
+    def decode(self, tokens: torch.Tensor, size) -> torch.Tensor:
+        """Head output for encoder tokens (B, T', H', W', D)."""
         batch, frames, height, width, dim = tokens.shape
         features = tokens.permute(0, 1, 4, 2, 3).reshape(batch, frames * dim, height, width)
-        return self.head(features, x.shape[-2:])
+        return self.head(features, size)
 
 
 def cut_student(teacher: PixelModel, depth: int, copy_head: bool = True) -> PixelModel:

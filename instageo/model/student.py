@@ -2,6 +2,8 @@
 
 loss = alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(teacher/T || student/T), the KL
 over every pixel with imagery: the teacher labels the pixels the observations do not.
+With ``distill.feature_weight`` > 0, plus that weight times the MSE between the student's
+tokens and the teacher's tokens after the same number of blocks (feature matching).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     for parameter in student.parameters():
         parameter.requires_grad_(True)
     loss = distillation_loss(recipe, tasks.supervised_loss(recipe, chips), teacher)
-    result = fit(student, data, student_spec.train, loss, tasks.val_score(recipe), recipe.seed,
-                 ctx.workdir, ctx.track, ctx.log)
+    result = fit(_WithTokens(student), data, student_spec.train, loss, tasks.val_score(recipe),
+                 recipe.seed, ctx.workdir, ctx.track, ctx.log)
     student.load_state_dict(result.state)
     tasks.save(ctx.workdir / "student.pt", student, {**meta, "depth": student_spec.depth})
     (ctx.workdir / "train_state.pt").unlink(missing_ok=True)
@@ -40,20 +42,47 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     )
 
 
-def distillation_loss(recipe: Recipe, supervised, teacher):
-    alpha, temperature = recipe.student.distill.alpha, recipe.student.distill.temperature
+class _WithTokens(torch.nn.Module):
+    """The student in training: its output, plus its tokens for feature matching. Scoring and
+    saving see the plain student (``module``), whose weights these are."""
 
-    def loss(out, y, valid, x):
+    def __init__(self, student):
+        super().__init__()
+        self.module = student
+
+    def forward(self, x):
+        tokens = self.module.encoder(x)
+        return self.module.decode(tokens, x.shape[-2:]), tokens
+
+    def state_dict(self, *args, **kwargs):
+        return self.module.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state, *args, **kwargs):
+        return self.module.load_state_dict(state, *args, **kwargs)
+
+
+def distillation_loss(recipe: Recipe, supervised, teacher):
+    distill = recipe.student.distill
+    alpha, temperature, depth = distill.alpha, distill.temperature, recipe.student.depth
+
+    def loss(output, y, valid, x):
+        out, tokens = output
+        teacher.to(out.device)
         with torch.no_grad():
-            target = teacher.to(out.device)(x).float()
+            target = teacher(x).float()
+            matched = teacher.encoder(x, depth) if distill.feature_weight > 0 else None
         out = out.float()
         if tasks.regression(recipe):
             soft = F.mse_loss(out[:, 0][valid], target[:, 0][valid]) if valid.any() else out.sum() * 0
-            return alpha * supervised(out, y, valid, x) + (1 - alpha) * soft
-        log_student = F.log_softmax(out / temperature, dim=1)
-        log_teacher = F.log_softmax(target / temperature, dim=1)
-        kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)  # (B, H, W)
-        soft = kl[valid].mean() if valid.any() else kl.sum() * 0
-        return alpha * supervised(out, y, valid, x) + (1 - alpha) * temperature**2 * soft
+            total = alpha * supervised(out, y, valid, x) + (1 - alpha) * soft
+        else:
+            log_student = F.log_softmax(out / temperature, dim=1)
+            log_teacher = F.log_softmax(target / temperature, dim=1)
+            kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)  # (B, H, W)
+            soft = kl[valid].mean() if valid.any() else kl.sum() * 0
+            total = alpha * supervised(out, y, valid, x) + (1 - alpha) * temperature**2 * soft
+        if matched is not None:
+            total = total + distill.feature_weight * F.mse_loss(tokens.float(), matched.float())
+        return total
 
     return loss

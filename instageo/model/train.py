@@ -124,7 +124,10 @@ def _save(path: Path, value: dict) -> None:
 def predict(model: nn.Module, split: Split, batch_size: int) -> torch.Tensor:
     model.eval()
     device = next(model.parameters()).device
-    outputs = [model(split.x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(split), batch_size)]
+    outputs = []
+    for first in range(0, len(split), batch_size):
+        out = model(split.x[first:first + batch_size].to(device))
+        outputs.append((out[0] if isinstance(out, tuple) else out).float().cpu())  # (output, extras)
     return torch.cat(outputs)
 
 

@@ -344,6 +344,10 @@ class Teacher(Model):
 class Distill(Model):
     temperature: Sweep[Annotated[float, Field(gt=0)]] = 2.0
     alpha: Sweep[Fraction] = Field(0.5, description="weight of the labels' cross-entropy; 1 - alpha: of the KL to the teacher")
+    feature_weight: float = Field(
+        0.0, ge=0, description="weight of an MSE between the student's tokens and the teacher's "
+        "after the same number of blocks (0: off)"
+    )
 
 
 class Student(Model):

@@ -160,3 +160,13 @@ student:
     print(f"Sen1Floods11 test mIoU: Otsu {baseline:.3f}, teacher {teacher:.3f}, student {student:.3f}")
     assert report["teacher"]["metrics"]["pixels"] == len(truth)  # the same test pixels
     assert teacher > baseline and student > baseline
+
+
+def test_feature_matching_and_regression_run_through(tiny, tmp_path):
+    shutil.copy(tiny / "tiny.yaml", tmp_path / "tiny.yaml")
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    assert main([str(tmp_path / "tiny.yaml"), *runs, "--set", "student.distill.feature_weight=0.5"]) == 0
+    assert main([str(tmp_path / "tiny.yaml"), *runs, "--set", "task.kind=regression"]) == 0
+    report = json.loads((tmp_path / "runs" / "tiny" / "report.json").read_text())
+    assert set(report["teacher"]["metrics"]) == {"rmse", "mae", "r2", "pixels"}
+    assert report["variants"][0]["metrics"]["rmse"] > 0

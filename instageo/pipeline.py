@@ -8,6 +8,7 @@ from instageo.runner.stage import Stage
 def default_pipeline() -> list[Stage]:
     """search -> chips -> teacher -> student -> export -> predict -> viewer (as they land)."""
     from instageo.data import chips, search
+    from instageo.deploy import export
     from instageo.model import student, teacher
 
     return [
@@ -20,4 +21,6 @@ def default_pipeline() -> list[Stage]:
               sections=("teacher", "task", "seed")),
         Stage("student", student.run, version="3", needs=("chips", "teacher"), report_into="variant",
               sections=("student", "task", "seed")),
+        Stage("export", export.run, version="1", needs=("chips", "student"), report_into="variant",
+              sections=("export.onnx",)),
     ]

@@ -162,17 +162,11 @@ def cost(model: nn.Module, sample: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def throughput(models: list[nn.Module], sample: torch.Tensor, batch_size: int, rounds: int = 5) -> list[float]:
-    """Chips/s of each model on the same batch, timed in alternation (median of ``rounds``), so
-    the ratios between them hold on a noisy machine."""
+def throughput(models: list[nn.Module], sample: torch.Tensor, batch_size: int) -> list[float]:
+    """Chips/s of each model on the same batch, timed in alternation (see instageo.timing)."""
+    from instageo.timing import throughputs
+
     batch = sample.repeat((batch_size // len(sample)) + 1, 1, 1, 1, 1)[:batch_size]
     for model in models:
         model.eval()
-        model(batch)  # warm-up
-    seconds: list[list[float]] = [[] for _ in models]
-    for _ in range(rounds):
-        for index, model in enumerate(models):
-            started = time.perf_counter()
-            model(batch)
-            seconds[index].append(time.perf_counter() - started)
-    return [round(batch_size / float(np.median(times)), 2) for times in seconds]
+    return throughputs(models, batch, batch_size)

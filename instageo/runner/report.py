@@ -32,15 +32,38 @@ def build_report(plan: Plan, records: list[StageRecord], run_dir: Path, status: 
             "outputs": {name: os.path.relpath(result.path(name), run_dir) for name in result.files},
         })
         section = planned.stage.report_into
+        summary = _resolve_files(result.summary, result, run_dir)
         if section in ("dataset", "teacher"):
-            report.setdefault(section, {}).update(result.summary)
+            _merge(report.setdefault(section, {}), summary)
         elif section == "variant":
             for name in planned.variants:
-                variants[name].update(result.summary)
+                _merge(variants[name], summary)
         elif section == "run":
-            report.update(result.summary)
+            _merge(report, summary)
     report["variants"] = list(variants.values())
     return report
+
+
+def _resolve_files(summary: dict[str, Any], result, run_dir: Path) -> dict[str, Any]:
+    """A summary value "@name" stands for the stage's output file "name": report.json gives
+    it as a path relative to the run folder (the contract)."""
+    def resolve(value):
+        if isinstance(value, str) and value.startswith("@") and value[1:] in result.files:
+            return os.path.relpath(result.path(value[1:]), run_dir)
+        if isinstance(value, dict):
+            return {k: resolve(v) for k, v in value.items()}
+        return value
+
+    return resolve(summary)
+
+
+def _merge(target: dict[str, Any], summary: dict[str, Any]) -> None:
+    """Merge a stage summary into a report section; nested dicts (e.g. throughput) combine."""
+    for key, value in summary.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
 
 
 def write_report(report: dict[str, Any], run_dir: Path) -> None:

@@ -1,0 +1,101 @@
+"""The `export` stage: each student to ONNX, checked against PyTorch, packed as a bundle.
+
+bundle/ holds everything prediction needs and nothing else: model.onnx (and model.int8.onnx
+when asked), bundle.json with the band list, normalisation statistics, chip spec, classes and
+colours, the recipe excerpt and the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from instageo.data.quicklook import DEFAULT_COLOURS
+from instageo.deploy import onnx
+from instageo.errors import StageError
+from instageo.files import write_json_atomic
+from instageo.model import tasks
+from instageo.recipe.models import Recipe
+from instageo.runner.stage import StageContext, StageOutput, StageResult
+from instageo.timing import throughputs
+
+PARITY_CHIPS = 32
+
+
+def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
+    spec, chips = recipe.export.onnx, inputs["chips"]
+    model, meta = tasks.load(inputs["student"].path("model"))
+    data = tasks.splits(recipe, chips)
+    split = data[next(n for n in ("test", "val", "train") if n in data)]
+    sample = split.x[:PARITY_CHIPS]
+    bundle = ctx.workdir / "bundle"
+    bundle.mkdir(exist_ok=True)
+    onnx.export(model, sample, bundle / "model.onnx", spec.opset)
+    session = onnx.session(bundle / "model.onnx")
+    check = onnx.parity(model, session, sample)
+    if check["max_abs_diff"] > spec.tolerance:
+        raise StageError(f"ONNX output differs from PyTorch by {check['max_abs_diff']:.2e} "
+                         f"(export.onnx.tolerance {spec.tolerance:g})")
+    batch = sample.numpy()
+    runners = [lambda b: _torch(model, b), lambda b: onnx.run(session, b, len(b))]
+    summary = {"onnx": "@onnx", "onnx_max_abs_diff": round(check["max_abs_diff"], 9),
+               "onnx_argmax_agreement": check["argmax_agreement"]}
+    files = {"onnx": "bundle/model.onnx", "bundle": "bundle/bundle.json"}
+    if spec.quantize:
+        onnx.quantize(bundle / "model.onnx", bundle / "model.int8.onnx")
+        int8 = onnx.session(bundle / "model.int8.onnx")
+        runners.append(lambda b: onnx.run(int8, b, len(b)))
+        summary["int8"] = _int8_delta(session, int8, split, recipe)
+        files["onnx_int8"] = "bundle/model.int8.onnx"
+    # torch and ONNX timed side by side here; the student's torch_img_s (timed beside its
+    # teacher) stays as the student stage measured it
+    speeds = throughputs(runners, batch, len(batch))
+    summary["throughput"] = {"onnx_img_s": speeds[1], "onnx_vs_torch": round(speeds[1] / speeds[0], 3)}
+    if spec.quantize:
+        summary["throughput"].update(onnx_int8_img_s=speeds[2], int8_vs_onnx=round(speeds[2] / speeds[1], 3))
+    write_json_atomic(bundle / "bundle.json", _bundle(recipe, chips, meta, inputs["student"].summary))
+    return StageOutput(files=files, summary=summary)
+
+
+def _torch(model, batch: np.ndarray):
+    with torch.no_grad():
+        return model(torch.from_numpy(batch))
+
+
+def _int8_delta(session, int8, split, recipe: Recipe) -> dict:
+    """Test-split metric of the int8 model, and its change against the float model."""
+    from instageo.model.metrics import regression_metrics, segmentation_metrics
+
+    chips = split.x.numpy()
+    outputs = [onnx.run(s, chips) for s in (session, int8)]
+    if tasks.regression(recipe):
+        labelled = ~np.isnan(split.y.numpy())
+        scores = [regression_metrics(o[:, 0][labelled], split.y.numpy()[labelled])["rmse"] for o in outputs]
+        return {"rmse": scores[1], "delta_rmse": round(scores[1] - scores[0], 6)}
+    labelled = split.y.numpy() != recipe.data.chips.label.ignore_index
+    truth = split.y.numpy()[labelled]
+    scores = [segmentation_metrics(o.argmax(1)[labelled], truth, tasks.outputs(recipe))["miou"] for o in outputs]
+    return {"miou": scores[1], "delta_miou": round(scores[1] - scores[0], 6)}
+
+
+def _bundle(recipe: Recipe, chips: StageResult, meta: dict, student: dict) -> dict:
+    stats = json.loads(chips.path("stats").read_text())
+    spec = recipe.data.chips
+    classes = list(recipe.task.classes)
+    return {
+        "format": "instageo-bundle/1",
+        "model": "model.onnx",
+        "input": "chips: (batch, bands, steps, height, width) float32, normalised as below, nodata as 0",
+        "bands": list(spec.bands), "mean": stats["mean"], "std": stats["std"],
+        "chip": {"size": spec.size, "resolution": spec.resolution, "crs": spec.crs,
+                 "steps": spec.time.steps, "step_days": spec.time.step_days,
+                 "tolerance_days": spec.time.tolerance_days, "prefer": spec.time.prefer,
+                 "mask": spec.mask.model_dump(mode="json")},
+        "task": recipe.task.kind, "classes": classes,
+        "colours": list(recipe.task.colors or DEFAULT_COLOURS[:len(classes)]),
+        "backbone": meta["backbone"], "depth": meta["depth"],
+        "source": recipe.data.source.model_dump(mode="json", exclude={"path"}),
+        "metrics": student.get("metrics", {}),
+    }

@@ -1,0 +1,67 @@
+"""ONNX export, parity checks and onnxruntime sessions.
+
+Exporter: torch's TorchScript-based exporter (``dynamo=False``). It writes one self-contained
+.onnx file (the dynamo exporter splits weights into a .onnx.data side file), needs only the
+`onnx` package, and matched PyTorch to ~1e-6 on these ViTs; its deprecation warning is
+silenced here. The batch axis is dynamic, so a bundle predicts with any batch size.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def export(model: torch.nn.Module, sample: torch.Tensor, path: Path, opset: int) -> None:
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (sample[:1],), str(path), dynamo=False, opset_version=opset,
+            input_names=["chips"], output_names=["logits"],
+            dynamic_axes={"chips": {0: "batch"}, "logits": {0: "batch"}},
+        )
+
+
+def gpu_present() -> bool:
+    # onnxruntime-gpu lists CUDA even without a GPU (see ../shared/NOTES.md): ask torch
+    return torch.cuda.is_available()
+
+
+def session(path: Path, threads: int | None = None):
+    """An onnxruntime session on CUDA when a GPU is present, else on the CPU, chosen
+    explicitly (so no provider fallback errors are logged on CPU machines)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu_present() else ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
+def run(onnx_session, chips: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    outputs = [onnx_session.run(None, {"chips": chips[i:i + batch_size].astype(np.float32)})[0]
+               for i in range(0, len(chips), batch_size)]
+    return np.concatenate(outputs)
+
+
+def parity(model: torch.nn.Module, onnx_session, chips: torch.Tensor) -> dict:
+    """Largest |logit difference| and argmax agreement between PyTorch and ONNX."""
+    model.eval()
+    with torch.no_grad():
+        expected = model(chips).float().numpy()
+    got = run(onnx_session, chips.numpy())
+    return {"max_abs_diff": float(np.abs(expected - got).max()),
+            "argmax_agreement": float((expected.argmax(1) == got.argmax(1)).mean())}
+
+
+def quantize(source: Path, target: Path) -> None:
+    """Dynamic int8 quantisation of the weights of MatMul/Gemm (the transformer blocks)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])

@@ -1,0 +1,60 @@
+"""The export stage: ONNX students that match PyTorch, and self-contained bundles."""
+
+import json
+import shutil
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from instageo.cli import main
+from instageo.model import tasks
+from instageo.model.data import load_splits
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    shutil.copy(REPO / "recipes" / "tiny.yaml", folder / "tiny.yaml")
+    assert main([str(folder / "tiny.yaml"), "--runs-dir", str(folder / "runs"), "--set",
+                 "export.onnx.quantize=true"]) == 0
+    return folder, json.loads((folder / "runs" / "tiny" / "report.json").read_text())
+
+
+def test_onnx_student_matches_pytorch_and_is_in_the_report(tiny):
+    folder, report = tiny
+    variant = report["variants"][0]
+    assert variant["onnx_max_abs_diff"] < 1e-4 and variant["onnx_argmax_agreement"] == 1.0
+    onnx_path = folder / "runs" / "tiny" / variant["onnx"]
+    assert onnx_path.name == "model.onnx" and onnx_path.is_file()
+    assert {"torch_img_s", "onnx_img_s", "onnx_int8_img_s", "speedup"} <= set(variant["throughput"])
+    assert abs(variant["int8"]["delta_miou"]) <= 1.0
+
+
+def test_the_bundle_predicts_on_its_own(tiny):
+    folder, report = tiny
+    bundle_dir = (folder / "runs" / "tiny" / report["variants"][0]["onnx"]).parent
+    bundle = json.loads((bundle_dir / "bundle.json").read_text())
+    assert bundle["bands"] == ["blue", "green", "red", "nir", "swir16", "swir22"]
+    assert bundle["chip"]["steps"] == 2 and bundle["classes"] == ["other", "water", "vegetation"]
+    assert len(bundle["mean"]) == 6 and len(bundle["colours"]) == 3
+    chips_dir = next((folder / "runs" / "tiny" / "stages").glob("chips-*"))
+    test = load_splits(chips_dir, 2, bundle["bands"], False)["test"]
+    session = ort.InferenceSession(str(bundle_dir / bundle["model"]), providers=["CPUExecutionProvider"])
+    got = np.concatenate([session.run(None, {"chips": test.x[i:i + 3].numpy()})[0] for i in range(0, len(test), 3)])
+    student, _ = tasks.load(next((folder / "runs" / "tiny" / "stages").glob("student-*")) / "student.pt")
+    student.eval()
+    with torch.no_grad():
+        expected = student(test.x).numpy()
+    assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-4
+
+
+def test_a_parity_tolerance_too_tight_fails_the_export(tiny, capsys):
+    folder, _ = tiny
+    code = main([str(folder / "tiny.yaml"), "--runs-dir", str(folder / "runs"), "--set",
+                 "export.onnx.tolerance=1e-30"])
+    assert code == 1 and "ONNX output differs from PyTorch by" in capsys.readouterr().err
+    assert not [p for p in (folder / "runs" / "tiny" / "stages").glob("export-*")
+                if json.loads((p / "manifest.json").read_text())["config"]["export.onnx"]["tolerance"] == 1e-30]

@@ -89,7 +89,7 @@ log = logging.getLogger("instageo.chips")
 READ_ERRORS = (RasterioError, CPLE_BaseError)
 
 
-def _reader(job: ChipJob) -> AssetReader:
+def reader_for(job: ChipJob) -> AssetReader:
     key = (job.base_dir, job.signing, job.auth)
     if key not in _READERS:  # one per process: it keeps open files per thread
         _READERS[key] = AssetReader(Path(job.base_dir), job.signing, job.auth)
@@ -113,14 +113,25 @@ def build_chip(job: ChipJob, out_dir: str) -> ChipRecord:
     return record
 
 
-def _build(job: ChipJob, out: Path) -> ChipRecord:
-    reader = _reader(job)
-    base = dict(chip_id=job.chip_id, observation=job.observation, lon=job.lon, lat=job.lat,
-                crs=job.grid.crs, date=job.date)
+@dataclass
+class Stack:
+    """A chip's imagery: (T, C, H, W) float32 with NaN where masked or missing."""
+
+    image: np.ndarray
+    invalid: np.ndarray  # (T, H, W)
+    items: list[str]
+    dates: list[str]
+    cloud_fraction: float
+
+
+def read_stack(job: ChipJob, reader: AssetReader) -> Stack | str:
+    """Pick each step's acquisition by the chip's own masked fraction and read it; the
+    reason ("no_scene", "cloudy", "no_data") when a step cannot be filled. Training chips and
+    prediction windows both come from here, so their inputs are made the same way."""
     images, masks, chosen, dates, fractions = [], [], [], [], []
     for candidates in job.steps:
         if not candidates:
-            return ChipRecord(**base, status="skipped", reason="no_scene")
+            return "no_scene"
         picked, least_nodata = None, 1.0
         for candidate in candidates:
             if candidate.id in chosen:
@@ -132,8 +143,7 @@ def _build(job: ChipJob, out: Path) -> ChipRecord:
                 picked = (candidate, masked | nodata, fraction, stack)
                 break
         if picked is None:  # no_data when even the fullest candidate lacks too much imagery
-            reason = "no_data" if least_nodata > job.max_fraction else "cloudy"
-            return ChipRecord(**base, status="skipped", reason=reason)
+            return "no_data" if least_nodata > job.max_fraction else "cloudy"
         candidate, invalid, fraction, stack = picked
         images.append(stack)
         masks.append(invalid)
@@ -145,19 +155,29 @@ def _build(job: ChipJob, out: Path) -> ChipRecord:
         invalid = np.broadcast_to(invalid.any(axis=0), invalid.shape)
     image = np.stack(images)  # (T, C, H, W)
     image[np.broadcast_to(invalid[:, None], image.shape)] = np.nan
-    label = _label(job, reader, invalid.any(axis=0))
+    return Stack(image, invalid, chosen, dates, float(np.mean(fractions)))
+
+
+def _build(job: ChipJob, out: Path) -> ChipRecord:
+    reader = reader_for(job)
+    base = dict(chip_id=job.chip_id, observation=job.observation, lon=job.lon, lat=job.lat,
+                crs=job.grid.crs, date=job.date)
+    stack = read_stack(job, reader)
+    if isinstance(stack, str):
+        return ChipRecord(**base, status="skipped", reason=stack)
+    label = _label(job, reader, stack.invalid.any(axis=0))
     if label is None:
         return ChipRecord(**base, status="skipped", reason="no_labels")
     image_path, label_path = f"chips/{job.chip_id}.tif", f"labels/{job.chip_id}.tif"
     descriptions = [f"t{t}_{b}" for t in range(len(job.steps)) for b in job.bands]
-    write_geotiff(out / image_path, image.reshape(-1, *image.shape[2:]), job.grid, np.nan, descriptions,
-                  {"items": ",".join(chosen), "dates": ",".join(dates)})
+    write_geotiff(out / image_path, stack.image.reshape(-1, *stack.image.shape[2:]), job.grid, np.nan,
+                  descriptions, {"items": ",".join(stack.items), "dates": ",".join(stack.dates)})
     write_geotiff(out / label_path, label[None], job.grid,
                   None if job.regression else job.ignore_index, ["label"], {})
     return ChipRecord(
-        **base, status="ok", items=chosen, dates=dates,
-        cloud_fraction=round(float(np.mean(fractions)), 6),
-        nodata_fraction=round(float(invalid.mean()), 6),
+        **base, status="ok", items=stack.items, dates=stack.dates,
+        cloud_fraction=round(stack.cloud_fraction, 6),
+        nodata_fraction=round(float(stack.invalid.mean()), 6),
         image=image_path, label=label_path,
         image_sha256=sha256_file(out / image_path), label_sha256=sha256_file(out / label_path),
     )

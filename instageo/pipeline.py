@@ -8,7 +8,7 @@ from instageo.runner.stage import Stage
 def default_pipeline() -> list[Stage]:
     """search -> chips -> teacher -> student -> export -> predict -> viewer (as they land)."""
     from instageo.data import chips, search
-    from instageo.deploy import export
+    from instageo.deploy import export, predict
     from instageo.model import student, teacher
 
     return [
@@ -23,4 +23,6 @@ def default_pipeline() -> list[Stage]:
               sections=("student", "task", "seed")),
         Stage("export", export.run, version="1", needs=("chips", "student"), report_into="variant",
               sections=("export.onnx",)),
+        Stage("predict", predict.run, version="1", needs=("search", "export"), report_into="variant",
+              sections=("export.predict", "data.chips", "data.observations")),
     ]

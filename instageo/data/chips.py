@@ -89,12 +89,7 @@ def make_jobs(recipe: Recipe, search: StageResult) -> list[ChipJob]:
     for row in observations:
         date = dt.date.fromisoformat(row["date"])
         own = [items[i] for i in candidates.get(row["id"], []) if i in items]
-        steps = []
-        for k in reversed(range(time.steps)):  # oldest first
-            target = date - dt.timedelta(days=k * time.step_days)
-            near = [i for i in own if abs((_date(i) - target).days) <= time.tolerance_days]
-            near.sort(key=lambda i: _preference(_date(i), target, time.prefer) + (i["datetime"], i["id"]))
-            steps.append([Candidate(i["id"], i["datetime"], i["bands"], i["mask"], i["mask_kind"]) for i in near])
+        steps = candidates_for(own, date, time)
         lon, lat = float(row["lon"]), float(row["lat"])
         label = float(row["label"]) if row["label"] not in ("", None) else None
         if row["kind"] == "raster":  # a label raster: tile its extent
@@ -111,6 +106,18 @@ def make_jobs(recipe: Recipe, search: StageResult) -> list[ChipJob]:
         jobs.append(ChipJob(_safe(row["id"]), row["id"], lon, lat, row["date"], label, None, grid,
                             steps, label_polygons=polygons, **common))
     return jobs
+
+
+def candidates_for(items: list[dict], date: dt.date, time) -> list[list[Candidate]]:
+    """Per time step (oldest first): the acquisitions within tolerance of its target date, in
+    the order the recipe prefers them."""
+    steps = []
+    for k in reversed(range(time.steps)):
+        target = date - dt.timedelta(days=k * time.step_days)
+        near = [i for i in items if abs((_date(i) - target).days) <= time.tolerance_days]
+        near.sort(key=lambda i: _preference(_date(i), target, time.prefer) + (i["datetime"], i["id"]))
+        steps.append([Candidate(i["id"], i["datetime"], i["bands"], i["mask"], i["mask_kind"]) for i in near])
+    return steps
 
 
 def run_jobs(jobs: list[ChipJob], out: Path, recipe: Recipe, ctx: StageContext) -> list[ChipRecord]:

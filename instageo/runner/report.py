@@ -41,7 +41,21 @@ def build_report(plan: Plan, records: list[StageRecord], run_dir: Path, status: 
         elif section == "run":
             _merge(report, summary)
     report["variants"] = list(variants.values())
+    _headline(report)
     return report
+
+
+def _headline(report: dict[str, Any]) -> None:
+    """Top-level paths (prediction, ...) from the variant the sweep recommends: the smallest
+    student within 1 pp of the teacher, else the first variant that has them."""
+    from instageo.runner.sweep import smallest_within, sweep_rows
+
+    best = smallest_within(sweep_rows(report)) if "teacher" in report else None
+    ordered = sorted(report["variants"], key=lambda v: v.get("student_depth") != (best or {}).get("depth"))
+    for key in ("prediction", "confidence", "viewer"):
+        chosen = next((v[key] for v in ordered if key in v), None)
+        if chosen is not None:
+            report[key] = chosen
 
 
 def _resolve_files(summary: dict[str, Any], result, run_dir: Path) -> dict[str, Any]:

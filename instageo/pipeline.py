@@ -8,7 +8,7 @@ from instageo.runner.stage import Stage
 def default_pipeline() -> list[Stage]:
     """search -> chips -> teacher -> student -> export -> predict -> viewer (as they land)."""
     from instageo.data import chips, search
-    from instageo.deploy import export, predict
+    from instageo.deploy import export, predict, viewer
     from instageo.model import student, teacher
 
     return [
@@ -23,6 +23,8 @@ def default_pipeline() -> list[Stage]:
               sections=("student", "task", "seed")),
         Stage("export", export.run, version="1", needs=("chips", "student"), report_into="variant",
               sections=("export.onnx",)),
-        Stage("predict", predict.run, version="1", needs=("search", "export"), report_into="variant",
+        Stage("predict", predict.run, version="2", needs=("search", "export"), report_into="variant",
               sections=("export.predict", "data.chips", "data.observations")),
+        Stage("viewer", viewer.run, version="1", needs=("export", "predict"), report_into="variant",
+              sections=("export.viewer",)),
     ]

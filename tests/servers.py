@@ -276,3 +276,47 @@ class PgStacServer:
             except subprocess.CalledProcessError:
                 pass
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class RecordingProxy(_Server):
+    """An HTTP proxy on loopback that forwards nothing: it records every request it is asked
+    to make (a browser pointed at it cannot reach any other machine) and answers 403."""
+
+    def __init__(self):
+        proxy = self
+        self.requests: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _refuse(self):
+                proxy.requests.append(f"{self.command} {self.path}")
+                self.send_response(403)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_HEAD = do_CONNECT = do_PUT = do_OPTIONS = _refuse
+
+        super().__init__(Handler)
+
+
+def screenshot(url: str, out: Path, proxy: str, size: tuple[int, int] = (1024, 768)) -> None:
+    """Headless Debian Chromium: a screenshot of ``url``, every network request via ``proxy``."""
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    try:
+        subprocess.run([
+            shutil.which("chromium") or "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run", "--disable-quic", f"--user-data-dir={profile}",
+            # Chromium's own background traffic (updates, safe browsing, metrics), not the page's
+            "--disable-extensions", "--disable-default-apps", "--disable-domain-reliability",
+            "--disable-client-side-phishing-detection", "--no-pings", "--metrics-recording-only",
+            "--disable-features=OptimizationHints,MediaRouter,Translate,AutofillServerCommunication",
+            "--safebrowsing-disable-auto-update",
+            f"--proxy-server={proxy}", "--proxy-bypass-list=<-loopback>",
+            f"--window-size={size[0]},{size[1]}", "--virtual-time-budget=8000",
+            f"--screenshot={out}", url,
+        ], check=True, capture_output=True, timeout=120)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)

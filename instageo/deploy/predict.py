@@ -54,6 +54,8 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     mean = np.array(bundle["mean"], np.float32)[None, :, None, None]
     std = np.maximum(np.array(bundle["std"], np.float32), 1e-6)[None, :, None, None]
     weight = blend_window(chips.size, overlap)
+    bands = list(chips.bands)
+    rgb_bands = [bands.index(b) for b in ("red", "green", "blue")] if {"red", "green", "blue"} <= set(bands) else None
     with ThreadPoolExecutor(4) as pool:  # reading the next tiles while the model runs
         stacks = pool.map(lambda job: read_stack(job, reader_for(job)), jobs)
         batch: list = []
@@ -61,10 +63,10 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
             if not isinstance(stack, str):
                 batch.append((job.grid, stack))
             if len(batch) == spec.batch_size:
-                _predict(batch, session, mean, std, weight, mosaic)
+                _predict(batch, session, mean, std, weight, mosaic, rgb_bands)
                 batch = []
         if batch:
-            _predict(batch, session, mean, std, weight, mosaic)
+            _predict(batch, session, mean, std, weight, mosaic, rgb_bands)
     classes, confidence = mosaic.result()
     if (classes != NODATA_CLASS).sum() == 0:
         raise InputError(f"prediction: no imagery for the area {area} around {date}")
@@ -72,9 +74,14 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
               colours=True, resampling="mode")
     write_cog(ctx.workdir / "confidence.tif", confidence[None], mosaic, np.nan, bundle,
               colours=False, resampling="average")
+    files = {"prediction": "prediction.tif", "confidence": "confidence.tif"}
+    if rgb_bands:
+        write_cog(ctx.workdir / "rgb.tif", mosaic.true_colour(), mosaic, 0, bundle, colours=False,
+                  resampling="average", description="true colour")
+        files["rgb"] = "rgb.tif"
     counts = np.bincount(classes[classes != NODATA_CLASS].ravel(), minlength=len(bundle["classes"]))
     return StageOutput(
-        files={"prediction": "prediction.tif", "confidence": "confidence.tif"},
+        files=files,
         summary={"prediction": "@prediction", "confidence": "@confidence",
                  "prediction_area": {"bbox": list(area), "date": date.isoformat(), "tiles": len(jobs),
                                      "class_pixels": dict(zip(bundle["classes"], counts.tolist()))}},
@@ -117,6 +124,7 @@ class Mosaic:
         self.height = int(round((self.top - min(g.bounds[1] for g in grids)) / resolution))
         self.probabilities = np.zeros((classes, self.height, self.width), np.float32)
         self.weights = np.zeros((self.height, self.width), np.float32)
+        self.rgb = np.zeros((3, self.height, self.width), np.float32)  # last step, true colour
 
     @property
     def transform(self):
@@ -124,12 +132,21 @@ class Mosaic:
 
         return Affine(self.resolution, 0.0, self.left, 0.0, -self.resolution, self.top)
 
-    def add(self, grid: ChipGrid, probabilities: np.ndarray, weight: np.ndarray) -> None:
+    def add(self, grid: ChipGrid, probabilities: np.ndarray, weight: np.ndarray,
+            rgb: np.ndarray | None = None) -> None:
         column = int(round((grid.transform[2] - self.left) / self.resolution))
         row = int(round((self.top - grid.transform[5]) / self.resolution))
-        size = grid.size
-        self.probabilities[:, row:row + size, column:column + size] += probabilities * weight
-        self.weights[row:row + size, column:column + size] += weight
+        window = (slice(row, row + grid.size), slice(column, column + grid.size))
+        self.probabilities[(slice(None), *window)] += probabilities * weight
+        self.weights[window] += weight
+        if rgb is not None:
+            self.rgb[(slice(None), *window)] += np.nan_to_num(rgb) * weight
+
+    def true_colour(self) -> np.ndarray:
+        """8-bit RGB of the input's last step (reflectance 0-0.3 stretched), 0 where empty."""
+        covered = self.weights > 0
+        rgb = self.rgb / np.where(covered, self.weights, 1)
+        return np.where(covered, np.clip(rgb / 0.3 * 254 + 1, 1, 255), 0).astype(np.uint8)
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         covered = self.weights > 0
@@ -139,7 +156,7 @@ class Mosaic:
         return classes, confidence
 
 
-def _predict(batch, session, mean, std, weight, mosaic: Mosaic) -> None:
+def _predict(batch, session, mean, std, weight, mosaic: Mosaic, rgb_bands: list[int] | None) -> None:
     images = []
     for _, stack in batch:
         image = (stack.image - mean) / std  # (T, C, H, W)
@@ -149,17 +166,18 @@ def _predict(batch, session, mean, std, weight, mosaic: Mosaic) -> None:
     probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     for (grid, stack), tile in zip(batch, probabilities):
         no_imagery = stack.invalid.all(axis=0)  # nothing seen in any step: leave it to others
-        mosaic.add(grid, tile, np.where(no_imagery, 0.0, weight))
+        rgb = stack.image[-1, rgb_bands] if rgb_bands else None
+        mosaic.add(grid, tile, np.where(no_imagery, 0.0, weight), rgb)
 
 
 def write_cog(path: Path, array: np.ndarray, mosaic: Mosaic, nodata, bundle: dict, colours: bool,
-              resampling: str) -> None:
+              resampling: str, description: str = "confidence") -> None:
     """A tiled, compressed COG with internal overviews (mode for classes, average otherwise)."""
     import rasterio
     from rasterio.io import MemoryFile
     from rasterio.shutil import copy as copy_dataset
 
-    profile = dict(driver="GTiff", width=mosaic.width, height=mosaic.height, count=1, dtype=array.dtype,
+    profile = dict(driver="GTiff", width=mosaic.width, height=mosaic.height, count=len(array), dtype=array.dtype,
                    crs=mosaic.crs, transform=mosaic.transform, nodata=nodata)
     with MemoryFile() as memory, memory.open(**profile) as dataset:
         dataset.write(array)
@@ -170,7 +188,8 @@ def write_cog(path: Path, array: np.ndarray, mosaic: Mosaic, nodata, bundle: dic
             dataset.update_tags(1, **{f"class_{i}": name for i, name in enumerate(bundle["classes"])})
             dataset.set_band_description(1, "class")
         else:
-            dataset.set_band_description(1, "confidence")
+            for band in range(1, len(array) + 1):
+                dataset.set_band_description(band, description)
         dataset.update_tags(model=f"{bundle['backbone']} depth {bundle['depth']}")
         levels = [f for f in (2, 4, 8, 16) if min(mosaic.width, mosaic.height) // f >= 16]
         if levels:

@@ -1,0 +1,148 @@
+"""The `viewer` stage: a static map of the input, the prediction and the confidence.
+
+XYZ PNG tiles (rio-tiler, WebMercatorQuad) for the recipe's zoom range, and viewer/index.html
+with Leaflet copied next to it from the XStatic-Leaflet wheel: layer toggles, opacity, a
+legend, the area outline and the model's metrics. It opens from the file system with no
+network: every URL in it is relative.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from pathlib import Path
+
+from instageo.recipe.models import Recipe
+from instageo.runner.stage import StageContext, StageOutput, StageResult
+
+LAYERS = ("rgb", "prediction", "confidence")
+
+
+def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
+    from rio_tiler.io import Reader
+
+    predict, export = inputs["predict"], inputs["export"]
+    bundle = json.loads(export.path("bundle").read_text())
+    folder = ctx.workdir / "viewer"
+    zmin, zmax = recipe.export.viewer.zoom
+    with Reader(str(predict.path("prediction"))) as reader:
+        bounds = reader.get_geographic_bounds("EPSG:4326")
+    counts = {}
+    layers = [name for name in LAYERS if name in predict.files]
+    for name in layers:
+        counts[name] = write_tiles(predict.path(name), folder / "tiles" / name, name, bounds, zmin, zmax)
+    copy_leaflet(folder / "leaflet")
+    page = render_page(recipe, bundle, bounds, zmin, zmax, layers, inputs["export"].summary)
+    (folder / "index.html").write_text(page, encoding="utf-8")
+    return StageOutput(files={"viewer": "viewer/index.html"},
+                       summary={"viewer": "@viewer", "viewer_tiles": counts})
+
+
+def write_tiles(path: Path, out: Path, layer: str, bounds, zmin: int, zmax: int) -> int:
+    import morecantile
+    from rio_tiler.colormap import cmap
+    from rio_tiler.errors import TileOutsideBounds
+    from rio_tiler.io import Reader
+
+    tms = morecantile.tms.get("WebMercatorQuad")
+    written = 0
+    with Reader(str(path), tms=tms) as reader:
+        colormap = reader.dataset.colormap(1) if layer == "prediction" else None
+        for tile in tms.tiles(*bounds, zooms=list(range(zmin, zmax + 1))):
+            try:
+                image = reader.tile(tile.x, tile.y, tile.z, resampling_method="nearest")
+            except TileOutsideBounds:
+                continue
+            if layer == "confidence":
+                image.rescale(((0.0, 1.0),))
+                png = image.render(img_format="PNG", colormap=cmap.get("viridis"))
+            elif layer == "prediction":
+                png = image.render(img_format="PNG", colormap={k: v for k, v in colormap.items() if k != 255})
+            else:
+                png = image.render(img_format="PNG")
+            target = out / str(tile.z) / str(tile.x) / f"{tile.y}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(png)
+            written += 1
+    return written
+
+
+def copy_leaflet(out: Path) -> None:
+    import xstatic.pkg.leaflet as leaflet
+
+    source = Path(leaflet.BASE_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("leaflet.js", "leaflet.css"):
+        shutil.copy(source / name, out / name)
+    shutil.copytree(source / "images", out / "images", dirs_exist_ok=True)
+
+
+def render_page(recipe: Recipe, bundle: dict, bounds, zmin: int, zmax: int, layers: list[str],
+                export_summary: dict) -> str:
+    west, south, east, north = bounds
+    legend = "".join(
+        f'<div><span class="swatch" style="background:{html.escape(c)}"></span>{html.escape(n)}</div>'
+        for n, c in zip(bundle["classes"], bundle["colours"]))
+    metrics = bundle.get("metrics", {})
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
+                   for k, v in metrics.items() if not isinstance(v, list))
+    config = {"bounds": [[south, west], [north, east]], "minZoom": zmin, "maxZoom": zmax,
+              "layers": layers, "labels": {"rgb": "Input (true colour)", "prediction": "Prediction",
+                                           "confidence": "Confidence"}}
+    return PAGE.format(
+        title=html.escape(f"{recipe.name}: {bundle['backbone']} student, depth {bundle['depth']}"),
+        legend=legend, metrics=rows, onnx_diff=_fmt(export_summary.get("onnx_max_abs_diff", "")),
+        config=json.dumps(config))
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<link rel="stylesheet" href="leaflet/leaflet.css">
+<script src="leaflet/leaflet.js"></script>
+<style>
+  html, body {{ margin: 0; height: 100%; font: 13px/1.4 sans-serif; }}
+  #map {{ position: absolute; inset: 0 260px 0 0; background: #222; }}
+  #panel {{ position: absolute; top: 0; right: 0; width: 244px; bottom: 0; padding: 8px; overflow: auto; }}
+  .swatch {{ display: inline-block; width: 14px; height: 14px; margin-right: 6px; vertical-align: middle; }}
+  table {{ border-collapse: collapse; }} td {{ padding: 1px 6px 1px 0; }}
+</style>
+</head>
+<body>
+<div id="map"></div>
+<div id="panel">
+  <h3>{title}</h3>
+  <label>Prediction opacity <input id="opacity" type="range" min="0" max="1" step="0.05" value="0.7"></label>
+  <h4>Legend</h4>{legend}
+  <h4>Test metrics</h4><table>{metrics}</table>
+  <p>ONNX vs PyTorch, max |logit difference|: {onnx_diff}</p>
+</div>
+<script>
+const config = {config};
+const map = L.map("map", {{ minZoom: config.minZoom, maxZoom: config.maxZoom + 2 }});
+map.fitBounds(config.bounds);
+const overlays = {{}};
+for (const name of config.layers) {{
+  overlays[config.labels[name]] = L.tileLayer("tiles/" + name + "/{{z}}/{{x}}/{{y}}.png", {{
+    minZoom: config.minZoom, maxNativeZoom: config.maxZoom, maxZoom: config.maxZoom + 2,
+    bounds: config.bounds, opacity: name === "rgb" ? 1 : 0.7,
+  }});
+}}
+if (overlays[config.labels.rgb]) overlays[config.labels.rgb].addTo(map);
+overlays[config.labels.prediction].addTo(map);
+L.control.layers(null, overlays, {{ collapsed: false }}).addTo(map);
+L.rectangle(config.bounds, {{ color: "#ffcc00", weight: 2, fill: false }}).addTo(map);
+document.getElementById("opacity").addEventListener("input", (event) => {{
+  overlays[config.labels.prediction].setOpacity(Number(event.target.value));
+}});
+</script>
+</body>
+</html>
+"""

@@ -149,6 +149,25 @@ def verify_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
         raise VerificationError(f"{loaded.name}: chips differ from the lock file")
 
 
+@app.command("serve")
+def serve_command(
+    run_dir: Annotated[Path, typer.Argument(help="runs/<recipe> folder of a finished run")],
+    host: Annotated[str, typer.Option(help="address to bind; 127.0.0.1 keeps it on this machine")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+) -> None:
+    """Serve the viewer and dynamic tiles of a run on 127.0.0.1."""
+    from instageo.errors import InputError
+
+    if not (run_dir / "report.json").is_file():
+        raise InputError(f"{run_dir}: no report.json; give a runs/<recipe> folder of a finished run")
+    import uvicorn
+
+    from instageo.deploy.server import create_app
+
+    typer.echo(f"serving {run_dir} on http://{host}:{port}/")
+    uvicorn.run(create_app(run_dir), host=host, port=port, log_level="warning")
+
+
 @app.command("schema")
 def schema_command() -> None:
     """Print the recipe JSON Schema (what schemas/recipe.schema.json holds)."""

@@ -1,0 +1,84 @@
+"""`instarun serve RUN_DIR`: the viewer and dynamic tiles over HTTP (starlette + rio-tiler).
+
+The HTTP layer is thin: routes call library functions and one table maps their errors to
+status codes. Files are served only from inside the run folder (no '..', no absolute paths,
+no symlinks leading out), and tile zooms are capped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+MAX_ZOOM = 22
+LAYERS = ("prediction", "confidence", "rgb")
+
+
+class NotFound(Exception):
+    pass
+
+
+class BadRequest(Exception):
+    pass
+
+
+def safe_path(root: Path, relative: str) -> Path:
+    """``relative`` inside ``root`` (after resolving symlinks), else NotFound."""
+    if relative.startswith("/") or "\x00" in relative:
+        raise NotFound(relative)
+    candidate = (root / relative).resolve()
+    if candidate != root and root not in candidate.parents:
+        raise NotFound(relative)
+    if not candidate.is_file():
+        raise NotFound(relative)
+    return candidate
+
+
+def create_app(run_dir: Path):
+    from rio_tiler.colormap import cmap
+    from rio_tiler.errors import TileOutsideBounds
+    from rio_tiler.io import Reader
+    from starlette.applications import Starlette
+    from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+    from starlette.routing import Route
+
+    root = Path(run_dir).resolve()
+    report = json.loads((root / "report.json").read_text())
+
+    def home(request):
+        if not report.get("viewer"):
+            raise NotFound("this run has no viewer")
+        return RedirectResponse(f"/files/{report['viewer']}")
+
+    def files(request):
+        return FileResponse(safe_path(root, request.path_params["path"]))
+
+    def tile(request):
+        layer = request.path_params["layer"]
+        z, x, y = (request.path_params[k] for k in ("z", "x", "y"))
+        if layer not in LAYERS or not report.get(layer):
+            raise BadRequest(f"layer '{layer}' is not valid, should be one of "
+                             f"{[name for name in LAYERS if report.get(name)]}")
+        if not 0 <= z <= MAX_ZOOM:
+            raise BadRequest(f"zoom {z} is outside 0..{MAX_ZOOM}")
+        with Reader(str(safe_path(root, report[layer]))) as reader:
+            image = reader.tile(x, y, z, resampling_method="nearest")
+            if layer == "prediction":
+                colours = {k: v for k, v in reader.dataset.colormap(1).items() if k != 255}
+                return Response(image.render(img_format="PNG", colormap=colours), media_type="image/png")
+        if layer == "confidence":
+            image.rescale(((0.0, 1.0),))
+            return Response(image.render(img_format="PNG", colormap=cmap.get("viridis")), media_type="image/png")
+        return Response(image.render(img_format="PNG"), media_type="image/png")
+
+    def errors(status: int):
+        async def handle(request, exc):
+            return PlainTextResponse(f"{status}: {exc}", status_code=status)
+        return handle
+
+    return Starlette(
+        routes=[Route("/", home), Route("/files/{path:path}", files),
+                Route("/tiles/{layer}/{z:int}/{x:int}/{y:int}.png", tile)],
+        exception_handlers={NotFound: errors(404), TileOutsideBounds: errors(404),
+                            BadRequest: errors(400)},
+    )

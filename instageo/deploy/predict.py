@@ -30,6 +30,7 @@ from instageo.recipe.models import Recipe
 from instageo.runner.stage import StageContext, StageOutput, StageResult
 
 NODATA_CLASS = 255
+MAX_MOSAIC_PIXELS = 64_000_000  # one in-memory mosaic (~1 GB of class probabilities at 3 classes)
 
 
 def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
@@ -40,6 +41,7 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     area = spec.bbox or _extent(observations, recipe)
     date = spec.date or max(dt.date.fromisoformat(o["date"]) for o in observations)
     overlap = int(round(chips.size * spec.overlap))
+    _check_size(area, chips.resolution, "export.predict.bbox" if spec.bbox else "the observations' extent")
     grids = tiled_grids(area, chips.size, chips.resolution, chips.crs, max(chips.size - overlap, 1))
     items = list(json.loads(search.path("items").read_text()).values())
     preset = preset_for(recipe.data.source)
@@ -86,6 +88,20 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
                  "prediction_area": {"bbox": list(area), "date": date.isoformat(), "tiles": len(jobs),
                                      "class_pixels": dict(zip(bundle["classes"], counts.tolist()))}},
     )
+
+
+def _check_size(area, resolution: float, source: str) -> None:
+    """Refuse areas whose mosaic would not fit in memory, before reading anything."""
+    from instageo.data.split import distance_km
+
+    west, south, east, north = area
+    width = distance_km(west, (south + north) / 2, east, (south + north) / 2) * 1000 / resolution
+    height = distance_km(west, south, west, north) * 1000 / resolution
+    if width * height > MAX_MOSAIC_PIXELS:
+        raise InputError(
+            f"prediction area ({source}: {width:.0f} x {height:.0f} pixels at {resolution:g} m) is larger "
+            f"than {MAX_MOSAIC_PIXELS:,} pixels; set export.predict.bbox to a smaller area"
+        )
 
 
 def _observations(search: StageResult) -> list[dict]:

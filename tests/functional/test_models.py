@@ -132,7 +132,7 @@ student:
   depth: 2
   train: {epochs: 8, batch_size: 16, lr: 1.0e-3, patience: 4}
 """)
-    assert main([str(tmp_path / "floods.yaml"), "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert main([str(tmp_path / "floods.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "student"]) == 0
     report = json.loads((tmp_path / "runs" / "floods" / "report.json").read_text())
     stage = next((tmp_path / "runs" / "floods" / "stages").glob("chips-*"))
     rows = list(csv.DictReader(open(stage / "index.csv")))

@@ -41,3 +41,11 @@ def test_blend_window_ramps_only_in_the_overlap():
     window = blend_window(16, 4)
     assert window[8, 8] == 1 and 0 < window[0, 8] < window[2, 8] < 1
     assert np.allclose(window, window.T) and np.allclose(window, window[::-1, ::-1])
+
+
+def test_an_area_too_large_for_memory_is_refused_before_reading(tmp_path, capsys):
+    shutil.copy(REPO / "recipes" / "tiny.yaml", tmp_path / "tiny.yaml")
+    code = main([str(tmp_path / "tiny.yaml"), "--runs-dir", str(tmp_path / "runs"),
+                 "--set", "export.predict.bbox=[30.0,-10.0,50.0,10.0]"])
+    assert code == 2
+    assert "set export.predict.bbox to a smaller area" in capsys.readouterr().err

@@ -6,7 +6,6 @@ module level: jobs start on many threads at once, and first imports must not rac
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -268,7 +267,3 @@ def write_geotiff(path: Path, array: np.ndarray, grid: ChipGrid, nodata, descrip
             dataset.set_band_description(index, text)
         dataset.update_tags(**tags)
     tmp.replace(path)
-
-
-def parse_date(text: str) -> dt.date:
-    return dt.date.fromisoformat(text[:10])

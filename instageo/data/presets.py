@@ -196,12 +196,6 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def get_preset(name: str) -> Preset:
-    if name not in PRESETS:
-        raise InputError(f"preset '{name}' is not valid, should be one of {sorted(PRESETS)}")
-    return PRESETS[name]
-
-
 def custom_preset(bands: Mapping[str, str], mask: tuple[str, MaskKind] | None = None) -> Preset:
     """A preset for any other catalogue, from the recipe's band -> asset key map."""
     return Preset("custom", "band map given in the recipe", bands=dict(bands), mask=mask)

@@ -90,7 +90,7 @@ def run_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
     typer.echo(f"{loaded.name}: {ran} stage(s) run, {len(report['stages']) - ran} cached; "
                f"report: {run_dir / 'report.md'}")
     if report.get("viewer"):
-        typer.echo(f"viewer: {run_dir / report['viewer']}")
+        typer.echo(f"viewer: {run_dir / 'viewer' / 'index.html'} (open it in a browser; no server needed)")
 
 
 @app.command("validate")

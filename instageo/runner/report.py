@@ -80,10 +80,24 @@ def _merge(target: dict[str, Any], summary: dict[str, Any]) -> None:
             target[key] = value
 
 
+def _link_viewer(run_dir: Path, folder: Path) -> None:
+    """runs/<recipe>/viewer -> the recommended variant's viewer folder (a relative symlink,
+    swapped atomically), so the map is always at runs/<recipe>/viewer/index.html."""
+    link = run_dir / "viewer"
+    if link.exists() and not link.is_symlink():
+        return  # never replace a real folder someone put there
+    tmp = run_dir / f".viewer-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(folder, tmp)
+    os.replace(tmp, link)
+
+
 def write_report(report: dict[str, Any], run_dir: Path) -> None:
     from instageo.runner.sweep import sweep_plot
 
     plot = "sweep.png" if sweep_plot(report, run_dir / "sweep.png") else None
+    if report.get("viewer"):
+        _link_viewer(run_dir, Path(report["viewer"]).parent)
     write_json_atomic(run_dir / "report.json", report)
     write_bytes_atomic(run_dir / "report.md", render_markdown(report, plot).encode("utf-8"))
 

@@ -18,8 +18,9 @@ def test_the_viewer_renders_tiles_offline(tmp_path):
     shutil.copy(REPO / "recipes" / "tiny.yaml", tmp_path / "tiny.yaml")
     assert main([str(tmp_path / "tiny.yaml"), "--runs-dir", str(tmp_path / "runs")]) == 0
     report = json.loads((tmp_path / "runs" / "tiny" / "report.json").read_text())
-    page = tmp_path / "runs" / "tiny" / report["viewer"]
-    assert page.name == "index.html" and "http" not in page.read_text().split("<script>")[1]
+    assert (tmp_path / "runs" / "tiny" / report["viewer"]).name == "index.html"
+    page = tmp_path / "runs" / "tiny" / "viewer" / "index.html"  # the run's own link to it
+    assert "http" not in page.read_text().split("<script>")[1]
     with RecordingProxy() as proxy:  # every request that would leave the machine lands here
         screenshot(page.as_uri(), tmp_path / "viewer.png", proxy.url)
     # Chromium's own services (updates, clock, accounts) still call home despite the flags;

@@ -92,18 +92,15 @@ def after(recipe: Recipe, result: StageResult) -> None:
 
 def _open_source(recipe: Recipe, ctx: StageContext):
     source, spec = recipe.data.source, recipe.data.observations
+    observations = None
     if source.kind == "demo":
         from instageo.data import demo
 
         # the scene lives in the stage folder; its hrefs are kept relative to that folder
         scene = demo.generate(ctx.workdir / "scene", source.seed, source.size,
                               source.acquisitions, source.points)
-        catalogue = LocalCatalogue(scene.catalog, name="demo", relative_to=ctx.workdir)
         observations = read_points(scene.observations) if spec is None else None
-    elif source.kind == "catalog":
-        catalogue = LocalCatalogue(source.path)
-    else:
-        catalogue = ApiCatalogue(source.url, retries=source.retries, timeout=source.timeout)
+    catalogue = open_catalogue(recipe, ctx.workdir)
     if spec is not None and spec.kind == "points":
         observations = read_points(spec.path, spec.x, spec.y, spec.date, spec.label, spec.crs, spec.dates)
     elif spec is not None and spec.kind == "polygons":
@@ -111,6 +108,31 @@ def _open_source(recipe: Recipe, ctx: StageContext):
     elif spec is not None:
         observations = read_rasters(spec)
     return catalogue, observations
+
+
+def open_catalogue(recipe: Recipe, search_dir: Path):
+    """The recipe's catalogue (the demo scene lives in the search stage's folder)."""
+    source = recipe.data.source
+    if source.kind == "demo":
+        return LocalCatalogue(search_dir / "scene" / "catalog.json", name="demo", relative_to=search_dir)
+    if source.kind == "catalog":
+        return LocalCatalogue(source.path)
+    return ApiCatalogue(source.url, retries=source.retries, timeout=source.timeout)
+
+
+def search_area(catalogue, bbox: tuple[float, float, float, float], date: dt.date,
+                recipe: Recipe) -> dict[str, dict]:
+    """Resolved items for every step of a chip dated ``date`` anywhere in ``bbox``: the query
+    the search stage would make for an observation there (the predict stage uses it for an
+    area or a date the observations did not cover)."""
+    preset = preset_for(recipe.data.source)
+    source = recipe.data.source
+    collections = tuple(getattr(source, "collections", None) or ()) or None
+    start, end = window(date, recipe)
+    query = Query(bbox, start, end, collections, getattr(source, "max_cloud_cover", 100.0))
+    bands = recipe.data.chips.bands
+    return {item["id"]: asdict(preset.resolve(_trim(item, preset, bands), bands))
+            for item in catalogue.search(query)}
 
 
 def _query(catalogue, observations: list[Observation], recipe: Recipe, preset: Preset,

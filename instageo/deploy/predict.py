@@ -1,12 +1,19 @@
 """The `predict` stage: the exported student over an area, to Cloud-Optimized GeoTIFFs.
 
-The area (``export.predict.bbox``, default: the observations' extent) is tiled with chips
-that overlap by ``overlap``; each tile's acquisitions are chosen and read by the chips
-stage's own code (same masks, same temporal selection), so inputs at prediction match
-inputs at training. Tiles go through ONNX in batches while the next tiles are read, and are
-blended with a smooth window (no seams). Outputs: prediction.tif (uint8 classes, colour table,
-class names, nodata 255, overviews by mode) and confidence.tif (float32 probability of the
-predicted class).
+The area (``export.predict.bbox``, the bounds of ``export.predict.geojson``, or else the
+observations' extent) is tiled with chips that overlap by ``overlap``; each tile's
+acquisitions are chosen and read by the chips stage's own code (same masks, same temporal
+selection), so inputs at prediction match inputs at training. The search stage's items are
+used when they cover the area at the prediction date; otherwise the catalogue is searched
+afresh for the area. Tiles go through ONNX in batches while the next tiles are read, and are
+blended with a smooth window (no seams).
+
+Areas larger than memory stream through: tiles arrive row by row, and the rows above the
+next tile row can no longer change, so they are finished and written out (memory holds one
+tile row's height of the area, whatever its height). Outputs: prediction.tif (uint8
+classes, colour table, class names, nodata 255, overviews by mode), confidence.tif (float32
+probability of the predicted class) and rgb.tif (true colour of the last step) when the
+bands allow.
 """
 
 from __future__ import annotations
@@ -14,7 +21,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import math
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +33,18 @@ from instageo.data.chip_build import ChipJob, read_stack, reader_for
 from instageo.data.chips import candidates_for
 from instageo.data.grid import ChipGrid, tiled_grids
 from instageo.data.presets import preset_for
-from instageo.data.search import chip_extent
+from instageo.data.search import chip_extent, open_catalogue, search_area
 from instageo.deploy import onnx
 from instageo.errors import InputError
+from instageo.files import write_json_atomic
 from instageo.recipe.models import Recipe
 from instageo.runner.stage import StageContext, StageOutput, StageResult
 
 NODATA_CLASS = 255
-MAX_MOSAIC_PIXELS = 64_000_000  # one in-memory mosaic (~1 GB of class probabilities at 3 classes)
+MAX_AREA_PIXELS = 2**33  # ~8.6 G pixels (e.g. 2,700 km x 2,700 km at 30 m): hours of reading
+MAX_TILES = 1_000_000
+MAX_STRIP_BYTES = 2 * 2**30  # one tile row across the area: probabilities, weights, colour
+READ_THREADS = 4
 
 
 def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
@@ -38,70 +52,82 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     bundle = json.loads(export.path("bundle").read_text())
     chips, spec = recipe.data.chips, recipe.export.predict
     observations = _observations(search)
-    area = spec.bbox or _extent(observations, recipe)
+    outline = _outline(spec.geojson) if spec.geojson else None
+    area = spec.bbox or (outline.bounds if outline is not None else _extent(observations, recipe))
+    area_name = ("export.predict.bbox" if spec.bbox else "export.predict.geojson" if outline is not None
+                 else "the observations' extent")
     date = spec.date or max(dt.date.fromisoformat(o["date"]) for o in observations)
     overlap = int(round(chips.size * spec.overlap))
-    _check_size(area, chips.resolution, "export.predict.bbox" if spec.bbox else "the observations' extent")
-    grids = tiled_grids(area, chips.size, chips.resolution, chips.crs, max(chips.size - overlap, 1))
-    items = list(json.loads(search.path("items").read_text()).values())
+    stride = max(chips.size - overlap, 1)
+    classes = len(bundle["classes"])
+    _check_size(area, chips.resolution, chips.size, stride, classes, area_name)
+
+    items, items_from = _items(recipe, search, area, date, ctx)
+    grids = tiled_grids(area, chips.size, chips.resolution, chips.crs, stride)
     preset = preset_for(recipe.data.source)
-    steps = candidates_for(items, date, chips.time)
+    steps = candidates_for(list(items.values()), date, chips.time)
     jobs = [ChipJob(f"tile{i:05d}", "", 0.0, 0.0, date.isoformat(), None, None, grid, steps,
                     bands=list(chips.bands), mask_classes=list(chips.mask.classes),
                     strategy=chips.mask.strategy, max_fraction=chips.mask.max_fraction, buffer=0,
                     ignore_index=chips.label.ignore_index, regression=False, base_dir=str(search.dir),
                     signing=preset.signing, auth=preset.auth) for i, grid in enumerate(grids)]
-    mosaic = Mosaic(grids, len(bundle["classes"]))
-    session = onnx.session(export.path("onnx"))
-    mean = np.array(bundle["mean"], np.float32)[None, :, None, None]
-    std = np.maximum(np.array(bundle["std"], np.float32), 1e-6)[None, :, None, None]
-    weight = blend_window(chips.size, overlap)
+    layout = Layout.of(grids)
     bands = list(chips.bands)
     rgb_bands = [bands.index(b) for b in ("red", "green", "blue")] if {"red", "green", "blue"} <= set(bands) else None
-    with ThreadPoolExecutor(4) as pool:  # reading the next tiles while the model runs
-        stacks = pool.map(lambda job: read_stack(job, reader_for(job)), jobs)
+    model = TileModel(export.path("onnx"), bundle, chips.size, overlap, rgb_bands)
+    outputs = Outputs(ctx.workdir, layout, bundle, rgb=rgb_bands is not None,
+                      outline=_project(outline, layout.crs) if outline is not None else None)
+    strip = Strip(layout, classes, chips.size, rgb=rgb_bands is not None)
+    with ThreadPoolExecutor(READ_THREADS) as pool, outputs:
         batch: list = []
-        for job, stack in ctx.track(zip(jobs, stacks), total=len(jobs), description="tiles"):
+        stacks = read_ahead(pool, jobs, depth=2 * spec.batch_size + READ_THREADS)
+        for job, stack in ctx.track(stacks, total=len(jobs), description="tiles"):
+            row = layout.offset(job.grid)[0]
+            if row > strip.top:  # a new tile row: what lies above it is final
+                model.add(batch, strip)
+                batch = []
+                outputs.write(strip.top, *strip.take(row - strip.top))
             if not isinstance(stack, str):
                 batch.append((job.grid, stack))
             if len(batch) == spec.batch_size:
-                _predict(batch, session, mean, std, weight, mosaic, rgb_bands)
+                model.add(batch, strip)
                 batch = []
-        if batch:
-            _predict(batch, session, mean, std, weight, mosaic, rgb_bands)
-    classes, confidence = mosaic.result()
-    if (classes != NODATA_CLASS).sum() == 0:
-        raise InputError(f"prediction: no imagery for the area {area} around {date}")
-    write_cog(ctx.workdir / "prediction.tif", classes[None], mosaic, NODATA_CLASS, bundle,
-              colours=True, resampling="mode")
-    write_cog(ctx.workdir / "confidence.tif", confidence[None], mosaic, np.nan, bundle,
-              colours=False, resampling="average")
-    files = {"prediction": "prediction.tif", "confidence": "confidence.tif"}
-    if rgb_bands:
-        write_cog(ctx.workdir / "rgb.tif", mosaic.true_colour(), mosaic, 0, bundle, colours=False,
-                  resampling="average", description="true colour")
-        files["rgb"] = "rgb.tif"
-    counts = np.bincount(classes[classes != NODATA_CLASS].ravel(), minlength=len(bundle["classes"]))
+        model.add(batch, strip)
+        outputs.write(strip.top, *strip.take(layout.height - strip.top))
+        if outputs.class_pixels.sum() == 0:
+            raise InputError(f"prediction: no imagery for the area {tuple(round(v, 5) for v in area)} "
+                             f"({area_name}) around {date}")
+    files = outputs.finish()
+    if items_from != "search":  # a fresh search: keep what it found next to the prediction
+        write_json_atomic(ctx.workdir / "items.json", items)
+        files["items"] = "items.json"
     return StageOutput(
         files=files,
         summary={"prediction": "@prediction", "confidence": "@confidence",
                  "prediction_area": {"bbox": list(area), "date": date.isoformat(), "tiles": len(jobs),
-                                     "class_pixels": dict(zip(bundle["classes"], counts.tolist()))}},
+                                     "items_from": items_from, "items": len(items),
+                                     "width": layout.width, "height": layout.height,
+                                     "class_pixels": dict(zip(bundle["classes"], outputs.class_pixels.tolist()))}},
     )
 
 
-def _check_size(area, resolution: float, source: str) -> None:
-    """Refuse areas whose mosaic would not fit in memory, before reading anything."""
+def _check_size(area, resolution: float, size: int, stride: int, classes: int, source: str) -> None:
+    """Refuse, before reading anything, areas that would take hours or a strip that would not
+    fit in memory."""
     from instageo.data.split import distance_km
 
     west, south, east, north = area
-    width = distance_km(west, (south + north) / 2, east, (south + north) / 2) * 1000 / resolution
-    height = distance_km(west, south, west, north) * 1000 / resolution
-    if width * height > MAX_MOSAIC_PIXELS:
-        raise InputError(
-            f"prediction area ({source}: {width:.0f} x {height:.0f} pixels at {resolution:g} m) is larger "
-            f"than {MAX_MOSAIC_PIXELS:,} pixels; set export.predict.bbox to a smaller area"
-        )
+    width = max(distance_km(west, (south + north) / 2, east, (south + north) / 2) * 1000 / resolution, size)
+    height = max(distance_km(west, south, west, north) * 1000 / resolution, size)
+    tiles = math.ceil((width - size) / stride + 1) * math.ceil((height - size) / stride + 1)
+    strip_bytes = (classes + 1 + 3) * size * width * 4
+    problem = (f"{width * height:,.0f} pixels, more than {MAX_AREA_PIXELS:,}" if width * height > MAX_AREA_PIXELS
+               else f"{tiles:,} tiles, more than {MAX_TILES:,}" if tiles > MAX_TILES
+               else f"{width:,.0f} pixels wide: a row of tiles needs {strip_bytes / 2**30:.1f} GiB"
+               if strip_bytes > MAX_STRIP_BYTES else None)
+    if problem:
+        raise InputError(f"prediction area ({source}: {width:,.0f} x {height:,.0f} pixels at {resolution:g} m) "
+                         f"is too large ({problem}); set export.predict.bbox to a smaller area")
 
 
 def _observations(search: StageResult) -> list[dict]:
@@ -117,6 +143,69 @@ def _extent(observations: list[dict], recipe: Recipe) -> tuple[float, float, flo
     return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
+def _outline(path: Path):
+    """The union of a GeoJSON file's geometries (lon/lat)."""
+    from shapely.geometry import shape
+    from shapely.ops import unary_union
+
+    try:
+        document = json.loads(Path(path).read_text())
+        features = document.get("features") or [document]
+        geometry = unary_union([shape(f.get("geometry", f)) for f in features])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"export.predict.geojson: {path}: not a readable GeoJSON area ({exc})") from None
+    if geometry.is_empty or geometry.area == 0:
+        raise InputError(f"export.predict.geojson: {path}: has no polygon with an area")
+    return geometry
+
+
+def _project(geometry, crs: str):
+    from pyproj import Transformer
+    from shapely.ops import transform
+
+    return transform(Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform, geometry)
+
+
+def _items(recipe: Recipe, search: StageResult, area, date: dt.date,
+           ctx: StageContext) -> tuple[dict[str, dict], str]:
+    """The search stage's items if, at every step, they cover the area; else a fresh search
+    of the catalogue. Returns the items by id and where they came from."""
+    from shapely.geometry import box, shape
+    from shapely.ops import unary_union
+
+    known = json.loads(search.path("items").read_text())
+    spec = recipe.export.predict
+    if spec.bbox is None and spec.geojson is None and spec.date is None:
+        return known, "search"  # the observations' own extent and dates: what the search served
+    steps = candidates_for(list(known.values()), date, recipe.data.chips.time)
+    footprints = [unary_union([shape(known[c.id]["geometry"]) for c in step]) if step else None
+                  for step in steps]
+    if all(f is not None and f.covers(box(*area)) for f in footprints):
+        return known, "search"
+    catalogue = open_catalogue(recipe, search.dir)
+    ctx.log.info("the search stage's items do not cover the prediction area at %s: searching %s",
+                 date, catalogue.name)
+    found = search_area(catalogue, area, date, recipe)
+    if not found:
+        raise InputError(f"prediction: {catalogue.name} has no items for the area "
+                         f"{tuple(round(v, 5) for v in area)} around {date}")
+    return found, catalogue.name
+
+
+def read_ahead(pool: ThreadPoolExecutor, jobs: list[ChipJob], depth: int):
+    """(job, stack) in order, reading at most ``depth`` tiles ahead of the consumer (a plain
+    pool.map would read the whole area into memory if reading outpaced the model)."""
+    pending: deque = deque()
+    for job in jobs:
+        pending.append((job, pool.submit(lambda j: read_stack(j, reader_for(j)), job)))
+        if len(pending) > depth:
+            done, future = pending.popleft()
+            yield done, future.result()
+    while pending:
+        done, future = pending.popleft()
+        yield done, future.result()
+
+
 def blend_window(size: int, overlap: int) -> np.ndarray:
     """Weights that ramp smoothly (sin^2) over the overlap at each edge, 1 inside."""
     ramp = np.ones(size, np.float32)
@@ -127,20 +216,25 @@ def blend_window(size: int, overlap: int) -> np.ndarray:
     return np.outer(ramp, ramp)
 
 
-class Mosaic:
-    """Accumulates blended class probabilities of tiles on one grid."""
+@dataclass(frozen=True)
+class Layout:
+    """The output raster: the union of the tiles, on their shared grid."""
 
-    def __init__(self, grids: list[ChipGrid], classes: int):
+    crs: str
+    left: float
+    top: float
+    resolution: float
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, grids: list[ChipGrid]) -> Layout:
         resolution = grids[0].transform[0]
-        self.crs = grids[0].crs
-        self.left = min(g.transform[2] for g in grids)
-        self.top = max(g.transform[5] for g in grids)
-        self.resolution = resolution
-        self.width = int(round((max(g.bounds[2] for g in grids) - self.left) / resolution))
-        self.height = int(round((self.top - min(g.bounds[1] for g in grids)) / resolution))
-        self.probabilities = np.zeros((classes, self.height, self.width), np.float32)
-        self.weights = np.zeros((self.height, self.width), np.float32)
-        self.rgb = np.zeros((3, self.height, self.width), np.float32)  # last step, true colour
+        left = min(g.transform[2] for g in grids)
+        top = max(g.transform[5] for g in grids)
+        width = int(round((max(g.bounds[2] for g in grids) - left) / resolution))
+        height = int(round((top - min(g.bounds[1] for g in grids)) / resolution))
+        return cls(grids[0].crs, left, top, resolution, width, height)
 
     @property
     def transform(self):
@@ -148,67 +242,163 @@ class Mosaic:
 
         return Affine(self.resolution, 0.0, self.left, 0.0, -self.resolution, self.top)
 
+    def offset(self, grid: ChipGrid) -> tuple[int, int]:
+        """(row, column) of a tile's top-left pixel."""
+        return (int(round((self.top - grid.transform[5]) / self.resolution)),
+                int(round((grid.transform[2] - self.left) / self.resolution)))
+
+
+class Strip:
+    """Blended class probabilities of the rows not yet written, ``size`` rows from ``top``.
+
+    Tiles are added one tile row after another; ``take(n)`` hands over the first n rows
+    (normalised) and moves the strip down by n.
+    """
+
+    def __init__(self, layout: Layout, classes: int, size: int, rgb: bool):
+        self.layout, self.size, self.top = layout, size, 0
+        self.probabilities = np.zeros((classes, size, layout.width), np.float32)
+        self.weights = np.zeros((size, layout.width), np.float32)
+        self.rgb = np.zeros((3, size, layout.width), np.float32) if rgb else None
+
     def add(self, grid: ChipGrid, probabilities: np.ndarray, weight: np.ndarray,
             rgb: np.ndarray | None = None) -> None:
-        column = int(round((grid.transform[2] - self.left) / self.resolution))
-        row = int(round((self.top - grid.transform[5]) / self.resolution))
+        row, column = self.layout.offset(grid)
+        row -= self.top
+        if row < 0 or row + grid.size > self.size:
+            raise ValueError(f"tile at row {row + self.top} outside the strip at {self.top}")
         window = (slice(row, row + grid.size), slice(column, column + grid.size))
         self.probabilities[(slice(None), *window)] += probabilities * weight
         self.weights[window] += weight
-        if rgb is not None:
+        if self.rgb is not None and rgb is not None:
             self.rgb[(slice(None), *window)] += np.nan_to_num(rgb) * weight
 
-    def true_colour(self) -> np.ndarray:
-        """8-bit RGB of the input's last step (reflectance 0-0.3 stretched), 0 where empty."""
-        covered = self.weights > 0
-        rgb = self.rgb / np.where(covered, self.weights, 1)
-        return np.where(covered, np.clip(rgb / 0.3 * 254 + 1, 1, 255), 0).astype(np.uint8)
-
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        covered = self.weights > 0
-        probabilities = self.probabilities / np.where(covered, self.weights, 1)
+    def take(self, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Classes, confidence and 8-bit true colour of the first ``rows`` rows."""
+        if not 0 <= rows <= self.size:
+            raise ValueError(f"cannot take {rows} rows from a strip of {self.size}")
+        weights = self.weights[:rows]
+        covered = weights > 0
+        safe = np.where(covered, weights, 1)
+        probabilities = self.probabilities[:, :rows] / safe
         classes = np.where(covered, probabilities.argmax(0), NODATA_CLASS).astype(np.uint8)
         confidence = np.where(covered, probabilities.max(0), np.nan).astype(np.float32)
-        return classes, confidence
+        rgb = None
+        if self.rgb is not None:  # reflectance 0-0.3 stretched to 1-255; 0 where empty
+            rgb = np.where(covered, np.clip(self.rgb[:, :rows] / safe / 0.3 * 254 + 1, 1, 255), 0).astype(np.uint8)
+        for array in (self.probabilities, self.weights, self.rgb):
+            if array is not None:  # shift up by `rows` and clear the bottom
+                array[..., :self.size - rows, :] = array[..., rows:, :]
+                array[..., self.size - rows:, :] = 0
+        self.top += rows
+        return classes, confidence, rgb
 
 
-def _predict(batch, session, mean, std, weight, mosaic: Mosaic, rgb_bands: list[int] | None) -> None:
-    images = []
-    for _, stack in batch:
-        image = (stack.image - mean) / std  # (T, C, H, W)
-        images.append(np.nan_to_num(image, nan=0.0).transpose(1, 0, 2, 3))
-    logits = onnx.run(session, np.stack(images).astype(np.float32), len(images))
-    logits = logits - logits.max(axis=1, keepdims=True)
-    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    for (grid, stack), tile in zip(batch, probabilities):
-        no_imagery = stack.invalid.all(axis=0)  # nothing seen in any step: leave it to others
-        rgb = stack.image[-1, rgb_bands] if rgb_bands else None
-        mosaic.add(grid, tile, np.where(no_imagery, 0.0, weight), rgb)
+class TileModel:
+    """The ONNX student applied to batches of tile stacks, added to a strip with blending."""
+
+    def __init__(self, path: Path, bundle: dict, size: int, overlap: int, rgb_bands: list[int] | None):
+        self.session = onnx.session(path)
+        self.mean = np.array(bundle["mean"], np.float32)[None, :, None, None]
+        self.std = np.maximum(np.array(bundle["std"], np.float32), 1e-6)[None, :, None, None]
+        self.weight = blend_window(size, overlap)
+        self.rgb_bands = rgb_bands
+
+    def add(self, batch: list, strip: Strip) -> None:
+        if not batch:
+            return
+        images = [np.nan_to_num((stack.image - self.mean) / self.std, nan=0.0).transpose(1, 0, 2, 3)
+                  for _, stack in batch]  # (T, C, H, W) -> (C, T, H, W)
+        logits = onnx.run(self.session, np.stack(images).astype(np.float32), len(images))
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities = exp / exp.sum(axis=1, keepdims=True)
+        for (grid, stack), tile in zip(batch, probabilities):
+            no_imagery = stack.invalid.all(axis=0)  # nothing seen in any step: leave it to others
+            rgb = stack.image[-1, self.rgb_bands] if self.rgb_bands else None
+            strip.add(grid, tile, np.where(no_imagery, 0.0, self.weight), rgb)
 
 
-def write_cog(path: Path, array: np.ndarray, mosaic: Mosaic, nodata, bundle: dict, colours: bool,
-              resampling: str, description: str = "confidence") -> None:
-    """A tiled, compressed COG with internal overviews (mode for classes, average otherwise)."""
-    import rasterio
-    from rasterio.io import MemoryFile
-    from rasterio.shutil import copy as copy_dataset
+class Outputs:
+    """Finished rows go to plain GeoTIFFs in the stage folder (one compressed strip per row,
+    each written once); ``finish`` adds overviews and copies them to COGs."""
 
-    profile = dict(driver="GTiff", width=mosaic.width, height=mosaic.height, count=len(array), dtype=array.dtype,
-                   crs=mosaic.crs, transform=mosaic.transform, nodata=nodata)
-    with MemoryFile() as memory, memory.open(**profile) as dataset:
-        dataset.write(array)
-        if colours:
+    def __init__(self, folder: Path, layout: Layout, bundle: dict, rgb: bool, outline=None):
+        self.folder, self.layout, self.bundle, self.outline = folder, layout, bundle, outline
+        self.names = ["prediction", "confidence"] + (["rgb"] if rgb else [])
+        self.class_pixels = np.zeros(len(bundle["classes"]), np.int64)
+        self.datasets: dict = {}
+
+    def __enter__(self) -> Outputs:
+        import rasterio
+
+        for name, dtype, count, nodata in (("prediction", "uint8", 1, NODATA_CLASS),
+                                           ("confidence", "float32", 1, np.nan), ("rgb", "uint8", 3, 0)):
+            if name not in self.names:
+                continue
+            dataset = rasterio.open(
+                self._raw(name), "w", driver="GTiff", width=self.layout.width, height=self.layout.height,
+                count=count, dtype=dtype, crs=self.layout.crs, transform=self.layout.transform, nodata=nodata,
+                tiled=False, blockysize=1, compress="ZSTD", zstd_level=1, bigtiff="IF_SAFER")
+            self._describe(name, dataset)
+            self.datasets[name] = dataset
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for dataset in self.datasets.values():
+            dataset.close()
+
+    def _raw(self, name: str) -> Path:
+        return self.folder / f".{name}.raw.tif"
+
+    def _describe(self, name: str, dataset) -> None:
+        if name == "prediction":
             from instageo.data.quicklook import hex_rgb
 
-            dataset.write_colormap(1, {i: (*hex_rgb(c), 255) for i, c in enumerate(bundle["colours"])})
-            dataset.update_tags(1, **{f"class_{i}": name for i, name in enumerate(bundle["classes"])})
+            dataset.write_colormap(1, {i: (*hex_rgb(c), 255) for i, c in enumerate(self.bundle["colours"])})
+            dataset.update_tags(1, **{f"class_{i}": n for i, n in enumerate(self.bundle["classes"])})
             dataset.set_band_description(1, "class")
         else:
-            for band in range(1, len(array) + 1):
-                dataset.set_band_description(band, description)
-        dataset.update_tags(model=f"{bundle['backbone']} depth {bundle['depth']}")
-        levels = [f for f in (2, 4, 8, 16) if min(mosaic.width, mosaic.height) // f >= 16]
-        if levels:
-            dataset.build_overviews(levels, getattr(rasterio.enums.Resampling, resampling))
-        copy_dataset(dataset, path, driver="COG", compress="DEFLATE", blocksize=256,
-                     overview_resampling=resampling, copy_src_overviews=bool(levels))
+            for band in range(1, dataset.count + 1):
+                dataset.set_band_description(band, "true colour" if name == "rgb" else "confidence")
+        dataset.update_tags(model=f"{self.bundle['backbone']} depth {self.bundle['depth']}")
+
+    def write(self, row: int, classes: np.ndarray, confidence: np.ndarray, rgb: np.ndarray | None) -> None:
+        from rasterio.windows import Window
+
+        if len(classes) == 0:
+            return
+        if self.outline is not None:  # outside the GeoJSON area: nodata
+            from affine import Affine
+            from rasterio.features import geometry_mask
+
+            transform = self.layout.transform * Affine.translation(0, row)
+            outside = geometry_mask([self.outline], (len(classes), self.layout.width), transform)
+            classes[outside], confidence[outside] = NODATA_CLASS, np.nan
+            if rgb is not None:
+                rgb[:, outside] = 0
+        window = Window(0, row, self.layout.width, len(classes))
+        self.datasets["prediction"].write(classes, 1, window=window)
+        self.datasets["confidence"].write(confidence, 1, window=window)
+        if "rgb" in self.datasets:
+            self.datasets["rgb"].write(rgb, window=window)
+        known = classes[classes != NODATA_CLASS]
+        self.class_pixels += np.bincount(known.ravel(), minlength=len(self.class_pixels))[:len(self.class_pixels)]
+
+    def finish(self) -> dict[str, str]:
+        """COGs (DEFLATE, 256 px tiles, internal overviews: mode for classes, average otherwise)."""
+        import rasterio
+        from rasterio.shutil import copy as copy_dataset
+
+        files = {}
+        levels = [f for f in (2, 4, 8, 16, 32, 64, 128) if min(self.layout.width, self.layout.height) // f >= 16]
+        for name in self.names:
+            raw = self._raw(name)
+            resampling = "mode" if name == "prediction" else "average"
+            if levels:
+                with rasterio.open(raw, "r+") as dataset:
+                    dataset.build_overviews(levels, getattr(rasterio.enums.Resampling, resampling))
+            copy_dataset(raw, self.folder / f"{name}.tif", driver="COG", compress="DEFLATE", blocksize=256,
+                         overview_resampling=resampling, copy_src_overviews=bool(levels), bigtiff="IF_SAFER")
+            raw.unlink()
+            files[name] = f"{name}.tif"
+        return files

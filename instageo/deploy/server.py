@@ -35,12 +35,13 @@ def safe_path(root: Path, relative: str) -> Path:
 
 
 def create_app(run_dir: Path):
-    from rio_tiler.colormap import cmap
     from rio_tiler.errors import TileOutsideBounds
     from rio_tiler.io import Reader
     from starlette.applications import Starlette
     from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
     from starlette.routing import Route
+
+    from instageo.deploy.viewer import render_tile
 
     root = Path(run_dir).resolve()
     report = json.loads((root / "report.json").read_text())
@@ -62,14 +63,7 @@ def create_app(run_dir: Path):
         if not 0 <= z <= MAX_ZOOM:
             raise BadRequest(f"zoom {z} is outside 0..{MAX_ZOOM}")
         with Reader(str(safe_path(root, report[layer]))) as reader:
-            image = reader.tile(x, y, z, resampling_method="nearest")
-            if layer == "prediction":
-                colours = {k: v for k, v in reader.dataset.colormap(1).items() if k != 255}
-                return Response(image.render(img_format="PNG", colormap=colours), media_type="image/png")
-        if layer == "confidence":
-            image.rescale(((0.0, 1.0),))
-            return Response(image.render(img_format="PNG", colormap=cmap.get("viridis")), media_type="image/png")
-        return Response(image.render(img_format="PNG"), media_type="image/png")
+            return Response(render_tile(reader, layer, x, y, z), media_type="image/png")
 
     def errors(status: int):
         async def handle(request, exc):

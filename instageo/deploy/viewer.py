@@ -41,31 +41,38 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
 
 def write_tiles(path: Path, out: Path, layer: str, bounds, zmin: int, zmax: int) -> int:
     import morecantile
-    from rio_tiler.colormap import cmap
     from rio_tiler.errors import TileOutsideBounds
     from rio_tiler.io import Reader
 
     tms = morecantile.tms.get("WebMercatorQuad")
     written = 0
     with Reader(str(path), tms=tms) as reader:
-        colormap = reader.dataset.colormap(1) if layer == "prediction" else None
         for tile in tms.tiles(*bounds, zooms=list(range(zmin, zmax + 1))):
             try:
-                image = reader.tile(tile.x, tile.y, tile.z, resampling_method="nearest")
+                png = render_tile(reader, layer, tile.x, tile.y, tile.z)
             except TileOutsideBounds:
                 continue
-            if layer == "confidence":
-                image.rescale(((0.0, 1.0),))
-                png = image.render(img_format="PNG", colormap=cmap.get("viridis"))
-            elif layer == "prediction":
-                png = image.render(img_format="PNG", colormap={k: v for k, v in colormap.items() if k != 255})
-            else:
-                png = image.render(img_format="PNG")
             target = out / str(tile.z) / str(tile.x) / f"{tile.y}.png"
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(png)
             written += 1
     return written
+
+
+def render_tile(reader, layer: str, x: int, y: int, z: int) -> bytes:
+    """One web-mercator PNG tile of a layer (the static viewer and `instarun serve` share it):
+    classes in their colour table, confidence through viridis, true colour as it is."""
+    from rio_tiler.colormap import cmap
+
+    image = reader.tile(x, y, z, resampling_method="nearest")
+    if layer == "prediction":
+        colours = {k: v for k, v in reader.dataset.colormap(1).items() if k != 255}
+        return image.render(img_format="PNG", colormap=colours)
+    if layer == "confidence":
+        image.array.fill_value = 0  # not NaN: the rescaled array is uint8
+        image.rescale(((0.0, 1.0),))
+        return image.render(img_format="PNG", colormap=cmap.get("viridis"))
+    return image.render(img_format="PNG")
 
 
 def copy_leaflet(out: Path) -> None:

@@ -160,10 +160,11 @@ def _outline(path: Path):
 
 
 def _project(geometry, crs: str):
+    import shapely
     from pyproj import Transformer
-    from shapely.ops import transform
 
-    return transform(Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform, geometry)
+    return shapely.transform(geometry, Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform,
+                             interleaved=False)
 
 
 def _items(recipe: Recipe, search: StageResult, area, date: dt.date,
@@ -398,7 +399,7 @@ class Outputs:
                 with rasterio.open(raw, "r+") as dataset:
                     dataset.build_overviews(levels, getattr(rasterio.enums.Resampling, resampling))
             copy_dataset(raw, self.folder / f"{name}.tif", driver="COG", compress="DEFLATE", blocksize=256,
-                         overview_resampling=resampling, copy_src_overviews=bool(levels), bigtiff="IF_SAFER")
+                         overview_resampling=resampling, overviews="AUTO", bigtiff="IF_SAFER")
             raw.unlink()
             files[name] = f"{name}.tif"
         return files

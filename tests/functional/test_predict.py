@@ -49,3 +49,71 @@ def test_an_area_too_large_for_memory_is_refused_before_reading(tmp_path, capsys
                  "--set", "export.predict.bbox=[30.0,-10.0,50.0,10.0]"])
     assert code == 2
     assert "set export.predict.bbox to a smaller area" in capsys.readouterr().err
+
+
+def test_strip_streams_the_mosaic_one_array_would_hold():
+    """Tiles added row by row and taken in strips blend to exactly what accumulating the whole
+    area in one array gives (the reference below), with memory of one tile row's height."""
+    from instageo.data.grid import tiled_grids
+    from instageo.deploy.predict import Layout, Strip
+
+    size, stride, classes = 16, 12, 3
+    grids = tiled_grids((39.90, 1.41, 39.915, 1.43), size, 30.0, "utm", stride)
+    layout = Layout.of(grids)
+    rng = np.random.default_rng(0)
+    tiles = [rng.dirichlet(np.ones(classes), (size, size)).transpose(2, 0, 1).astype(np.float32) for _ in grids]
+    weight = blend_window(size, size - stride)
+    reference = np.zeros((classes, layout.height, layout.width), np.float32)
+    weights = np.zeros((layout.height, layout.width), np.float32)
+    for grid, tile in zip(grids, tiles):
+        row, column = layout.offset(grid)
+        reference[:, row:row + size, column:column + size] += tile * weight
+        weights[row:row + size, column:column + size] += weight
+    expected = (reference / weights).argmax(0)
+
+    strip, streamed, rows_held = Strip(layout, classes, size, rgb=False), [], set()
+    for grid, tile in zip(grids, tiles):
+        row = layout.offset(grid)[0]
+        if row > strip.top:
+            streamed.append(strip.take(row - strip.top))
+        strip.add(grid, tile, weight)
+        rows_held.add(strip.weights.shape[0])
+    streamed.append(strip.take(layout.height - strip.top))
+    classes_out = np.concatenate([part[0] for part in streamed])
+    confidence = np.concatenate([part[1] for part in streamed])
+    assert len({layout.offset(g)[0] for g in grids}) > 3 and rows_held == {size}
+    assert classes_out.shape == (layout.height, layout.width)
+    assert np.array_equal(classes_out, expected)
+    assert np.allclose(confidence, (reference / weights).max(0), atol=1e-6)
+
+
+def test_a_declared_area_and_date_outside_the_searched_items_get_a_fresh_search(tmp_path):
+    """A GeoJSON triangle on a date before every observation's window: the predict stage asks
+    the catalogue for that date, and masks everything outside the triangle."""
+    from shapely.geometry import Polygon, box, mapping
+
+    triangle = Polygon([(39.902, 1.415), (39.930, 1.415), (39.916, 1.445)])
+    (tmp_path / "area.geojson").write_text(json.dumps(
+        {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {},
+                                                    "geometry": mapping(triangle)}]}))
+    shutil.copy(REPO / "recipes" / "tiny.yaml", tmp_path / "tiny.yaml")
+    assert main([str(tmp_path / "tiny.yaml"), "--runs-dir", str(tmp_path / "runs"),
+                 "--set", "data.source.acquisitions=12", "--set", "export.predict.date=2023-01-19",
+                 "--set", f"export.predict.geojson={tmp_path / 'area.geojson'}"]) == 0
+    report = json.loads((tmp_path / "runs" / "tiny" / "report.json").read_text())
+    area = report["variants"][0]["prediction_area"]
+    assert area["items_from"] == "demo" and area["date"] == "2023-01-19"
+    items = json.loads((tmp_path / "runs" / "tiny" / report["prediction"]).with_name("items.json").read_text())
+    assert "HLS.demo.2023-01-03" in items  # first step of the 2023-01-19 chip, searched for no observation
+    searched = json.loads(next((tmp_path / "runs" / "tiny" / "stages").glob("search-*/items.json")).read_text())
+    assert "HLS.demo.2023-01-03" not in searched
+    with rasterio.open(tmp_path / "runs" / "tiny" / report["prediction"]) as dataset:
+        classes = dataset.read(1)
+        from rasterio.features import geometry_mask
+        from rasterio.warp import transform_geom
+
+        inside = ~geometry_mask([transform_geom("EPSG:4326", dataset.crs, mapping(triangle))],
+                                classes.shape, dataset.transform)
+        assert box(*dataset.bounds).area > 0
+    assert np.all(classes[~inside] == 255)
+    assert (classes[inside] != 255).mean() > 0.5  # tiles too cloudy on that date stay empty

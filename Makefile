@@ -4,7 +4,7 @@ VENV := .venv
 INSTALL := $(VENV)/bin/pip install --disable-pip-version-check --progress-bar off -q
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test bench schema clean
+.PHONY: demo test bench schema docs clean
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/instarun recipes/demo.yaml
@@ -35,6 +35,10 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
 # regenerate the recipe JSON Schema after changing instageo/recipe/models.py
 schema: $(VENV)/.installed
 	$(VENV)/bin/instarun schema > schemas/recipe.schema.json
+
+# regenerate docs/recipes.md (the reference of every recipe field) from the same model
+docs: $(VENV)/.installed
+	$(VENV)/bin/python -m instageo.recipe.docs > docs/recipes.md
 
 clean:
 	rm -rf $(VENV) runs

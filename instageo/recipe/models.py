@@ -8,12 +8,14 @@ Paths to input files are resolved against the recipe's folder and must exist.
 from __future__ import annotations
 
 import datetime as dt
+import glob
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar, Union
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -70,9 +72,9 @@ class DemoSource(Model):
     """A synthetic HLS-like scene generated offline (the embedded default)."""
 
     kind: Literal["demo"]
-    seed: int = 0
+    seed: int = Field(0, description="random seed of the scene (same seed, same scene)")
     size: int = Field(384, ge=64, le=8192, description="scene width and height in pixels")
-    acquisitions: int = Field(12, ge=1, le=365)
+    acquisitions: int = Field(12, ge=1, le=365, description="acquisition dates, 16 days apart")
     points: int = Field(200, ge=1, description="number of point observations generated")
 
 
@@ -95,14 +97,14 @@ class CatalogSource(Model):
 
     kind: Literal["catalog"]
     path: InputPath = Field(description="catalog.json of the static catalogue")
-    collections: list[str] | None = None
+    collections: list[str] | None = Field(None, description="collections to use (default: all)")
     preset: PresetName | None = Field(None, description="catalogue preset; default 'hls' unless bands are given")
     bands: dict[str, str] | None = Field(None, description="common band name -> asset key")
     mask: str | None = Field(None, description="asset key of the cloud mask, with bands")
     mask_kind: Literal["fmask", "cfmask", "scl"] = Field(
         "fmask", description="fmask: HLS bits; cfmask: classic Fmask values; scl: Sentinel-2 SCL"
     )
-    max_cloud_cover: float = Field(100.0, ge=0.0, le=100.0)
+    max_cloud_cover: float = Field(100.0, ge=0.0, le=100.0, description="largest eo:cloud_cover (%) of an item kept")
 
 
 class StacSource(Model):
@@ -110,7 +112,7 @@ class StacSource(Model):
 
     kind: Literal["stac"]
     url: str = Field(pattern=r"^https?://", description="root of the STAC API")
-    collections: list[str] = Field(min_length=1)
+    collections: list[str] = Field(min_length=1, description="collection ids to search")
     preset: PresetName | None = Field(
         None, description="catalogue preset (asset keys, scales, masks); guessed for known URLs"
     )
@@ -119,7 +121,7 @@ class StacSource(Model):
     mask_kind: Literal["fmask", "cfmask", "scl"] = Field(
         "fmask", description="fmask: HLS bits; cfmask: classic Fmask values; scl: Sentinel-2 SCL"
     )
-    max_cloud_cover: float = Field(100.0, ge=0.0, le=100.0)
+    max_cloud_cover: float = Field(100.0, ge=0.0, le=100.0, description="largest eo:cloud_cover (%) of an item kept")
     timeout: float = Field(30.0, gt=0, le=600, description="seconds to wait for one answer")
     retries: int = Field(4, ge=0, le=20, description="retries on 429/5xx, timeouts, drops")
 
@@ -131,8 +133,10 @@ Source = Annotated[Union[DemoSource, CatalogSource, StacSource], Field(discrimin
 
 
 class DateRange(Model):
-    start: dt.date
-    end: dt.date
+    """A window of dates, both ends included."""
+
+    start: dt.date = Field(description="first day (YYYY-MM-DD), included")
+    end: dt.date = Field(description="last day (YYYY-MM-DD), included")
 
     @field_validator("end")
     @classmethod
@@ -146,19 +150,45 @@ class DateRange(Model):
 
 
 class PointObservations(Model):
+    """Point observations from a CSV: one chip centred on each point."""
+
     kind: Literal["points"]
     path: InputPath = Field(description="CSV with one observation per row")
-    x: str = "x"
-    y: str = "y"
-    date: str = "date"
-    label: str = "label"
-    crs: str = "EPSG:4326"
+    x: str = Field("x", description="column of the x coordinate (longitude, in crs)")
+    y: str = Field("y", description="column of the y coordinate (latitude, in crs)")
+    date: str = Field("date", description="column of the observation date (YYYY-MM-DD)")
+    label: str = Field("label", description="column of the class index (or value, for regression)")
+    crs: str = Field("EPSG:4326", description="CRS of the x and y columns")
     dates: DateRange | None = Field(None, description="keep only observations in this window")
 
 
+def _expand_globs(paths: object, info: ValidationInfo) -> object:
+    """Entries with * ? or [ are glob patterns (relative to the recipe), one file per match."""
+    if isinstance(paths, str):  # one path or pattern, as --set gives it
+        paths = [paths]
+    if not isinstance(paths, list):
+        return paths
+    base = Path((info.context or {}).get("base_dir", "."))
+    expanded: list = []
+    for entry in paths:
+        if not (isinstance(entry, str) and any(c in entry for c in "*?[")):
+            expanded.append(entry)
+            continue
+        pattern = str((base / Path(entry).expanduser()).resolve())
+        matches = sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        if not matches:
+            raise PydanticCustomError("file_missing", "no file matches {pattern}", {"pattern": pattern})
+        expanded.extend(matches)
+    return expanded
+
+
 class RasterObservations(Model):
+    """Label rasters (GeoTIFF, any CRS), tiled into chips; their pixels are the labels."""
+
     kind: Literal["raster"]
-    paths: list[InputPath] = Field(min_length=1, description="label rasters")
+    paths: Annotated[list[InputPath], BeforeValidator(_expand_globs)] = Field(
+        min_length=1, description="label rasters; an entry with * ? or [ is a glob pattern"
+    )
     date: dt.date | None = Field(None, description="date of every raster, unless dates is given")
     dates: InputPath | None = Field(None, description="CSV with columns file,date (file name or stem)")
 
@@ -182,9 +212,11 @@ Observations = Annotated[
 
 
 class TimeSpec(Model):
+    """Which acquisitions make a chip's time series."""
+
     steps: int = Field(1, ge=1, le=64, description="acquisitions per chip")
-    step_days: int = Field(30, ge=1)
-    tolerance_days: int = Field(5, ge=0)
+    step_days: int = Field(30, ge=1, description="days between steps, counted back from the observation date")
+    tolerance_days: int = Field(5, ge=0, description="days an acquisition may lie from its step's date")
     prefer: Literal["nearest", "earlier", "later"] = Field(
         "nearest", description="order in which acquisitions within tolerance of a step are tried: "
         "nearest first, or those on/before (earlier) or on/after (later) the target first"
@@ -198,23 +230,36 @@ MaskClass = Literal[
 
 
 class MaskSpec(Model):
-    classes: list[MaskClass] = ["cirrus", "cloud", "adjacent", "cloud_shadow"]
-    strategy: Literal["each", "any"] = "each"
+    """Which pixels the quality mask throws away, and how many a chip may lose."""
+
+    classes: list[MaskClass] = Field(
+        ["cirrus", "cloud", "adjacent", "cloud_shadow"],
+        description="mask classes whose pixels are thrown away (those an encoding lacks select nothing)",
+    )
+    strategy: Literal["each", "any"] = Field(
+        "each", description="each: mask every time step by its own mask; any: a pixel masked in "
+        "one step is masked in all"
+    )
     max_fraction: Fraction = Field(0.2, description="largest masked fraction of a usable chip")
 
 
 class LabelSpec(Model):
+    """How observations become label pixels."""
+
     buffer: int = Field(1, ge=0, description="pixels around a point that take its label")
-    ignore_index: int = -1
+    ignore_index: int = Field(-1, description="label value of unlabelled pixels, left out of losses and metrics")
 
 
 class ChipSpec(Model):
+    """The chips: the model inputs cut from the imagery around each observation."""
+
     size: int = Field(224, ge=8, le=4096, description="chip width and height in pixels")
     stride: int | None = Field(None, ge=1, description="pixels between chips tiling a label raster (default: size)")
     resolution: float = Field(30.0, gt=0, description="metres per pixel")
     crs: str = Field("utm", description="'utm' (zone of each chip) or an EPSG code")
     bands: list[str] = Field(
-        ["blue", "green", "red", "nir", "swir16", "swir22"], min_length=1
+        ["blue", "green", "red", "nir", "swir16", "swir22"], min_length=1,
+        description="common band names, in model input order; the source's preset must have them",
     )
     time: TimeSpec = TimeSpec()
     mask: MaskSpec = MaskSpec()
@@ -230,9 +275,14 @@ class ChipSpec(Model):
 
 
 class SplitSpec(Model):
-    method: Literal["spatial", "random", "date"] = "spatial"
-    val: float = Field(0.2, ge=0.0, lt=1.0)
-    test: float = Field(0.2, ge=0.0, lt=1.0)
+    """How chips are split into train, val and test."""
+
+    method: Literal["spatial", "random", "date"] = Field(
+        "spatial", description="spatial: whole blocks of block_km to one split; random: chip by "
+        "chip; date: the latest chips to test and val"
+    )
+    val: float = Field(0.2, ge=0.0, lt=1.0, description="fraction of chips for validation")
+    test: float = Field(0.2, ge=0.0, lt=1.0, description="fraction of chips for the test metrics")
     block_km: float = Field(10.0, gt=0, description="block size of the spatial split")
     gap_km: float = Field(0.0, ge=0, description="train chips this close to a val/test chip are left out")
 
@@ -247,20 +297,26 @@ class SplitSpec(Model):
 
 
 class LocalExecutor(Model):
+    """Read chips with threads on this machine."""
+
     kind: Literal["local"] = "local"
     workers: int = Field(8, ge=1, le=256, description="reads in flight at once")
 
 
 class DaskExecutor(Model):
+    """Read chips on a dask.distributed cluster."""
+
     kind: Literal["dask"]
     address: str | None = Field(None, description="scheduler address; none starts a LocalCluster")
-    workers: int = Field(2, ge=1, le=256)
+    workers: int = Field(2, ge=1, le=256, description="workers of the LocalCluster")
 
 
 Executor = Annotated[Union[LocalExecutor, DaskExecutor], Field(discriminator="kind")]
 
 
 class Data(Model):
+    """Where the imagery and the observations come from, and how chips are made."""
+
     source: Source
     observations: Observations | None = Field(
         None, description="required unless the source is 'demo', which makes its own"
@@ -301,8 +357,14 @@ class Data(Model):
 
 
 class Task(Model):
-    kind: Literal["segmentation", "regression"] = "segmentation"
-    classes: list[str] = Field(["absent", "present"], min_length=2)
+    """What the model predicts."""
+
+    kind: Literal["segmentation", "regression"] = Field(
+        "segmentation", description="segmentation: a class per pixel; regression: a value per pixel"
+    )
+    classes: list[str] = Field(
+        ["absent", "present"], min_length=2, description="class names; a label is an index into this list"
+    )
     colors: list[str] | None = Field(None, description="'#rrggbb' per class")
 
     @field_validator("colors")
@@ -313,13 +375,26 @@ class Task(Model):
                 raise PydanticCustomError("color", "'{c}' is not a '#rrggbb' colour", {"c": color})
         return colors
 
+    @model_validator(mode="after")
+    def _a_colour_per_class(self) -> Task:
+        if self.colors is not None and len(self.colors) != len(self.classes):
+            raise PydanticCustomError(
+                "colors", "{n} colour(s) for {m} classes: give one per class, or none",
+                {"n": len(self.colors), "m": len(self.classes), "field": "colors"},
+            )
+        return self
+
 
 class TrainSpec(Model):
-    epochs: Sweep[PositiveInt] = 10
-    batch_size: Sweep[PositiveInt] = 8
-    lr: Sweep[Annotated[float, Field(gt=0, lt=1)]] = 1.0e-4
-    weight_decay: float = Field(0.05, ge=0)
-    warmup_epochs: int = Field(1, ge=0)
+    """Training settings (AdamW; early stopping on the val split)."""
+
+    epochs: Sweep[PositiveInt] = Field(10, description="most passes over the training chips")
+    batch_size: Sweep[PositiveInt] = Field(8, description="chips per training step")
+    lr: Sweep[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        1.0e-4, description="peak learning rate (AdamW, linear warm-up then cosine decay)"
+    )
+    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay")
+    warmup_epochs: int = Field(1, ge=0, description="epochs of linear learning-rate warm-up")
     patience: int = Field(5, ge=1, description="epochs without val mIoU gain before stopping")
 
 
@@ -335,14 +410,24 @@ def _known_backbone(name: str) -> str:
 
 
 class Teacher(Model):
-    backbone: Annotated[str, AfterValidator(_known_backbone)] = "prithvi_eo_v1_100"
-    weights: InputPath | None = Field(None, description="local pretrained checkpoint")
-    head: Literal["upsample", "light"] = "upsample"
+    """The foundation model fine-tuned on the chips."""
+
+    backbone: Annotated[str, AfterValidator(_known_backbone)] = Field(
+        "prithvi_eo_v1_100", description="architecture, a name from instageo.model.specs.BACKBONES"
+    )
+    weights: InputPath | None = Field(
+        None, description="local pretrained checkpoint (e.g. Prithvi_EO_V1_100M.pt); none: random init"
+    )
+    head: Literal["upsample", "light"] = Field(
+        "upsample", description="segmentation head: upsample (learned upsampling) or light (1x1 convolution, bilinear)"
+    )
     train: TrainSpec = TrainSpec()
 
 
 class Distill(Model):
-    temperature: Sweep[Annotated[float, Field(gt=0)]] = 2.0
+    """How the students learn from the teacher."""
+
+    temperature: Sweep[Annotated[float, Field(gt=0)]] = Field(2.0, description="softmax temperature of the KL term")
     alpha: Sweep[Fraction] = Field(0.5, description="weight of the labels' cross-entropy; 1 - alpha: of the KL to the teacher")
     feature_weight: float = Field(
         0.0, ge=0, description="weight of an MSE between the student's tokens and the teacher's "
@@ -351,8 +436,14 @@ class Distill(Model):
 
 
 class Student(Model):
-    depth: Sweep[Annotated[int, Field(ge=1, le=64)]] = 4
-    head: Literal["copy", "reinit"] = "copy"
+    """The small models distilled from the teacher."""
+
+    depth: Sweep[Annotated[int, Field(ge=1, le=64)]] = Field(
+        4, description="encoder blocks the student keeps (the teacher's first N); a list: one student each"
+    )
+    head: Literal["copy", "reinit"] = Field(
+        "copy", description="copy: start from the teacher's head; reinit: a fresh head"
+    )
     distill: Distill = Distill()
     train: TrainSpec = TrainSpec()
 
@@ -361,20 +452,26 @@ class Student(Model):
 
 
 class OnnxSpec(Model):
-    opset: int = Field(17, ge=13, le=23)
+    """ONNX export of each student, with a parity check against PyTorch."""
+
+    opset: int = Field(17, ge=13, le=23, description="ONNX opset version")
     tolerance: float = Field(1.0e-3, gt=0, description="largest |logit difference| allowed")
-    quantize: bool = False
+    quantize: bool = Field(False, description="also write an int8 model (dynamic quantisation) and its metrics")
     teacher: bool = False
 
 
 class PredictSpec(Model):
+    """Sliding-window prediction of each exported student over an area."""
+
     bbox: tuple[float, float, float, float] | None = Field(
         None, description="west, south, east, north in degrees"
     )
-    geojson: InputPath | None = None
-    date: dt.date | None = None
-    overlap: float = Field(0.25, ge=0.0, lt=1.0)
-    batch_size: PositiveInt = 8
+    geojson: InputPath | None = Field(
+        None, description="GeoJSON polygon(s) to predict over, lon/lat (outside them: nodata); area when no bbox"
+    )
+    date: dt.date | None = Field(None, description="date to predict for (default: the latest observation's)")
+    overlap: float = Field(0.25, ge=0.0, lt=1.0, description="fraction of a chip that neighbouring tiles share")
+    batch_size: PositiveInt = Field(8, description="tiles per ONNX call")
 
     @field_validator("bbox")
     @classmethod
@@ -387,7 +484,11 @@ class PredictSpec(Model):
 
 
 class ViewerSpec(Model):
-    zoom: tuple[Annotated[int, Field(ge=0, le=22)], Annotated[int, Field(ge=0, le=22)]] = (8, 13)
+    """The offline map viewer of the predictions."""
+
+    zoom: tuple[Annotated[int, Field(ge=0, le=22)], Annotated[int, Field(ge=0, le=22)]] = Field(
+        (8, 13), description="min and max zoom of the tile pyramid"
+    )
 
     @field_validator("zoom")
     @classmethod
@@ -398,6 +499,8 @@ class ViewerSpec(Model):
 
 
 class Export(Model):
+    """What is made from each student: ONNX model, prediction, viewer."""
+
     onnx: OnnxSpec = OnnxSpec()
     predict: PredictSpec = PredictSpec()
     viewer: ViewerSpec = ViewerSpec()
@@ -406,8 +509,10 @@ class Export(Model):
 class Recipe(Model):
     """A whole experiment: data, task, teacher, student(s) and what to export."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
-    seed: int = 0
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64, description="names the run folder runs/<name>/"
+    )
+    seed: int = Field(0, description="seed of the split and of training")
     data: Data
     task: Task = Task()
     teacher: Teacher = Teacher()

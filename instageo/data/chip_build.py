@@ -104,7 +104,9 @@ def build_chip(job: ChipJob, out_dir: str) -> ChipRecord:
     try:
         record = _build(job, out)
     except READ_ERRORS as exc:
-        log.warning("chip %s skipped: unreadable input (%s)", job.chip_id, str(exc).splitlines()[0][:300])
+        # rasterio's "Read failed. See previous exception" hides the file in its cause
+        detail = str(exc.__cause__ or exc) or type(exc).__name__
+        log.warning("chip %s skipped: unreadable input (%s)", job.chip_id, detail.splitlines()[0][:300])
         record = ChipRecord(job.chip_id, job.observation, job.lon, job.lat, job.grid.crs, job.date,
                             status="skipped", reason="unreadable")
     record_path.parent.mkdir(parents=True, exist_ok=True)

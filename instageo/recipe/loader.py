@@ -44,7 +44,7 @@ def read_yaml(path: Path) -> tuple[dict, dict[PathKey, int]]:
         line = raw[: exc.start].count(b"\n") + 1
         raise RecipeError([f"{path}:{line}: not valid UTF-8 (byte {exc.start})"]) from None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
         try:
             node = loader.get_single_node()
             data = loader.construct_document(node) if node is not None else None
@@ -55,31 +55,51 @@ def read_yaml(path: Path) -> tuple[dict, dict[PathKey, int]]:
         line = mark.line + 1 if mark else 1
         problem = getattr(exc, "problem", None) or str(exc)
         raise RecipeError([f"{path}:{line}: invalid YAML: {problem}"]) from None
+    except RecursionError:
+        raise RecipeError([f"{path}:1: invalid YAML: nested too deeply"]) from None
     if not isinstance(data, dict):
         raise RecipeError([f"{path}:1: a recipe must be a mapping of sections (name, data, ...)"])
     lines: dict[PathKey, int] = {(): 1}
-    duplicates: list[str] = []
-    _collect_lines(node, (), lines, duplicates, path)
-    if duplicates:
-        raise RecipeError(duplicates)
+    problems: list[str] = []
+    _collect_lines(node, (), lines, problems, path)
+    if problems:
+        raise RecipeError(problems)
     return data, lines
 
 
-def _collect_lines(node, key: PathKey, lines, duplicates, path) -> None:
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose impossible dates (2023-02-30) are YAML errors with a line, not ValueErrors."""
+
+    def construct_yaml_timestamp(self, node):
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"'{node.value}' is not a valid date ({exc})", node.start_mark) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+
+
+def _collect_lines(node, key: PathKey, lines, problems, path) -> None:
+    """Record the line of every key; report duplicate keys and keys that are not text."""
     if isinstance(node, yaml.MappingNode):
         seen = set()
         for key_node, value_node in node.value:
             name = key_node.value
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
+                problems.append(f"{path}:{line}: {_dotted(key + (str(name),))}: key is not text; quote it")
+                continue
             if name in seen:
-                line = key_node.start_mark.line + 1
-                duplicates.append(f"{path}:{line}: {_dotted(key + (name,))}: duplicate key")
+                problems.append(f"{path}:{line}: {_dotted(key + (name,))}: duplicate key")
             seen.add(name)
             lines[key + (name,)] = key_node.start_mark.line + 1
-            _collect_lines(value_node, key + (name,), lines, duplicates, path)
+            _collect_lines(value_node, key + (name,), lines, problems, path)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             lines[key + (index,)] = item.start_mark.line + 1
-            _collect_lines(item, key + (index,), lines, duplicates, path)
+            _collect_lines(item, key + (index,), lines, problems, path)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -198,7 +218,8 @@ def _message(error: dict, key: PathKey, data: dict) -> str:
         ctx = error["ctx"]
         return f"kind '{ctx['tag']}' is not valid, should be one of [{ctx['expected_tags']}]"
     if kind == "union_tag_not_found":
-        return f"'kind' is missing, should be one of [{error['ctx']['expected_tags']}]"
+        tags = error.get("ctx", {}).get("expected_tags")  # absent when the union has a default
+        return "'kind' is missing" + (f", should be one of [{tags}]" if tags else "")
     message = error["msg"]
     if message.startswith("Input should"):
         message = message.replace("Input should", "should", 1)

@@ -57,12 +57,15 @@ def _resolve_existing(path: Path, info: ValidationInfo) -> InputFile:
 # A file the recipe reads; relative paths are relative to the recipe file.
 InputPath = Annotated[Path, AfterValidator(_resolve_existing)]
 
-PositiveInt = Annotated[int, Field(ge=1)]
+# Upper bounds catch typos (an extra zero, a date typed as a number) at load instead of
+# as an overflow deep in a stage; infinities and NaN are never a valid setting.
+PositiveInt = Annotated[int, Field(ge=1, le=100_000)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- data sources -------------------------------------------------------------------------
@@ -72,10 +75,10 @@ class DemoSource(Model):
     """A synthetic HLS-like scene generated offline (the embedded default)."""
 
     kind: Literal["demo"]
-    seed: int = Field(0, description="random seed of the scene (same seed, same scene)")
+    seed: Seed = Field(0, description="random seed of the scene (same seed, same scene)")
     size: int = Field(384, ge=64, le=8192, description="scene width and height in pixels")
     acquisitions: int = Field(12, ge=1, le=365, description="acquisition dates, 16 days apart")
-    points: int = Field(200, ge=1, description="number of point observations generated")
+    points: int = Field(200, ge=1, le=1_000_000, description="number of point observations generated")
 
 
 def _known_preset(name: str | None) -> str | None:
@@ -215,8 +218,8 @@ class TimeSpec(Model):
     """Which acquisitions make a chip's time series."""
 
     steps: int = Field(1, ge=1, le=64, description="acquisitions per chip")
-    step_days: int = Field(30, ge=1, description="days between steps, counted back from the observation date")
-    tolerance_days: int = Field(5, ge=0, description="days an acquisition may lie from its step's date")
+    step_days: int = Field(30, ge=1, le=3660, description="days between steps, counted back from the observation date")
+    tolerance_days: int = Field(5, ge=0, le=3660, description="days an acquisition may lie from its step's date")
     prefer: Literal["nearest", "earlier", "later"] = Field(
         "nearest", description="order in which acquisitions within tolerance of a step are tried: "
         "nearest first, or those on/before (earlier) or on/after (later) the target first"
@@ -246,15 +249,15 @@ class MaskSpec(Model):
 class LabelSpec(Model):
     """How observations become label pixels."""
 
-    buffer: int = Field(1, ge=0, description="pixels around a point that take its label")
-    ignore_index: int = Field(-1, description="label value of unlabelled pixels, left out of losses and metrics")
+    buffer: int = Field(1, ge=0, le=4096, description="pixels around a point that take its label")
+    ignore_index: int = Field(-1, ge=-32768, le=32767, description="label value of unlabelled pixels, left out of losses and metrics")
 
 
 class ChipSpec(Model):
     """The chips: the model inputs cut from the imagery around each observation."""
 
     size: int = Field(224, ge=8, le=4096, description="chip width and height in pixels")
-    stride: int | None = Field(None, ge=1, description="pixels between chips tiling a label raster (default: size)")
+    stride: int | None = Field(None, ge=1, le=4096, description="pixels between chips tiling a label raster (default: size)")
     resolution: float = Field(30.0, gt=0, description="metres per pixel")
     crs: str = Field("utm", description="'utm' (zone of each chip) or an EPSG code")
     bands: list[str] = Field(
@@ -394,8 +397,8 @@ class TrainSpec(Model):
         1.0e-4, description="peak learning rate (AdamW, linear warm-up then cosine decay)"
     )
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay")
-    warmup_epochs: int = Field(1, ge=0, description="epochs of linear learning-rate warm-up")
-    patience: int = Field(5, ge=1, description="epochs without val mIoU gain before stopping")
+    warmup_epochs: int = Field(1, ge=0, le=100_000, description="epochs of linear learning-rate warm-up")
+    patience: int = Field(5, ge=1, le=100_000, description="epochs without val mIoU gain before stopping")
 
 
 def _known_backbone(name: str) -> str:
@@ -512,7 +515,7 @@ class Recipe(Model):
     name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64, description="names the run folder runs/<name>/"
     )
-    seed: int = Field(0, description="seed of the split and of training")
+    seed: Seed = Field(0, description="seed of the split and of training")
     data: Data
     task: Task = Task()
     teacher: Teacher = Teacher()

@@ -160,6 +160,51 @@ student:
     print(f"Sen1Floods11 test mIoU: Otsu {baseline:.3f}, teacher {teacher:.3f}, student {student:.3f}")
     assert report["teacher"]["metrics"]["pixels"] == len(truth)  # the same test pixels
     assert teacher > baseline and student > baseline
+    check_holdout_prediction_matches_chip_metrics(tmp_path, stage, "Spain_7370579")
+
+
+def check_holdout_prediction_matches_chip_metrics(folder, chips_dir, scene: str) -> None:
+    """The predict stage over one held-out scene scores (against its hand labels) what the
+    exported ONNX student scores on that scene's test chips: tiling, blending and COG writing
+    lose nothing."""
+    import rasterio
+    from rasterio.warp import Resampling, reproject
+
+    from instageo.deploy import onnx
+    from instageo.model.data import load_splits
+    from instageo.model.metrics import segmentation_metrics
+    from tests.conftest import SHARED_DATA
+
+    label_path = SHARED_DATA / "sen1floods11" / f"{scene}_LabelHand.tif"
+    date = next(line.split(",")[1].strip() for line in open(folder / "label_dates.csv") if line.startswith(scene))
+    with rasterio.open(label_path) as labels:
+        from rasterio.warp import transform_bounds
+
+        bbox = transform_bounds(labels.crs, "EPSG:4326", *labels.bounds)
+    runs = ["--runs-dir", str(folder / "runs")]
+    assert main([str(folder / "floods.yaml"), *runs, "--set", f"export.predict.bbox=[{','.join(map(str, bbox))}]",
+                 "--set", f"export.predict.date={date}", "--set", "export.viewer.zoom=[12,13]"]) == 0
+    report = json.loads((folder / "runs" / "floods" / "report.json").read_text())
+    bundle = folder / "runs" / "floods" / report["variants"][0]["onnx"]
+
+    test = load_splits(chips_dir, 1, ["vv", "vh"], regression=False)["test"]
+    mine = [i for i, chip_id in enumerate(test.ids) if chip_id.startswith(scene)]
+    logits = onnx.run(onnx.session(bundle), test.x[mine].numpy())
+    truth = test.y[mine].numpy()
+    labelled = truth != -1
+    on_chips = segmentation_metrics(logits.argmax(1)[labelled], truth[labelled], 2)["miou"]
+
+    with rasterio.open(folder / "runs" / "floods" / report["prediction"]) as dataset:
+        predicted = dataset.read(1)
+        truth_on_map = np.full(predicted.shape, -1, np.int16)
+        with rasterio.open(label_path) as labels:
+            reproject(rasterio.band(labels, 1), truth_on_map, dst_transform=dataset.transform,
+                      dst_crs=dataset.crs, resampling=Resampling.nearest, dst_nodata=-1)
+    scored = (truth_on_map != -1) & (predicted != 255)
+    assert scored.sum() > 0.8 * (truth_on_map != -1).sum()  # the map covers the labelled scene
+    on_map = segmentation_metrics(predicted[scored].astype(np.int64), truth_on_map[scored].astype(np.int64), 2)["miou"]
+    print(f"{scene}: mIoU of the ONNX student on its test chips {on_chips:.3f}, of the prediction map {on_map:.3f}")
+    assert abs(on_map - on_chips) < 0.03
 
 
 def test_feature_matching_and_regression_run_through(tiny, tmp_path):

@@ -23,7 +23,7 @@ def default_pipeline() -> list[Stage]:
               sections=("student", "task", "seed")),
         Stage("export", export.run, version="1", needs=("chips", "student"), report_into="variant",
               sections=("export.onnx",)),
-        Stage("predict", predict.run, version="2", needs=("search", "export"), report_into="variant",
+        Stage("predict", predict.run, version="3", needs=("search", "export"), report_into="variant",
               sections=("export.predict", "data.chips", "data.observations")),
         Stage("viewer", viewer.run, version="1", needs=("export", "predict"), report_into="variant",
               sections=("export.viewer",)),

@@ -47,9 +47,22 @@ MAX_STRIP_BYTES = 2 * 2**30  # one tile row across the area: probabilities, weig
 READ_THREADS = 4
 
 
-def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
-    search, export = inputs["search"], inputs["export"]
-    bundle = json.loads(export.path("bundle").read_text())
+@dataclass
+class Tiling:
+    """What the predict stage will do: the area, its date, the items and the tiles to read."""
+
+    area: tuple[float, float, float, float]
+    area_name: str
+    outline: object  # shapely geometry in lon/lat, or None
+    date: dt.date
+    items: dict[str, dict]
+    items_from: str
+    jobs: list[ChipJob]
+    layout: Layout
+    overlap: int
+
+
+def plan_tiles(recipe: Recipe, search: StageResult, classes: int, ctx: StageContext) -> Tiling:
     chips, spec = recipe.data.chips, recipe.export.predict
     observations = _observations(search)
     outline = _outline(spec.geojson) if spec.geojson else None
@@ -59,9 +72,7 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     date = spec.date or max(dt.date.fromisoformat(o["date"]) for o in observations)
     overlap = int(round(chips.size * spec.overlap))
     stride = max(chips.size - overlap, 1)
-    classes = len(bundle["classes"])
     _check_size(area, chips.resolution, chips.size, stride, classes, area_name)
-
     items, items_from = _items(recipe, search, area, date, ctx)
     grids = tiled_grids(area, chips.size, chips.resolution, chips.crs, stride)
     preset = preset_for(recipe.data.source)
@@ -71,17 +82,25 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
                     strategy=chips.mask.strategy, max_fraction=chips.mask.max_fraction, buffer=0,
                     ignore_index=chips.label.ignore_index, regression=False, base_dir=str(search.dir),
                     signing=preset.signing, auth=preset.auth) for i, grid in enumerate(grids)]
-    layout = Layout.of(grids)
+    return Tiling(area, area_name, outline, date, items, items_from, jobs, Layout.of(grids), overlap)
+
+
+def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
+    search, export = inputs["search"], inputs["export"]
+    bundle = json.loads(export.path("bundle").read_text())
+    chips, spec = recipe.data.chips, recipe.export.predict
+    tiling = plan_tiles(recipe, search, len(bundle["classes"]), ctx)
+    layout = tiling.layout
     bands = list(chips.bands)
     rgb_bands = [bands.index(b) for b in ("red", "green", "blue")] if {"red", "green", "blue"} <= set(bands) else None
-    model = TileModel(export.path("onnx"), bundle, chips.size, overlap, rgb_bands)
+    model = TileModel(export.path("onnx"), bundle, chips.size, tiling.overlap, rgb_bands)
     outputs = Outputs(ctx.workdir, layout, bundle, rgb=rgb_bands is not None,
-                      outline=_project(outline, layout.crs) if outline is not None else None)
-    strip = Strip(layout, classes, chips.size, rgb=rgb_bands is not None)
+                      outline=_project(tiling.outline, layout.crs) if tiling.outline is not None else None)
+    strip = Strip(layout, len(bundle["classes"]), chips.size, rgb=rgb_bands is not None)
     with ThreadPoolExecutor(READ_THREADS) as pool, outputs:
         batch: list = []
-        stacks = read_ahead(pool, jobs, depth=2 * spec.batch_size + READ_THREADS)
-        for job, stack in ctx.track(stacks, total=len(jobs), description="tiles"):
+        stacks = read_ahead(pool, tiling.jobs, depth=2 * spec.batch_size + READ_THREADS)
+        for job, stack in ctx.track(stacks, total=len(tiling.jobs), description="tiles"):
             row = layout.offset(job.grid)[0]
             if row > strip.top:  # a new tile row: what lies above it is final
                 model.add(batch, strip)
@@ -95,18 +114,18 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
         model.add(batch, strip)
         outputs.write(strip.top, *strip.take(layout.height - strip.top))
         if outputs.class_pixels.sum() == 0:
-            raise InputError(f"prediction: no imagery for the area {tuple(round(v, 5) for v in area)} "
-                             f"({area_name}) around {date}")
+            raise InputError(f"prediction: no imagery for the area {tuple(round(v, 5) for v in tiling.area)} "
+                             f"({tiling.area_name}) around {tiling.date}")
     files = outputs.finish()
-    if items_from != "search":  # a fresh search: keep what it found next to the prediction
-        write_json_atomic(ctx.workdir / "items.json", items)
+    if tiling.items_from != "search":  # a fresh search: keep what it found next to the prediction
+        write_json_atomic(ctx.workdir / "items.json", tiling.items)
         files["items"] = "items.json"
     return StageOutput(
         files=files,
         summary={"prediction": "@prediction", "confidence": "@confidence",
-                 "prediction_area": {"bbox": list(area), "date": date.isoformat(), "tiles": len(jobs),
-                                     "items_from": items_from, "items": len(items),
-                                     "width": layout.width, "height": layout.height,
+                 "prediction_area": {"bbox": list(tiling.area), "date": tiling.date.isoformat(),
+                                     "tiles": len(tiling.jobs), "items_from": tiling.items_from,
+                                     "items": len(tiling.items), "width": layout.width, "height": layout.height,
                                      "class_pixels": dict(zip(bundle["classes"], outputs.class_pixels.tolist()))}},
     )
 

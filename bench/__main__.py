@@ -1,6 +1,13 @@
-"""`make bench`: run every benchmark; each writes its section of bench/RESULTS.md."""
+"""`make bench`: run every benchmark; each writes its section of bench/RESULTS.md.
 
-from bench import chips
+`python -m bench chips models` runs only the named ones."""
 
-for benchmark in (chips,):
-    benchmark.main()
+import sys
+
+from bench import chips, models, predict, rerun
+
+BENCHMARKS = {"chips": chips, "models": models, "predict": predict, "rerun": rerun}
+
+for name in sys.argv[1:] or BENCHMARKS:
+    print(f"== bench/{name}.py", flush=True)
+    BENCHMARKS[name].main()

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 MAX_ZOOM = 22
+MAX_URL = 1024  # bytes of path and query; nothing this app serves needs more
 LAYERS = ("prediction", "confidence", "rgb")
 
 
@@ -38,6 +39,7 @@ def create_app(run_dir: Path):
     from rio_tiler.errors import TileOutsideBounds
     from rio_tiler.io import Reader
     from starlette.applications import Starlette
+    from starlette.middleware import Middleware
     from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
     from starlette.routing import Route
 
@@ -71,8 +73,31 @@ def create_app(run_dir: Path):
         return handle
 
     return Starlette(
+        middleware=[Middleware(RequestLimits)],
         routes=[Route("/", home), Route("/files/{path:path}", files),
                 Route("/tiles/{layer}/{z:int}/{x:int}/{y:int}.png", tile)],
         exception_handlers={NotFound: errors(404), TileOutsideBounds: errors(404),
                             BadRequest: errors(400)},
     )
+
+
+class RequestLimits:
+    """ASGI middleware: only bodiless GET/HEAD requests with a URL under MAX_URL bytes get in."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            length = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+            refusal = ((405, "only GET and HEAD") if scope["method"] not in ("GET", "HEAD")
+                       else (413, "requests carry no body") if headers.get(b"content-length", b"0") != b"0"
+                       or b"transfer-encoding" in headers
+                       else (414, f"URL longer than {MAX_URL} bytes") if length > MAX_URL else None)
+            if refusal:
+                from starlette.responses import PlainTextResponse
+
+                await PlainTextResponse(f"{refusal[0]}: {refusal[1]}", status_code=refusal[0])(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

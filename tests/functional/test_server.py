@@ -71,7 +71,39 @@ def test_viewer_and_tiles_are_served(served):
     ("/files//etc/passwd", 404),
     ("/files/outside-link", 404),
     ("/files/no-such-file", 404),
+    ("/files/..%2F..%2F..%2Fetc%2Fpasswd", 404),  # encoded slashes
+    ("/files/%252E%252E/%252E%252E/etc/passwd", 404),  # encoded twice
+    ("/files/..%5C..%5Cetc%5Cpasswd", 404),  # backslashes
+    ("/files/report.json%00.png", 404),  # NUL byte
+    ("/files/%2Fetc%2Fpasswd", 404),  # an encoded absolute path
+    ("/tiles/prediction/-1/0/0.png", 404),  # not an int route
+    ("/files/" + "a/" * 600, 414),
 ])
 def test_refusals(served, path, status):
     url, _ = served
     assert get(url + path)[0] == status
+
+
+def test_requests_with_a_body_or_another_method_are_refused(served):
+    url, _ = served
+    for method, data, status in (("POST", b"x" * 10, 405), ("PUT", b"x" * 10, 405), ("GET", b"x" * 100, 413)):
+        request = urllib.request.Request(url + "/files/report.json", data=data, method=method)
+        try:
+            urllib.request.urlopen(request, timeout=20)
+            raise AssertionError(f"{method} with a body was served")
+        except urllib.error.HTTPError as error:
+            assert error.code == status
+
+
+def test_the_server_listens_on_loopback_only(served):
+    """/proc/net/tcp lists every listening socket: the server's port is bound to 127.0.0.1."""
+    url, _ = served
+    port = int(url.rsplit(":", 1)[1])
+    listening = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                listening.append(address)
+    assert listening == ["0100007F"]  # 127.0.0.1, little-endian hex

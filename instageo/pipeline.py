@@ -21,7 +21,7 @@ def default_pipeline() -> list[Stage]:
               sections=("teacher", "task", "seed")),
         Stage("student", student.run, version="3", needs=("chips", "teacher"), report_into="variant",
               sections=("student", "task", "seed")),
-        Stage("export", export.run, version="1", needs=("chips", "student"), report_into="variant",
+        Stage("export", export.run, version="2", needs=("chips", "teacher", "student"), report_into="variant",
               sections=("export.onnx",)),
         Stage("predict", predict.run, version="3", needs=("search", "export"), report_into="variant",
               sections=("export.predict", "data.chips", "data.observations")),

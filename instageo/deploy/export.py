@@ -32,17 +32,20 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     sample = split.x[:PARITY_CHIPS]
     bundle = ctx.workdir / "bundle"
     bundle.mkdir(exist_ok=True)
-    onnx.export(model, sample, bundle / "model.onnx", spec.opset)
-    session = onnx.session(bundle / "model.onnx")
-    check = onnx.parity(model, session, sample)
-    if check["max_abs_diff"] > spec.tolerance:
-        raise StageError(f"ONNX output differs from PyTorch by {check['max_abs_diff']:.2e} "
-                         f"(export.onnx.tolerance {spec.tolerance:g})")
+    session, check = _export_checked(model, sample, bundle / "model.onnx", spec)
     batch = sample.numpy()
     runners = [lambda b: _torch(model, b), lambda b: onnx.run(session, b, len(b))]
     summary = {"onnx": "@onnx", "onnx_max_abs_diff": round(check["max_abs_diff"], 9),
                "onnx_argmax_agreement": check["argmax_agreement"]}
     files = {"onnx": "bundle/model.onnx", "bundle": "bundle/bundle.json"}
+    if spec.teacher:  # the teacher too, outside the bundle (prediction uses the student)
+        teacher_model, _ = tasks.load(inputs["teacher"].path("model"))
+        (ctx.workdir / "teacher").mkdir(exist_ok=True)
+        teacher, teacher_check = _export_checked(teacher_model, sample, ctx.workdir / "teacher" / "model.onnx", spec)
+        runners.append(lambda b: onnx.run(teacher, b, len(b)))
+        summary["teacher_onnx"] = "@teacher_onnx"
+        summary["teacher_onnx_max_abs_diff"] = round(teacher_check["max_abs_diff"], 9)
+        files["teacher_onnx"] = "teacher/model.onnx"
     if spec.quantize:
         onnx.quantize(bundle / "model.onnx", bundle / "model.int8.onnx")
         int8 = onnx.session(bundle / "model.int8.onnx")
@@ -53,10 +56,25 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     # teacher) stays as the student stage measured it
     speeds = throughputs(runners, batch, len(batch))
     summary["throughput"] = {"onnx_img_s": speeds[1], "onnx_vs_torch": round(speeds[1] / speeds[0], 3)}
+    if spec.teacher:
+        teacher_speed = speeds[2]
+        summary["throughput"].update(teacher_onnx_img_s=teacher_speed,
+                                     onnx_vs_teacher_onnx=round(speeds[1] / teacher_speed, 3))
     if spec.quantize:
-        summary["throughput"].update(onnx_int8_img_s=speeds[2], int8_vs_onnx=round(speeds[2] / speeds[1], 3))
+        summary["throughput"].update(onnx_int8_img_s=speeds[-1], int8_vs_onnx=round(speeds[-1] / speeds[1], 3))
     write_json_atomic(bundle / "bundle.json", _bundle(recipe, chips, meta, inputs["student"].summary))
     return StageOutput(files=files, summary=summary)
+
+
+def _export_checked(model, sample: torch.Tensor, path, spec):
+    """Export, open, and compare with PyTorch; a difference beyond the tolerance fails the stage."""
+    onnx.export(model, sample, path, spec.opset)
+    session = onnx.session(path)
+    check = onnx.parity(model, session, sample)
+    if check["max_abs_diff"] > spec.tolerance:
+        raise StageError(f"ONNX output differs from PyTorch by {check['max_abs_diff']:.2e} "
+                         f"(export.onnx.tolerance {spec.tolerance:g})")
+    return session, check
 
 
 def _torch(model, batch: np.ndarray):

@@ -460,7 +460,7 @@ class OnnxSpec(Model):
     opset: int = Field(17, ge=13, le=23, description="ONNX opset version")
     tolerance: float = Field(1.0e-3, gt=0, description="largest |logit difference| allowed")
     quantize: bool = Field(False, description="also write an int8 model (dynamic quantisation) and its metrics")
-    teacher: bool = False
+    teacher: bool = Field(False, description="also export the teacher (teacher/model.onnx) and time it beside the student")
 
 
 class PredictSpec(Model):

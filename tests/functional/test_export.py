@@ -19,7 +19,7 @@ def tiny(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny")
     shutil.copy(REPO / "recipes" / "tiny.yaml", folder / "tiny.yaml")
     assert main([str(folder / "tiny.yaml"), "--runs-dir", str(folder / "runs"), "--set",
-                 "export.onnx.quantize=true"]) == 0
+                 "export.onnx.quantize=true", "--set", "export.onnx.teacher=true"]) == 0
     return folder, json.loads((folder / "runs" / "tiny" / "report.json").read_text())
 
 
@@ -31,6 +31,9 @@ def test_onnx_student_matches_pytorch_and_is_in_the_report(tiny):
     assert onnx_path.name == "model.onnx" and onnx_path.is_file()
     assert {"torch_img_s", "onnx_img_s", "onnx_int8_img_s", "speedup"} <= set(variant["throughput"])
     assert abs(variant["int8"]["delta_miou"]) <= 1.0
+    # the teacher, exported on request and timed beside the student
+    assert (folder / "runs" / "tiny" / variant["teacher_onnx"]).is_file() and variant["teacher_onnx_max_abs_diff"] < 1e-4
+    assert variant["throughput"]["teacher_onnx_img_s"] > 0 and variant["throughput"]["onnx_vs_teacher_onnx"] > 0
 
 
 def test_the_bundle_predicts_on_its_own(tiny):

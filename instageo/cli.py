@@ -257,6 +257,16 @@ def main(argv: Sequence[str] | None = None, pipeline=None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        from instageo.errors import DiskFullError, disk_full, disk_full_message
+
+        if disk_full(exc) is None:
+            raise
+        if "--debug" in args:
+            traceback.print_exc()
+        where = Path(exc.filename).parent if exc.filename else "the runs folder"
+        print(f"error: {disk_full_message(exc, where)}", file=sys.stderr)
+        return DiskFullError.exit_code
     except typer.Abort:
         print("aborted", file=sys.stderr)
         return 130

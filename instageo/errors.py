@@ -6,6 +6,8 @@ file, the bad value and, where there is one, the fix.
 
 from __future__ import annotations
 
+import errno
+
 
 class InstageoError(Exception):
     """Base of all instageo errors. ``exit_code`` is what the CLI exits with."""
@@ -51,3 +53,29 @@ class VerificationError(InstageoError):
     """`instarun verify` rebuilt chips that differ from the lock file."""
 
     exit_code = 1
+
+
+class DiskFullError(InstageoError):
+    """A write failed for want of space: a full disk, a quota or a file size limit."""
+
+    exit_code = 1
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def disk_full(exc: BaseException | None) -> OSError | None:
+    """The OSError saying there is no room to write behind ``exc`` (or its causes), if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def disk_full_message(error: OSError, where) -> str:
+    what = f"{error.strerror or error}" + (f" writing {error.filename}" if error.filename else "")
+    return (f"no room to write in {where} ({what}); free some space (or raise the limit) and run "
+            "again: the stages already finished are kept")

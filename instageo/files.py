@@ -17,19 +17,34 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a sibling temporary file, flush it to disk, then rename over ``path``."""
+TEMPORARY = ".*.tmp*"  # how the temporaries of all-or-nothing writes are named: .<name>.tmp-<pid>
+
+
+def write_bytes_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write ``data`` to a sibling temporary file, flush it to disk, then rename over ``path``.
+    ``durable=False`` skips the fsyncs (still all or nothing for a reader after a kill)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporaries that writers killed mid-write left under ``folder`` (a kill
+    skips their clean-up); returns them."""
+    leftovers = [p for p in sorted(Path(folder).rglob(TEMPORARY)) if p.is_file()]
+    for path in leftovers:
+        path.unlink()
+    return leftovers
 
 
 def write_json_atomic(path: Path, value: Any) -> None:

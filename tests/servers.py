@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -58,6 +60,19 @@ class _RangeHandler(BaseHTTPRequestHandler):
 
     def _serve(self, body: bool):
         server = self.server
+        if self.path.startswith("/__faults__"):  # /__faults__?/some/path=404,truncate,...
+            query = urllib.parse.unquote(self.path.partition("?")[2])
+            target, _, actions = query.partition("=")
+            data = json.dumps({"faults": server.faults, "hits": server.fault_hits}).encode()
+            if target:
+                server.faults[target] = [a for a in actions.split(",") if a]
+            else:  # clear the faults and the requests they hit
+                server.faults, server.fault_hits = {}, []
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         if self.path.startswith(("/__stats__", "/__reset__")):
             if self.path.startswith("/__reset__"):  # /__reset__?latency=SECONDS
                 server.bytes_sent = server.requests = 0
@@ -69,6 +84,14 @@ class _RangeHandler(BaseHTTPRequestHandler):
             self.wfile.write(data)
             return
         time.sleep(server.latency)  # a remote store's time to first byte
+        queued = server.faults.get(self.path.split("?")[0])
+        fault = queued[0] if queued else None
+        if body and queued and len(queued) > 1:  # GETs take the actions in turn; the last one stays
+            queued.pop(0)
+        if fault == "404":
+            server.fault_hits.append(f"404 {self.path}")
+            self.send_error(404)
+            return
         path = (server.root / self.path.split("?")[0].lstrip("/")).resolve()
         if server.root not in path.parents or not path.is_file():
             self.send_error(404)
@@ -94,6 +117,13 @@ class _RangeHandler(BaseHTTPRequestHandler):
             with open(path, "rb") as handle:
                 handle.seek(start)
                 data = handle.read(end - start + 1)
+            if fault == "truncate":  # half the promised bytes, then the connection drops
+                server.fault_hits.append(f"truncate {self.path} {header}")
+                self.wfile.write(data[:len(data) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             self.wfile.write(data)
             server.bytes_sent += len(data)
             server.requests += 1
@@ -103,6 +133,7 @@ def _serve_files(root: str, port: int, latency: float = 0.0) -> None:
     httpd = ThreadingHTTPServer(("127.0.0.1", port), _RangeHandler)
     httpd.root, httpd.bytes_sent, httpd.requests = Path(root).resolve(), 0, 0
     httpd.latency = latency
+    httpd.faults, httpd.fault_hits = {}, []  # URL path -> actions ('404', 'truncate', 'ok')
     httpd.serve_forever()
 
 
@@ -142,6 +173,16 @@ class RangeFileServer:
         with urllib.request.urlopen(self.url + "/__stats__", timeout=5) as answer:
             return json.loads(answer.read())
 
+    def fault(self, path: str | None = None, *actions: str) -> dict:
+        """Answer the next requests for the URL ``path`` with ``actions`` in turn: '404', or
+        'truncate' (half the body, then the connection closes), or 'ok'; the last action
+        stays for every later request. No path: clear every fault and its hits. Returns the
+        faults and the requests they hit, as they were before this call."""
+        query = "" if path is None else f"{path}={','.join(actions)}"
+        url = self.url + "/__faults__?" + urllib.parse.quote(query, safe="/=,")
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return json.loads(answer.read())
+
     def reset(self, latency: float | None = None) -> None:
         """Zero the counters; optionally set the latency added to each answer."""
         query = "" if latency is None else f"?latency={latency}"
@@ -150,14 +191,23 @@ class RangeFileServer:
 
 class FaultProxy(_Server):
     """Forwards to ``upstream``; ``faults`` is a list of actions for the next requests:
-    an int status to answer instead (e.g. 503), 'slow' (sleep 2 s first), 'drop' (close the
-    connection with no answer). Requests beyond the list are forwarded untouched."""
+    an int status to answer instead (e.g. 503), a (status, headers) pair (e.g.
+    ``(429, {"Retry-After": "1"})``), 'slow' (sleep 2 s first), 'hang' (no answer for
+    ``hang_seconds``, then close), 'drop' (close the connection with no answer), 'truncate'
+    (forward, then send half the body and close), None (forward). Requests beyond the list
+    are forwarded untouched. With ``only`` set, only requests whose path or body contain it
+    take faults (e.g. "token": the pages after the first). With ``page_limit`` set, search
+    requests ask the upstream for pages of that many items (so small catalogues page)."""
 
     def __init__(self, upstream: str):
         proxy = self
         self.upstream = upstream.rstrip("/")
         self.faults: list = []
         self.seen = 0
+        self.only: str | None = None
+        self.page_limit: int | None = None
+        self.hang_seconds = 3.0
+        self.log: list[tuple] = []  # (monotonic time, method, path, action) of every request
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
@@ -172,20 +222,38 @@ class FaultProxy(_Server):
 
             def _forward(self, body):
                 proxy.seen += 1
-                action = proxy.faults.pop(0) if proxy.faults else None
+                path = self.path
+                if proxy.page_limit is not None and self.path.split("?")[0].endswith("/search"):
+                    if body:
+                        query = json.loads(body)
+                        query["limit"] = proxy.page_limit
+                        body = json.dumps(query).encode()
+                    elif "limit=" in path:
+                        path = re.sub(r"limit=\d+", f"limit={proxy.page_limit}", path)
+                eligible = proxy.only is None or proxy.only in self.path or proxy.only.encode() in (body or b"")
+                action = proxy.faults.pop(0) if proxy.faults and eligible else None
+                proxy.log.append((time.monotonic(), self.command, self.path, action))
+                if isinstance(action, tuple):
+                    action, headers = action
+                else:
+                    headers = {}
                 if isinstance(action, int):
                     self.send_response(action)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                if action == "drop":
+                if action == "hang":
+                    time.sleep(proxy.hang_seconds)
+                if action in ("drop", "hang"):
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 if action == "slow":
                     time.sleep(2)
                 request = urllib.request.Request(
-                    proxy.upstream + self.path, data=body, method=self.command,
+                    proxy.upstream + path, data=body, method=self.command,
                     headers={"Content-Type": self.headers.get("Content-Type", "application/json")},
                 )
                 with urllib.request.urlopen(request, timeout=30) as answer:
@@ -195,6 +263,12 @@ class FaultProxy(_Server):
                     self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
+                    if action == "truncate":  # the connection drops mid-body
+                        self.wfile.write(data[:len(data) // 2])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
                     self.wfile.write(data)
 
         super().__init__(Handler)

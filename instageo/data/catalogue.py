@@ -114,7 +114,9 @@ class ApiCatalogue:
                           status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None,
                           respect_retry_after_header=True)
             io = StacApiIO(max_retries=retry, timeout=self._timeout)
-            self._client = self._guard(lambda: Client.open(self.url, stac_io=io))
+            # Client.open resets the StacApiIO's timeout to its own argument: pass it there
+            self._client = self._guard(lambda: self._again_if_cut(
+                lambda: Client.open(self.url, stac_io=io, timeout=self._timeout)))
         return self._client
 
     def search(self, query: Query) -> list[dict[str, Any]]:
@@ -126,8 +128,34 @@ class ApiCatalogue:
             arguments["collections"] = list(query.collections)
         if query.max_cloud_cover < 100 and client.conforms_to(ConformanceClasses.QUERY):
             arguments["query"] = {"eo:cloud_cover": {"lte": query.max_cloud_cover}}
-        found = self._guard(lambda: list(client.search(**arguments).items_as_dicts()))
+        found = self._guard(lambda: self._again_if_cut(
+            lambda: list(client.search(**arguments).items_as_dicts())))
         return sorted((i for i in found if query.matches(i)), key=_order)
+
+    def _again_if_cut(self, call):
+        """``call`` again (from the first page) when an answer's body was cut off mid-way: the
+        HTTP retries above cover statuses, timeouts and refused or dropped connections, but
+        not a body that stops short of its length."""
+        import time
+
+        from requests.exceptions import ChunkedEncodingError, ContentDecodingError
+
+        def cut(exc: BaseException | None) -> bool:  # pystac-client wraps it in an APIError
+            while exc is not None:
+                if isinstance(exc, (ChunkedEncodingError, ContentDecodingError)):
+                    return True
+                exc = exc.__cause__ or exc.__context__
+            return False
+
+        for attempt in range(self._retries + 1):
+            try:
+                return call()
+            except Exception as exc:
+                if attempt == self._retries or not cut(exc):
+                    raise
+                log.warning("catalogue %s: an answer was cut off mid-body; searching again", self.url)
+                time.sleep(self._backoff * 2**attempt)
+        raise AssertionError("unreachable")
 
     def _guard(self, call):
         import requests

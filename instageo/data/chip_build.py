@@ -78,9 +78,11 @@ class ChipRecord:
     label: str = ""
     image_sha256: str = ""
     label_sha256: str = ""
+    unreadable: list[str] = field(default_factory=list)  # acquisitions passed over: unreadable
 
 
 _READERS: dict = {}
+_UNREADABLE: set[str] = set()  # acquisitions found unreadable in this process
 log = logging.getLogger("instageo.chips")
 
 
@@ -123,6 +125,7 @@ class Stack:
     items: list[str]
     dates: list[str]
     cloud_fraction: float
+    unreadable: list[str] = field(default_factory=list)  # acquisitions passed over
 
 
 def read_stack(job: ChipJob, reader: AssetReader) -> Stack | str:
@@ -130,20 +133,32 @@ def read_stack(job: ChipJob, reader: AssetReader) -> Stack | str:
     reason ("no_scene", "cloudy", "no_data") when a step cannot be filled. Training chips and
     prediction windows both come from here, so their inputs are made the same way."""
     images, masks, chosen, dates, fractions = [], [], [], [], []
+    unreadable: list[str] = []
     for candidates in job.steps:
         if not candidates:
             return "no_scene"
         picked, least_nodata = None, 1.0
         for candidate in candidates:
-            if candidate.id in chosen:
+            if candidate.id in chosen or candidate.id in unreadable:
                 continue
-            masked, nodata, stack = _read_candidate(reader, candidate, job)
+            try:
+                masked, nodata, stack = _read_candidate(reader, candidate, job)
+            except READ_ERRORS as exc:  # a missing or broken asset: the next acquisition, if any
+                first = candidate.id not in _UNREADABLE  # one warning per acquisition, not per chip
+                _UNREADABLE.add(candidate.id)
+                log.log(logging.WARNING if first else logging.DEBUG,
+                        "chip %s: acquisition %s passed over: unreadable input (%s)", job.chip_id,
+                        candidate.id, str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+                unreadable.append(candidate.id)
+                continue
             least_nodata = min(least_nodata, float(nodata.mean()))
             fraction = float((masked | nodata).mean())
             if stack is not None and fraction <= job.max_fraction:
                 picked = (candidate, masked | nodata, fraction, stack)
                 break
         if picked is None:  # no_data when even the fullest candidate lacks too much imagery
+            if unreadable:  # one that could not be read might have served
+                return Unreadable(unreadable)
             return "no_data" if least_nodata > job.max_fraction else "cloudy"
         candidate, invalid, fraction, stack = picked
         images.append(stack)
@@ -156,7 +171,16 @@ def read_stack(job: ChipJob, reader: AssetReader) -> Stack | str:
         invalid = np.broadcast_to(invalid.any(axis=0), invalid.shape)
     image = np.stack(images)  # (T, C, H, W)
     image[np.broadcast_to(invalid[:, None], image.shape)] = np.nan
-    return Stack(image, invalid, chosen, dates, float(np.mean(fractions)))
+    return Stack(image, invalid, chosen, dates, float(np.mean(fractions)), unreadable)
+
+
+class Unreadable(str):
+    """The reason "unreadable", naming the acquisitions that could not be read."""
+
+    def __new__(cls, items: list[str]):
+        reason = super().__new__(cls, "unreadable")
+        reason.items = list(items)
+        return reason
 
 
 def _build(job: ChipJob, out: Path) -> ChipRecord:
@@ -165,7 +189,8 @@ def _build(job: ChipJob, out: Path) -> ChipRecord:
                 crs=job.grid.crs, date=job.date)
     stack = read_stack(job, reader)
     if isinstance(stack, str):
-        return ChipRecord(**base, status="skipped", reason=stack)
+        return ChipRecord(**base, status="skipped", reason=str(stack),
+                          unreadable=getattr(stack, "items", []))
     label = _label(job, reader, stack.invalid.any(axis=0))
     if label is None:
         return ChipRecord(**base, status="skipped", reason="no_labels")
@@ -181,6 +206,7 @@ def _build(job: ChipJob, out: Path) -> ChipRecord:
         nodata_fraction=round(float(stack.invalid.mean()), 6),
         image=image_path, label=label_path,
         image_sha256=sha256_file(out / image_path), label_sha256=sha256_file(out / label_path),
+        unreadable=stack.unreadable,
     )
 
 
@@ -253,7 +279,11 @@ def _open(path: str):
 
 def write_geotiff(path: Path, array: np.ndarray, grid: ChipGrid, nodata, descriptions: list[str],
                   tags: dict[str, str]) -> None:
-    """A compressed (tiled where the size allows) GeoTIFF, written atomically."""
+    """A compressed (tiled where the size allows) GeoTIFF, written atomically. GDAL builds it
+    in memory and Python writes it: GDAL does not always report a failed write to disk (a
+    full disk could leave a broken chip looking built), Python raises OSError."""
+    from rasterio.io import MemoryFile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     count, height, width = array.shape
     # ZSTD level 1: as small as DEFLATE on reflectance, three times faster to write
@@ -262,10 +292,11 @@ def write_geotiff(path: Path, array: np.ndarray, grid: ChipGrid, nodata, descrip
                    predictor=3 if array.dtype.kind == "f" else 2, interleave="band")
     if width % 16 == 0 and height % 16 == 0:
         profile.update(tiled=True, blockxsize=min(width, 256), blockysize=min(height, 256))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with rasterio.open(tmp, "w", **profile) as dataset:
-        dataset.write(array)
-        for index, text in enumerate(descriptions, start=1):
-            dataset.set_band_description(index, text)
-        dataset.update_tags(**tags)
-    tmp.replace(path)
+    with MemoryFile() as memory:
+        with memory.open(**profile) as dataset:
+            dataset.write(array)
+            for index, text in enumerate(descriptions, start=1):
+                dataset.set_band_description(index, text)
+            dataset.update_tags(**tags)
+        data = memory.read()
+    write_bytes_atomic(path, data, durable=False)

@@ -71,7 +71,8 @@ def build(meta: dict) -> PixelModel:
 
 
 def save(path: Path, model: PixelModel, meta: dict) -> None:
-    torch.save({"meta": meta, "state": model.state_dict()}, path)
+    with open(path, "wb") as handle:  # torch keeps a failed Python write (disk full) as the cause
+        torch.save({"meta": meta, "state": model.state_dict()}, handle)
 
 
 def load(path: Path) -> tuple[PixelModel, dict]:

@@ -115,8 +115,9 @@ def fit(model: nn.Module, splits: dict[str, Split], spec: TrainSpec, loss_fn: Lo
 
 
 def _save(path: Path, value: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(value, tmp)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:  # torch keeps a failed Python write (disk full) as the cause
+        torch.save(value, handle)
     os.replace(tmp, path)
 
 

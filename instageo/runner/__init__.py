@@ -49,7 +49,10 @@ def run_recipe(recipe: Recipe, pipeline: Sequence[Stage], runs_dir: Path,
             with progress:
                 records = execute(decisions, RunStore(run_dir), progress, publish)
         except (Exception, KeyboardInterrupt) as exc:
-            write_report(build_report(plan, records, run_dir, "failed", str(exc)), run_dir)
+            try:
+                write_report(build_report(plan, records, run_dir, "failed", str(exc)), run_dir)
+            except OSError as failed:  # e.g. the disk is full: the run's own error is the news
+                log.warning("could not write the report of the failed run: %s", failed)
             raise
         report = build_report(plan, records, run_dir, "ok")
         write_report(report, run_dir)
@@ -63,13 +66,27 @@ def _check_force(pipeline: Sequence[Stage], force: Sequence[str]) -> None:
             raise InstageoError(f"--force {name}: no such stage, should be one of {names}")
 
 
+class _RunLogHandler(logging.FileHandler):
+    """The run's log file. When it cannot be written (a full disk) it stops, quietly: logging's
+    default would print a traceback on the console for every line."""
+
+    broken = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.broken:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.broken = True
+
+
 class _run_log:
     """Log the run to runs/<recipe>/logs/<time>.log at DEBUG level."""
 
     def __init__(self, run_dir: Path):
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        self.handler = logging.FileHandler(run_dir / "logs" / f"{stamp}.log")
+        self.handler = _RunLogHandler(run_dir / "logs" / f"{stamp}.log")
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         self.handler.setLevel(logging.DEBUG)
 

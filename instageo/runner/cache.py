@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from instageo.files import fsync_dir, write_json_atomic
+from instageo.files import fsync_dir, remove_temporaries, write_json_atomic
 from instageo.errors import RunLockedError
 from instageo.runner.stage import StageResult
 
@@ -92,6 +92,9 @@ class RunStore:
     def commit(self, manifest: Manifest) -> Path:
         partial = self.partial_dir(manifest.stage, manifest.key)
         final = self.final_dir(manifest.stage, manifest.key)
+        # half-written temporaries of an earlier, killed attempt are not part of the stage
+        for leftover in remove_temporaries(partial):
+            log.debug("removed %s, left by an interrupted write", leftover)
         missing = [f for f in manifest.files.values() if not (partial / f).exists()]
         if missing:
             raise FileNotFoundError(f"stage {manifest.stage} reported {missing[0]} but did not write it")

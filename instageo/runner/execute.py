@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 
 from instageo import __version__
-from instageo.errors import InstageoError, StageError
+from instageo.errors import DiskFullError, InstageoError, StageError, disk_full, disk_full_message
 from instageo.progress import Progress
 from instageo.runner.cache import Manifest, RunStore
 from instageo.runner.plan import Decision
@@ -66,20 +68,37 @@ def _run_stage(decision: Decision, results, store: RunStore, progress: Progress)
     )
     try:
         output = planned.stage.run(planned.recipe, inputs, context)
-    except InstageoError:
-        raise
+        if not isinstance(output, StageOutput):
+            raise StageError(f"stage {planned.name} returned {type(output).__name__}, not StageOutput")
+        manifest = Manifest(
+            stage=planned.name, key=planned.key, version=planned.stage.version,
+            config=planned.config, inputs=planned.inputs, files=output.files,
+            summary=output.summary, variants=planned.variants, started=started_at,
+            seconds=round(time.perf_counter() - started, 3), instageo_version=__version__,
+        )
+        folder = store.commit(manifest)
     except Exception as exc:
+        full = disk_full(exc)
+        if full is not None:  # whatever the library made of it (torch, GDAL wrap OSErrors)
+            raise DiskFullError(f"stage {planned.name}: {disk_full_message(full, store.stages_dir)}") from exc
+        if isinstance(exc, InstageoError):
+            raise
+        free = _free_bytes(store.stages_dir)
+        if free is not None and free < LOW_SPACE:  # GDAL reports a failed write without errno
+            why = OSError(errno.ENOSPC, f"{free} bytes free after {type(exc).__name__}: {exc}")
+            raise DiskFullError(f"stage {planned.name}: {disk_full_message(why, store.stages_dir)}") from exc
         raise StageError(f"stage {planned.name} failed: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(output, StageOutput):
-        raise StageError(f"stage {planned.name} returned {type(output).__name__}, not StageOutput")
-    manifest = Manifest(
-        stage=planned.name, key=planned.key, version=planned.stage.version,
-        config=planned.config, inputs=planned.inputs, files=output.files,
-        summary=output.summary, variants=planned.variants, started=started_at,
-        seconds=round(time.perf_counter() - started, 3), instageo_version=__version__,
-    )
-    folder = store.commit(manifest)
     return StageResult(planned.name, planned.key, folder, output.files, output.summary)
+
+
+LOW_SPACE = 1 << 20  # bytes: a stage that fails with less than this free most likely ran out
+
+
+def _free_bytes(folder) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
 
 def _label(name: str, variants: list[str]) -> str:

@@ -28,7 +28,7 @@ from bench.common import machine, write_section  # noqa: E402
 
 SCENE = int(os.environ.get("BENCH_SCENE", "1024"))
 BACKBONE = os.environ.get("BENCH_BACKBONE", "prithvi_eo_v1_100")
-DEPTH, CHIP, STEPS, BATCH, ROUNDS = 2, int(os.environ.get("BENCH_CHIP", "224")), 3, 8, 3
+DEPTH, CHIP, STEPS, BATCH, ROUNDS = 2, int(os.environ.get("BENCH_CHIP", "224")), 3, 8, 5
 BANDS = ["blue", "green", "red", "nir", "swir16", "swir22"]
 CLASSES = ["other", "water", "vegetation"]
 

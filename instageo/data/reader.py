@@ -102,13 +102,8 @@ class AssetReader:
         nodata = asset.nodata if asset.nodata is not None else src.nodatavals[asset.band - 1]
         fill = (nodata if nodata is not None else 0) if categorical else nodata
         window = _aligned_window(src, grid)
-        if window is not None and _inside(src, window):  # same CRS and lattice: a plain windowed read
-            inside = _inside(src, window)  # boundless reads go through a VRT: only at edges
-            data = src.read(asset.band, window=window, boundless=not inside,
-                            fill_value=fill if fill is not None else 0)
-            if not inside and fill is None and not categorical:
-                data = data.astype(np.float32)
-                data[~_covered(src, window)] = np.nan
+        if window is not None:  # same CRS and lattice: a plain windowed read, no resampling
+            data = _read_aligned(src, asset.band, window, fill)
         else:
             resampling = Resampling.nearest if categorical else Resampling.bilinear
             with WarpedVRT(src, crs=grid.crs, transform=grid.affine, width=grid.size,
@@ -143,13 +138,18 @@ def _aligned_window(src, grid: ChipGrid):
     return Window(round(column), round(row), grid.size, grid.size)
 
 
-def _inside(src, window) -> bool:
-    return (window.col_off >= 0 and window.row_off >= 0 and window.col_off + window.width <= src.width
-            and window.row_off + window.height <= src.height)
-
-
-def _covered(src, window) -> np.ndarray:
-    """Which pixels of a (possibly boundless) window fall on the source raster."""
-    rows = np.arange(window.row_off, window.row_off + window.height)
-    columns = np.arange(window.col_off, window.col_off + window.width)
-    return ((rows >= 0) & (rows < src.height))[:, None] & ((columns >= 0) & (columns < src.width))[None, :]
+def _read_aligned(src, band: int, window: Window, fill) -> np.ndarray:
+    """``window`` of ``src``, where part of it may lie past the raster's edge: the part on the
+    raster is read as is, the rest is ``fill`` (NaN when None). Cheaper than a boundless read,
+    which goes through a VRT."""
+    rows = max(window.row_off, 0), min(window.row_off + window.height, src.height)
+    columns = max(window.col_off, 0), min(window.col_off + window.width, src.width)
+    if rows[0] == window.row_off and columns[0] == window.col_off and rows[1] - rows[0] == window.height \
+            and columns[1] - columns[0] == window.width:
+        return src.read(band, window=window)  # all inside
+    dtype = src.dtypes[band - 1] if fill is not None else np.float32
+    data = np.full((window.height, window.width), fill if fill is not None else np.nan, dtype)
+    if rows[0] < rows[1] and columns[0] < columns[1]:
+        data[rows[0] - window.row_off:rows[1] - window.row_off, columns[0] - window.col_off:columns[1] - window.col_off] = \
+            src.read(band, window=Window(columns[0], rows[0], columns[1] - columns[0], rows[1] - rows[0]))
+    return data

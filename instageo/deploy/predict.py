@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from instageo.data.chip_build import ChipJob, read_stack, reader_for
+from instageo.data.chip_build import ChipJob, Stack, read_stack, reader_for
 from instageo.data.chips import candidates_for
 from instageo.data.grid import ChipGrid, tiled_grids
 from instageo.data.presets import preset_for
@@ -97,22 +97,26 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     outputs = Outputs(ctx.workdir, layout, bundle, rgb=rgb_bands is not None,
                       outline=_project(tiling.outline, layout.crs) if tiling.outline is not None else None)
     strip = Strip(layout, len(bundle["classes"]), chips.size, rgb=rgb_bands is not None)
+    def finish_rows_above(row: int) -> None:  # tiles arrive in rows: rows above `row` are final
+        while row > strip.top:
+            outputs.write(strip.top, *strip.take(min(row - strip.top, strip.size)))
+
+    def place(predicted: list) -> None:
+        for grid, probabilities, weight, rgb in predicted:
+            finish_rows_above(layout.offset(grid)[0])
+            strip.add(grid, probabilities, weight, rgb)
+
     with ThreadPoolExecutor(READ_THREADS) as pool, outputs:
         batch: list = []
-        stacks = read_ahead(pool, tiling.jobs, depth=2 * spec.batch_size + READ_THREADS)
-        for job, stack in ctx.track(stacks, total=len(tiling.jobs), description="tiles"):
-            row = layout.offset(job.grid)[0]
-            if row > strip.top:  # a new tile row: what lies above it is final
-                model.add(batch, strip)
-                batch = []
-                outputs.write(strip.top, *strip.take(row - strip.top))
-            if not isinstance(stack, str):
-                batch.append((job.grid, stack))
+        stacks = read_ahead(pool, tiling.jobs, model.prepare, depth=2 * spec.batch_size + READ_THREADS)
+        for job, tile in ctx.track(stacks, total=len(tiling.jobs), description="tiles"):
+            if tile is not None:
+                batch.append((job.grid, *tile))
             if len(batch) == spec.batch_size:
-                model.add(batch, strip)
+                place(model.predict(batch))
                 batch = []
-        model.add(batch, strip)
-        outputs.write(strip.top, *strip.take(layout.height - strip.top))
+        place(model.predict(batch))
+        finish_rows_above(layout.height)
         if outputs.class_pixels.sum() == 0:
             raise InputError(f"prediction: no imagery for the area {tuple(round(v, 5) for v in tiling.area)} "
                              f"({tiling.area_name}) around {tiling.date}")
@@ -212,12 +216,12 @@ def _items(recipe: Recipe, search: StageResult, area, date: dt.date,
     return found, catalogue.name
 
 
-def read_ahead(pool: ThreadPoolExecutor, jobs: list[ChipJob], depth: int):
-    """(job, stack) in order, reading at most ``depth`` tiles ahead of the consumer (a plain
-    pool.map would read the whole area into memory if reading outpaced the model)."""
+def read_ahead(pool: ThreadPoolExecutor, jobs: list[ChipJob], prepare, depth: int):
+    """(job, prepare(stack)) in order, reading at most ``depth`` tiles ahead of the consumer
+    (a plain pool.map would read the whole area into memory if reading outpaced the model)."""
     pending: deque = deque()
     for job in jobs:
-        pending.append((job, pool.submit(lambda j: read_stack(j, reader_for(j)), job)))
+        pending.append((job, pool.submit(lambda j: prepare(read_stack(j, reader_for(j))), job)))
         if len(pending) > depth:
             done, future = pending.popleft()
             yield done, future.result()
@@ -315,7 +319,7 @@ class Strip:
 
 
 class TileModel:
-    """The ONNX student applied to batches of tile stacks, added to a strip with blending."""
+    """The ONNX student applied to batches of tile stacks (batches may span tile rows)."""
 
     def __init__(self, path: Path, bundle: dict, size: int, overlap: int, rgb_bands: list[int] | None):
         self.session = onnx.session(path)
@@ -324,18 +328,27 @@ class TileModel:
         self.weight = blend_window(size, overlap)
         self.rgb_bands = rgb_bands
 
-    def add(self, batch: list, strip: Strip) -> None:
+    def prepare(self, stack: Stack | str) -> tuple[Stack, np.ndarray] | None:
+        """A read tile and its model input (normalised, nodata as 0, (C, T, H, W)); None for a
+        skipped tile. The reading threads call this, so the model's thread does not wait on it."""
+        if isinstance(stack, str):
+            return None
+        image = np.nan_to_num((stack.image - self.mean) / self.std, nan=0.0).transpose(1, 0, 2, 3)
+        return stack, np.ascontiguousarray(image, dtype=np.float32)
+
+    def predict(self, batch: list) -> list[tuple]:
+        """(grid, class probabilities, blending weight, true colour) per (grid, stack, input)."""
         if not batch:
-            return
-        images = [np.nan_to_num((stack.image - self.mean) / self.std, nan=0.0).transpose(1, 0, 2, 3)
-                  for _, stack in batch]  # (T, C, H, W) -> (C, T, H, W)
-        logits = onnx.run(self.session, np.stack(images).astype(np.float32), len(images))
+            return []
+        logits = onnx.run(self.session, np.stack([image for _, _, image in batch]), len(batch))
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         probabilities = exp / exp.sum(axis=1, keepdims=True)
-        for (grid, stack), tile in zip(batch, probabilities):
+        predicted = []
+        for (grid, stack, _), tile in zip(batch, probabilities):
             no_imagery = stack.invalid.all(axis=0)  # nothing seen in any step: leave it to others
             rgb = stack.image[-1, self.rgb_bands] if self.rgb_bands else None
-            strip.add(grid, tile, np.where(no_imagery, 0.0, self.weight), rgb)
+            predicted.append((grid, tile, np.where(no_imagery, 0.0, self.weight), rgb))
+        return predicted
 
 
 class Outputs:
@@ -405,20 +418,22 @@ class Outputs:
         self.class_pixels += np.bincount(known.ravel(), minlength=len(self.class_pixels))[:len(self.class_pixels)]
 
     def finish(self) -> dict[str, str]:
-        """COGs (DEFLATE, 256 px tiles, internal overviews: mode for classes, average otherwise)."""
+        """COGs (DEFLATE, 256 px tiles, internal overviews: mode for classes, average otherwise),
+        the outputs side by side (GDAL works outside the GIL)."""
+        with ThreadPoolExecutor(len(self.names)) as pool:
+            return dict(zip(self.names, pool.map(self._to_cog, self.names)))
+
+    def _to_cog(self, name: str) -> str:
         import rasterio
         from rasterio.shutil import copy as copy_dataset
 
-        files = {}
+        raw = self._raw(name)
+        resampling = "mode" if name == "prediction" else "average"
         levels = [f for f in (2, 4, 8, 16, 32, 64, 128) if min(self.layout.width, self.layout.height) // f >= 16]
-        for name in self.names:
-            raw = self._raw(name)
-            resampling = "mode" if name == "prediction" else "average"
-            if levels:
-                with rasterio.open(raw, "r+") as dataset:
-                    dataset.build_overviews(levels, getattr(rasterio.enums.Resampling, resampling))
-            copy_dataset(raw, self.folder / f"{name}.tif", driver="COG", compress="DEFLATE", blocksize=256,
-                         overview_resampling=resampling, overviews="AUTO", bigtiff="IF_SAFER")
-            raw.unlink()
-            files[name] = f"{name}.tif"
-        return files
+        if levels:
+            with rasterio.open(raw, "r+") as dataset:
+                dataset.build_overviews(levels, getattr(rasterio.enums.Resampling, resampling))
+        copy_dataset(raw, self.folder / f"{name}.tif", driver="COG", compress="DEFLATE", blocksize=256,
+                     overview_resampling=resampling, overviews="AUTO", bigtiff="IF_SAFER")
+        raw.unlink()
+        return f"{name}.tif"

@@ -433,7 +433,12 @@ class Outputs:
         if levels:
             with rasterio.open(raw, "r+") as dataset:
                 dataset.build_overviews(levels, getattr(rasterio.enums.Resampling, resampling))
-        copy_dataset(raw, self.folder / f"{name}.tif", driver="COG", compress="DEFLATE", blocksize=256,
+        target = self.folder / f"{name}.tif"
+        copy_dataset(raw, target, driver="COG", compress="DEFLATE", blocksize=256,
                      overview_resampling=resampling, overviews="AUTO", bigtiff="IF_SAFER")
+        with rasterio.open(target) as written:  # GDAL does not raise every failed write: read back the end
+            from rasterio.windows import Window
+
+            written.read(window=Window(written.width - 1, written.height - 1, 1, 1))
         raw.unlink()
-        return f"{name}.tif"
+        return target.name

@@ -6,11 +6,11 @@ from instageo.runner.stage import Stage
 
 
 def default_pipeline() -> list[Stage]:
-    """search -> chips -> teacher -> student -> export -> predict -> viewer (as they land)."""
-    from instageo.data import chips, search
-    from instageo.deploy import export, predict, viewer
-    from instageo.model import student, teacher
-
+    """search -> chips -> teacher -> student -> export -> predict -> viewer. Stage functions
+    are imported when called: a cached rerun or a plan never loads torch."""
+    search, chips = _module("instageo.data.search"), _module("instageo.data.chips")
+    teacher, student = _module("instageo.model.teacher"), _module("instageo.model.student")
+    export, predict, viewer = (_module(f"instageo.deploy.{name}") for name in ("export", "predict", "viewer"))
     return [
         Stage("search", search.run, version="1", report_into="dataset", after=search.after,
               sections=("data.source", "data.observations", "data.chips.size",
@@ -28,3 +28,19 @@ def default_pipeline() -> list[Stage]:
         Stage("viewer", viewer.run, version="1", needs=("export", "predict"), report_into="variant",
               sections=("export.viewer",)),
     ]
+
+
+class _module:
+    """Attributes of a module, as callables that import it on their first call."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __getattr__(self, function: str):
+        def call(*args, **kwargs):
+            import importlib
+
+            return getattr(importlib.import_module(self.name), function)(*args, **kwargs)
+
+        call.__qualname__ = f"{self.name}.{function}"
+        return call

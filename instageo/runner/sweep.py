@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
+
+from instageo.files import canonical_json, write_bytes_atomic
 
 WITHIN_PP = 1.0  # a student "keeps accuracy" within 1 percentage point of the teacher's mIoU
 
@@ -64,6 +67,17 @@ def sweep_plot(report: dict[str, Any], path: Path) -> bool:
     rows = sweep_rows(report)
     if not rows:
         return False
+    # drawing needs matplotlib (~2 s to import): redraw only when what it shows has changed
+    drawn = path.with_name(f".{path.name}.sha256")
+    digest = hashlib.sha256(canonical_json([rows, report["teacher"]["metrics"].get("miou")]).encode()).hexdigest()
+    if path.exists() and drawn.exists() and drawn.read_text() == digest:
+        return True
+    _draw(rows, report, path)
+    write_bytes_atomic(drawn, digest.encode())
+    return True
+
+
+def _draw(rows: list[dict], report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,4 +99,3 @@ def sweep_plot(report: dict[str, Any], path: Path) -> bool:
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
-    return True

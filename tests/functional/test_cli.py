@@ -1,9 +1,11 @@
 """The CLI as users run it: the installed `instarun` script in a subprocess."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from instageo.cli import main as instageo_main
 from tests.conftest import REPO
 
 INSTARUN = str(Path(sys.executable).parent / "instarun")
@@ -55,6 +57,21 @@ def test_help_and_validate_do_not_import_heavy_libraries():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
     assert result.stdout.strip().endswith("heavy: []")
     assert "Usage: instarun" in result.stdout
+
+
+def test_a_cached_rerun_loads_neither_torch_nor_matplotlib(tmp_path):
+    """Everything cached: the rerun checks manifests and rewrites the report, no more."""
+    shutil.copy(REPO / "recipes" / "tiny.yaml", tmp_path / "tiny.yaml")
+    run = [str(tmp_path / "tiny.yaml"), "--runs-dir", str(tmp_path / "runs")]
+    assert instageo_main(run) == 0
+    probe = (
+        f"import sys; from instageo.cli import main; code = main({run!r}); "
+        "heavy = [m for m in ('torch', 'onnxruntime', 'timm', 'matplotlib') if m in sys.modules]; "
+        "print('exit', code, 'heavy:', heavy)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
+    assert result.stdout.strip().endswith("exit 0 heavy: []"), result.stdout + result.stderr
+    assert "0 stage(s) run, 7 cached" in result.stderr + result.stdout
 
 
 def test_unknown_option_is_a_usage_error():

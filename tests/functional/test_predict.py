@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import rasterio
 from rasterio.shutil import exists
+from rasterio.warp import transform_bounds
 
 from instageo.cli import main
 from instageo.deploy.predict import blend_window
@@ -28,6 +29,13 @@ def test_prediction_is_a_cog_with_classes_colours_and_overviews(tmp_path):
         assert dataset.tags()["model"] == "instageo_ci depth 1"
         structure = dataset.tags(ns="IMAGE_STRUCTURE")
         assert structure.get("LAYOUT") == "COG"
+        assert dataset.overviews(1) == [2, 4, 8]  # 131 x 141 px: levels while the short side keeps 16 px
+        area = report["variants"][0]["prediction_area"]
+        assert (dataset.width, dataset.height) == (area["width"], area["height"])
+        west, south, east, north = transform_bounds(dataset.crs, "EPSG:4326", *dataset.bounds)
+        box = area["bbox"]  # the tiles cover the area, overshooting by less than a pixel (30 m)
+        assert west <= box[0] and south <= box[1] and east >= box[2] and north >= box[3]
+        assert max(box[0] - west, box[1] - south, east - box[2], north - box[3]) < 0.0006
     values = set(np.unique(classes).tolist())
     assert values <= {0, 1, 2, 255} and len(values - {255}) >= 2
     with rasterio.open(confidence) as dataset:

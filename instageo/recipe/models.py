@@ -473,7 +473,7 @@ class PredictSpec(Model):
         None, description="GeoJSON polygon(s) to predict over, lon/lat (outside them: nodata); area when no bbox"
     )
     date: dt.date | None = Field(None, description="date to predict for (default: the latest observation's)")
-    overlap: float = Field(0.25, ge=0.0, lt=1.0, description="fraction of a chip that neighbouring tiles share")
+    overlap: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of a chip that neighbouring tiles share (blended; models are least sure near chip edges)")
     batch_size: PositiveInt = Field(8, description="tiles per ONNX call")
 
     @field_validator("bbox")

@@ -27,7 +27,7 @@ from instageo.data.chip_build import Candidate, ChipJob, ChipRecord, build_chip
 from instageo.data.grid import centred_grid, tiled_grids
 from instageo.data.lock import lock_path, update_lock
 from instageo.data.presets import preset_for
-from instageo.data.quicklook import DEFAULT_COLOURS, chips_quicklook
+from instageo.data.quicklook import chips_quicklook, class_colours
 from instageo.data.split import assign_splits
 from instageo.errors import InputError
 from instageo.files import write_json_atomic
@@ -52,7 +52,7 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     write_json_atomic(ctx.workdir / "stats.json", stats)
     chips = recipe.data.chips
     chips_quicklook(ctx.workdir, built, list(chips.bands), chips.time.steps,
-                    list(recipe.task.colors or DEFAULT_COLOURS), chips.label.ignore_index,
+                    class_colours(len(recipe.task.classes), recipe.task.colors), chips.label.ignore_index,
                     ctx.workdir / "quicklook.png", zoom=max(1, 96 // chips.size))
     counts = Counter(splits.values())
     return StageOutput(

@@ -39,7 +39,14 @@ def save_grid(tiles: list[np.ndarray], path: Path, columns: int = 4, gap: int = 
     Image.fromarray(canvas).save(path)
 
 
-DEFAULT_COLOURS = ["#bdbdbd", "#2166ac", "#1b7837", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"]
+DEFAULT_COLOURS = ["#bdbdbd", "#2166ac", "#1b7837", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02",
+                   "#a6761d", "#1f78b4", "#b2df8a", "#fb9a99", "#fdbf6f", "#cab2d6", "#6a3d9a", "#ffff99",
+                   "#b15928", "#8dd3c7", "#bebada", "#80b1d3"]
+
+
+def class_colours(classes: int, declared: list[str] | None = None) -> list[str]:
+    """The task's colours, else the defaults (repeated past 20 classes: a legend still tells them apart)."""
+    return list(declared) if declared else [DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)] for i in range(classes)]
 
 
 def hex_rgb(colour: str) -> tuple[int, int, int]:

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import torch
 
-from instageo.data.quicklook import DEFAULT_COLOURS
+from instageo.data.quicklook import class_colours
 from instageo.deploy import onnx
 from instageo.errors import StageError
 from instageo.files import write_json_atomic
@@ -112,7 +112,7 @@ def _bundle(recipe: Recipe, chips: StageResult, meta: dict, student: dict) -> di
                  "tolerance_days": spec.time.tolerance_days, "prefer": spec.time.prefer,
                  "mask": spec.mask.model_dump(mode="json")},
         "task": recipe.task.kind, "classes": classes,
-        "colours": list(recipe.task.colors or DEFAULT_COLOURS[:len(classes)]),
+        "colours": class_colours(len(classes), recipe.task.colors),
         "backbone": meta["backbone"], "depth": meta["depth"],
         "source": recipe.data.source.model_dump(mode="json", exclude={"path"}),
         "metrics": student.get("metrics", {}),

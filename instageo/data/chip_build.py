@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import rasterio
 import shapely
 from pyproj import Transformer
 from rasterio._err import CPLE_BaseError
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.features import rasterize
 from shapely.geometry import box, shape
 
@@ -80,6 +81,10 @@ class ChipRecord:
     label_sha256: str = ""
     unreadable: list[str] = field(default_factory=list)  # acquisitions passed over: unreadable
 
+
+# rasterize() of rasterio 1.4 builds its in-memory raster before giving it our transform and
+# warns that it has none; the labels come out on the right grid (tests check polygon centres)
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\.features")
 
 _READERS: dict = {}
 _UNREADABLE: set[str] = set()  # acquisitions found unreadable in this process

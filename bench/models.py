@@ -42,9 +42,9 @@ def main() -> None:
         sessions = {}
         for name, model in models.items():
             path = Path(tmp) / f"{name.replace(' ', '_')}.onnx"
-            onnx.export(model, batch, path, opset=17)
+            onnx.export(model, (batch,), path, opset=17)
             sessions[name] = onnx.session(path)
-            check = onnx.parity(model, sessions[name], batch[:1])
+            check = onnx.parity(model, sessions[name], (batch[:1],))
             print(f"{name}: exported, max |diff| {check['max_abs_diff']:.1e}")
 
         def torch_runner(model):
@@ -54,7 +54,7 @@ def main() -> None:
             return run
 
         for name, model in models.items():
-            runners += [torch_runner(model), lambda chips, s=sessions[name]: onnx.run(s, chips, BATCH)]
+            runners += [torch_runner(model), lambda chips, s=sessions[name]: onnx.run(s, (chips,), BATCH)]
             names += [(name, "PyTorch"), (name, "ONNX Runtime")]
         speeds = throughputs(runners, batch.numpy(), BATCH, rounds=3)
     teacher_torch = speeds[0]

@@ -39,14 +39,15 @@ def make_bundle(folder: Path) -> Path:
 
     from instageo.deploy import onnx
     from instageo.model.network import PixelModel, cut_student
-    from instageo.model.specs import backbone_spec
+    from instageo.model.specs import V1, backbone_spec
 
     torch.manual_seed(0)
     spec = backbone_spec(BACKBONE)
     student = cut_student(PixelModel(spec, len(BANDS), STEPS, len(CLASSES)), DEPTH).eval()
     folder.mkdir(parents=True)
-    onnx.export(student, torch.randn(1, len(BANDS), STEPS, CHIP, CHIP), folder / "model.onnx", opset=17)
-    bundle = {"mean": list(spec.mean), "std": list(spec.std), "classes": CLASSES,
+    onnx.export(student, (torch.randn(1, len(BANDS), STEPS, CHIP, CHIP),), folder / "model.onnx", opset=17)
+    stats = V1  # any plausible reflectance statistics: this measures speed
+    bundle = {"mean": list(stats["mean"]), "std": list(stats["std"]), "classes": CLASSES,
               "colours": ["#bdbdbd", "#2166ac", "#1b7837"], "backbone": BACKBONE, "depth": DEPTH}
     (folder / "bundle.json").write_text(json.dumps(bundle))
     return folder
@@ -107,7 +108,7 @@ def main() -> None:
             predict.run(recipe, {"search": search, "export": export}, context(f"e2e-{time.monotonic_ns()}"))
 
         def model_only() -> None:
-            onnx.run(session, arrays, BATCH)
+            onnx.run(session, (arrays,), BATCH)
 
         seconds = {"end to end": [], "model only": []}
         for runner in (end_to_end, model_only):  # warm-up

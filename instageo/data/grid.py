@@ -76,3 +76,21 @@ def _starts(extent: int, size: int, stride: int) -> list[int]:
     if starts[-1] + size < extent:
         starts.append(extent - size)  # cover the far edge too
     return starts
+
+
+def centres_lonlat(grids: list[ChipGrid]) -> list[tuple[float, float]]:
+    """(lon, lat) of each chip's centre."""
+    from pyproj import Transformer
+
+    centres = []
+    for grid in grids:  # one projection per CRS
+        left, bottom, right, top = grid.bounds
+        centres.append((grid.crs, (left + right) / 2, (bottom + top) / 2))
+    out: list[tuple[float, float]] = [(0.0, 0.0)] * len(grids)
+    for crs in {c for c, _, _ in centres}:
+        at = [i for i, (c, _, _) in enumerate(centres) if c == crs]
+        lons, lats = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(
+            [centres[i][1] for i in at], [centres[i][2] for i in at])
+        for i, lon, lat in zip(at, lons, lats):
+            out[i] = (float(lon), float(lat))
+    return out

@@ -7,8 +7,6 @@ colours, the recipe excerpt and the metrics.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
 
@@ -17,6 +15,7 @@ from instageo.deploy import onnx
 from instageo.errors import StageError
 from instageo.files import write_json_atomic
 from instageo.model import tasks
+from instageo.model.specs import backbone_spec
 from instageo.recipe.models import Recipe
 from instageo.runner.stage import StageContext, StageOutput, StageResult
 from instageo.timing import throughputs
@@ -27,14 +26,14 @@ PARITY_CHIPS = 32
 def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
     spec, chips = recipe.export.onnx, inputs["chips"]
     model, meta = tasks.load(inputs["student"].path("model"))
-    data = tasks.splits(recipe, chips)
+    data = tasks.splits(recipe, chips, meta["normalization"])
     split = data[next(n for n in ("test", "val", "train") if n in data)]
-    sample = split.x[:PARITY_CHIPS]
+    sample = split.inputs(slice(0, PARITY_CHIPS))
     bundle = ctx.workdir / "bundle"
     bundle.mkdir(exist_ok=True)
     session, check = _export_checked(model, sample, bundle / "model.onnx", spec)
-    batch = sample.numpy()
-    runners = [lambda b: _torch(model, b), lambda b: onnx.run(session, b, len(b))]
+    batch = tuple(t.numpy() for t in sample)
+    runners = [lambda b: _torch(model, b), lambda b: onnx.run(session, b, len(b[0]))]
     summary = {"onnx": "@onnx", "onnx_max_abs_diff": round(check["max_abs_diff"], 9),
                "onnx_argmax_agreement": check["argmax_agreement"]}
     files = {"onnx": "bundle/model.onnx", "bundle": "bundle/bundle.json"}
@@ -42,19 +41,19 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
         teacher_model, _ = tasks.load(inputs["teacher"].path("model"))
         (ctx.workdir / "teacher").mkdir(exist_ok=True)
         teacher, teacher_check = _export_checked(teacher_model, sample, ctx.workdir / "teacher" / "model.onnx", spec)
-        runners.append(lambda b: onnx.run(teacher, b, len(b)))
+        runners.append(lambda b: onnx.run(teacher, b, len(b[0])))
         summary["teacher_onnx"] = "@teacher_onnx"
         summary["teacher_onnx_max_abs_diff"] = round(teacher_check["max_abs_diff"], 9)
         files["teacher_onnx"] = "teacher/model.onnx"
     if spec.quantize:
         onnx.quantize(bundle / "model.onnx", bundle / "model.int8.onnx")
         int8 = onnx.session(bundle / "model.int8.onnx")
-        runners.append(lambda b: onnx.run(int8, b, len(b)))
+        runners.append(lambda b: onnx.run(int8, b, len(b[0])))
         summary["int8"] = _int8_delta(session, int8, split, recipe)
         files["onnx_int8"] = "bundle/model.int8.onnx"
     # torch and ONNX timed side by side here; the student's torch_img_s (timed beside its
     # teacher) stays as the student stage measured it
-    speeds = throughputs(runners, batch, len(batch))
+    speeds = throughputs(runners, batch, len(batch[0]))
     summary["throughput"] = {"onnx_img_s": speeds[1], "onnx_vs_torch": round(speeds[1] / speeds[0], 3)}
     if spec.teacher:
         teacher_speed = speeds[2]
@@ -62,7 +61,7 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
                                      onnx_vs_teacher_onnx=round(speeds[1] / teacher_speed, 3))
     if spec.quantize:
         summary["throughput"].update(onnx_int8_img_s=speeds[-1], int8_vs_onnx=round(speeds[-1] / speeds[1], 3))
-    write_json_atomic(bundle / "bundle.json", _bundle(recipe, chips, meta, inputs["student"].summary))
+    write_json_atomic(bundle / "bundle.json", _bundle(recipe, meta, inputs["student"].summary))
     return StageOutput(files=files, summary=summary)
 
 
@@ -77,16 +76,16 @@ def _export_checked(model, sample: torch.Tensor, path, spec):
     return session, check
 
 
-def _torch(model, batch: np.ndarray):
+def _torch(model, batch: tuple[np.ndarray, ...]):
     with torch.no_grad():
-        return model(torch.from_numpy(batch))
+        return model(*(torch.from_numpy(array) for array in batch))
 
 
 def _int8_delta(session, int8, split, recipe: Recipe) -> dict:
     """Test-split metric of the int8 model, and its change against the float model."""
     from instageo.model.metrics import regression_metrics, segmentation_metrics
 
-    chips = split.x.numpy()
+    chips = tuple(t.numpy() for t in split.inputs())
     outputs = [onnx.run(s, chips) for s in (session, int8)]
     if tasks.regression(recipe):
         labelled = ~np.isnan(split.y.numpy())
@@ -98,15 +97,20 @@ def _int8_delta(session, int8, split, recipe: Recipe) -> dict:
     return {"miou": scores[1], "delta_miou": round(scores[1] - scores[0], 6)}
 
 
-def _bundle(recipe: Recipe, chips: StageResult, meta: dict, student: dict) -> dict:
-    stats = json.loads(chips.path("stats").read_text())
+def _bundle(recipe: Recipe, meta: dict, student: dict) -> dict:
     spec = recipe.data.chips
     classes = list(recipe.task.classes)
+    norm = meta["normalization"]
+    coordinates = backbone_spec(meta["backbone"]).coords
     return {
         "format": "instageo-bundle/1",
         "model": "model.onnx",
-        "input": "chips: (batch, bands, steps, height, width) float32, normalised as below, nodata as 0",
-        "bands": list(spec.bands), "mean": stats["mean"], "std": stats["std"],
+        "input": "chips: (batch, bands, steps, height, width) float32, normalised as below, nodata as 0"
+                 + ("; temporal_coords: (batch, steps, 2) float32 year, day of year of each step; "
+                    "location_coords: (batch, 2) float32 lat, lon of the chip centre" if coordinates else ""),
+        "coordinates": coordinates,
+        "bands": list(spec.bands), "mean": norm["mean"], "std": norm["std"],
+        "normalization": norm["source"],
         "chip": {"size": spec.size, "resolution": spec.resolution, "crs": spec.crs,
                  "steps": spec.time.steps, "step_days": spec.time.step_days,
                  "tolerance_days": spec.time.tolerance_days, "prefer": spec.time.prefer,

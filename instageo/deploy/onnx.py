@@ -4,6 +4,10 @@ Exporter: torch's TorchScript-based exporter (``dynamo=False``). It writes one s
 .onnx file (the dynamo exporter splits weights into a .onnx.data side file), needs only the
 `onnx` package, and matched PyTorch to ~1e-6 on these ViTs; its deprecation warning is
 silenced here. The batch axis is dynamic, so a bundle predicts with any batch size.
+
+Inputs: ``chips`` (batch, bands, steps, height, width); models with TL backbones also take
+``temporal_coords`` (batch, steps, 2: year, day of year) and ``location_coords`` (batch, 2:
+lat, lon), the names the official Prithvi-EO-2.0 TL code gives them.
 """
 
 from __future__ import annotations
@@ -16,14 +20,20 @@ import numpy as np
 import torch
 
 
-def export(model: torch.nn.Module, sample: torch.Tensor, path: Path, opset: int) -> None:
+INPUTS = ("chips", "temporal_coords", "location_coords")
+
+
+def export(model: torch.nn.Module, sample: tuple[torch.Tensor, ...], path: Path, opset: int) -> None:
+    """``sample``: model inputs (chips, temporal, location); the coordinates are inputs of the
+    ONNX model only when the model uses them."""
     model.eval()
+    names = list(INPUTS if model.uses_coordinates else INPUTS[:1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (sample[:1],), str(path), dynamo=False, opset_version=opset,
-            input_names=["chips"], output_names=["logits"],
-            dynamic_axes={"chips": {0: "batch"}, "logits": {0: "batch"}},
+            model, tuple(t[:1] for t in sample[:len(names)]), str(path), dynamo=False, opset_version=opset,
+            input_names=names, output_names=["logits"],
+            dynamic_axes={**{name: {0: "batch"} for name in names}, "logits": {0: "batch"}},
         )
 
 
@@ -44,18 +54,23 @@ def session(path: Path, threads: int | None = None):
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 
-def run(onnx_session, chips: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    outputs = [onnx_session.run(None, {"chips": chips[i:i + batch_size].astype(np.float32)})[0]
-               for i in range(0, len(chips), batch_size)]
+def run(onnx_session, inputs: tuple[np.ndarray, ...], batch_size: int = 16) -> np.ndarray:
+    """Logits for model inputs (chips, temporal, location), in batches; each input goes to the
+    session only if the model has it."""
+    wanted = [i.name for i in onnx_session.get_inputs()]
+    named = {name: array for name, array in zip(INPUTS, inputs) if name in wanted}
+    outputs = [onnx_session.run(None, {name: array[i:i + batch_size].astype(np.float32)
+                                       for name, array in named.items()})[0]
+               for i in range(0, len(inputs[0]), batch_size)]
     return np.concatenate(outputs)
 
 
-def parity(model: torch.nn.Module, onnx_session, chips: torch.Tensor) -> dict:
+def parity(model: torch.nn.Module, onnx_session, inputs: tuple[torch.Tensor, ...]) -> dict:
     """Largest |logit difference| and argmax agreement between PyTorch and ONNX."""
     model.eval()
     with torch.no_grad():
-        expected = model(chips).float().numpy()
-    got = run(onnx_session, chips.numpy())
+        expected = model(*inputs).float().numpy()
+    got = run(onnx_session, tuple(t.numpy() for t in inputs))
     return {"max_abs_diff": float(np.abs(expected - got).max()),
             "argmax_agreement": float((expected.argmax(1) == got.argmax(1)).mean())}
 

@@ -31,11 +31,12 @@ import numpy as np
 
 from instageo.data.chip_build import ChipJob, Stack, read_stack, reader_for
 from instageo.data.chips import candidates_for
-from instageo.data.grid import ChipGrid, tiled_grids
+from instageo.data.grid import ChipGrid, centres_lonlat, tiled_grids
 from instageo.data.presets import preset_for
 from instageo.data.search import chip_extent, open_catalogue, search_area
 from instageo.deploy import onnx
 from instageo.errors import InputError
+from instageo.model import coordinates
 from instageo.files import write_json_atomic
 from instageo.recipe.models import Recipe
 from instageo.runner.stage import StageContext, StageOutput, StageResult
@@ -77,11 +78,12 @@ def plan_tiles(recipe: Recipe, search: StageResult, classes: int, ctx: StageCont
     grids = tiled_grids(area, chips.size, chips.resolution, chips.crs, stride)
     preset = preset_for(recipe.data.source)
     steps = candidates_for(list(items.values()), date, chips.time)
-    jobs = [ChipJob(f"tile{i:05d}", "", 0.0, 0.0, date.isoformat(), None, None, grid, steps,
+    jobs = [ChipJob(f"tile{i:05d}", "", lon, lat, date.isoformat(), None, None, grid, steps,
                     bands=list(chips.bands), mask_classes=list(chips.mask.classes),
                     strategy=chips.mask.strategy, max_fraction=chips.mask.max_fraction, buffer=0,
                     ignore_index=chips.label.ignore_index, regression=False, base_dir=str(search.dir),
-                    signing=preset.signing, auth=preset.auth) for i, grid in enumerate(grids)]
+                    signing=preset.signing, auth=preset.auth)
+            for i, (grid, (lon, lat)) in enumerate(zip(grids, centres_lonlat(grids)))]
     return Tiling(area, area_name, outline, date, items, items_from, jobs, Layout.of(grids), overlap)
 
 
@@ -217,11 +219,11 @@ def _items(recipe: Recipe, search: StageResult, area, date: dt.date,
 
 
 def read_ahead(pool: ThreadPoolExecutor, jobs: list[ChipJob], prepare, depth: int):
-    """(job, prepare(stack)) in order, reading at most ``depth`` tiles ahead of the consumer
+    """(job, prepare(job, stack)) in order, reading at most ``depth`` tiles ahead of the consumer
     (a plain pool.map would read the whole area into memory if reading outpaced the model)."""
     pending: deque = deque()
     for job in jobs:
-        pending.append((job, pool.submit(lambda j: prepare(read_stack(j, reader_for(j))), job)))
+        pending.append((job, pool.submit(lambda j: prepare(j, read_stack(j, reader_for(j))), job)))
         if len(pending) > depth:
             done, future = pending.popleft()
             yield done, future.result()
@@ -328,23 +330,26 @@ class TileModel:
         self.weight = blend_window(size, overlap)
         self.rgb_bands = rgb_bands
 
-    def prepare(self, stack: Stack | str) -> tuple[Stack, np.ndarray] | None:
-        """A read tile and its model input (normalised, nodata as 0, (C, T, H, W)); None for a
-        skipped tile. The reading threads call this, so the model's thread does not wait on it."""
+    def prepare(self, job: ChipJob, stack: Stack | str) -> tuple | None:
+        """A read tile and its model inputs (pixels normalised, nodata as 0, (C, T, H, W); the
+        steps' dates and the tile centre for TL models); None for a skipped tile. The reading
+        threads call this, so the model's thread does not wait on it."""
         if isinstance(stack, str):
             return None
         image = np.nan_to_num((stack.image - self.mean) / self.std, nan=0.0).transpose(1, 0, 2, 3)
-        return stack, np.ascontiguousarray(image, dtype=np.float32)
+        return (stack, np.ascontiguousarray(image, dtype=np.float32), coordinates.temporal(stack.dates),
+                coordinates.location(job.lon, job.lat))
 
     def predict(self, batch: list) -> list[tuple]:
-        """(grid, class probabilities, blending weight, true colour) per (grid, stack, input)."""
+        """(grid, class probabilities, blending weight, true colour) per (grid, stack, inputs...)."""
         if not batch:
             return []
-        logits = onnx.run(self.session, np.stack([image for _, _, image in batch]), len(batch))
+        inputs = tuple(np.stack([entry[i] for entry in batch]) for i in (2, 3, 4))
+        logits = onnx.run(self.session, inputs, len(batch))
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         probabilities = exp / exp.sum(axis=1, keepdims=True)
         predicted = []
-        for (grid, stack, _), tile in zip(batch, probabilities):
+        for (grid, stack, *_), tile in zip(batch, probabilities):
             no_imagery = stack.invalid.all(axis=0)  # nothing seen in any step: leave it to others
             rgb = stack.image[-1, self.rgb_bands] if self.rgb_bands else None
             predicted.append((grid, tile, np.where(no_imagery, 0.0, self.weight), rgb))

@@ -2,16 +2,23 @@
 
 - EO-1.0 (``Prithvi_EO_V1_100M.pt``): a plain state dict with un-prefixed encoder keys
   (``patch_embed.proj.weight``, ``blocks.0.attn.qkv.weight`` ...) next to decoder keys
-  (``decoder_*``) and ``mask_token``, which are dropped.
+  (``decoder_*``), ``mask_token`` and the ``pos_embed`` buffer.
 - EO-2.0: keys prefixed ``encoder.`` and ``decoder.``; sometimes wrapped in ``{"model": ...}``.
+  TL checkpoints add ``temporal_embed_enc.scale`` and ``location_embed_enc.scale``.
 
-The fixed position embedding is recomputed, never loaded. When the recipe's bands are a
-subset or a reordering of the pretraining bands, the patch-embedding kernel is remapped band
-by band; a band the model never saw starts from the mean kernel of the pretrained bands.
+Every tensor is accounted for: the decoder, mask token and position buffers are expected and
+dropped (the fixed position table is recomputed); blocks deeper than the encoder keeps are
+dropped (a student-sized encoder); the TL encoders' scales, when the backbone has no TL
+encoders, are dropped with a warning naming them; anything else is an error naming the tensor
+and the file. When the recipe's bands are a subset or a reordering of the pretraining bands,
+the patch-embedding kernel is remapped band by band; a band the model never saw starts from
+the mean kernel of the pretrained bands.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,7 +26,14 @@ import torch
 from instageo.errors import InputError
 from instageo.model.backbone import PrithviEncoder
 
-DROPPED = ("pos_embed", "mask_token", "decoder")
+EXPECTED_DROPS = ("pos_embed", "mask_token", "decoder")
+COORDINATE_ENCODERS = ("temporal_embed_enc.", "location_embed_enc.")
+
+
+@dataclass
+class Loaded:
+    kept: list[str]
+    unused: list[str] = field(default_factory=list)  # known, deliberately unused (warn)
 
 
 def encoder_state(raw: dict) -> dict[str, torch.Tensor]:
@@ -32,9 +46,9 @@ def encoder_state(raw: dict) -> dict[str, torch.Tensor]:
     for key, value in raw.items():
         if prefixed:
             if not key.startswith("encoder."):
-                continue
+                continue  # decoder.* and anything beside the encoder
             key = key[len("encoder."):]
-        if key.startswith(DROPPED):
+        if key.startswith(EXPECTED_DROPS):
             continue
         state[key] = value
     return state
@@ -47,9 +61,13 @@ def remap_bands(kernel: torch.Tensor, pretrained: tuple[str, ...], wanted: list[
     return torch.stack(columns, dim=1)
 
 
-def load_encoder(encoder: PrithviEncoder, path: Path, bands: list[str]) -> list[str]:
-    """Load weights into ``encoder`` (which may keep fewer blocks); returns the keys it kept
-    from the file. Raises InputError naming the file for anything that does not fit."""
+def _listed(keys: list[str]) -> str:
+    return ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+
+
+def load_encoder(encoder: PrithviEncoder, path: Path, bands: list[str]) -> Loaded:
+    """Load weights into ``encoder`` (which may keep fewer blocks). Raises InputError naming
+    the file and the tensor for anything that does not fit."""
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
@@ -62,13 +80,26 @@ def load_encoder(encoder: PrithviEncoder, path: Path, bands: list[str]) -> list[
         raise InputError(f"{path}: no patch_embed.proj.weight: not a Prithvi-EO checkpoint")
     state["patch_embed.proj.weight"] = remap_bands(kernel, encoder.spec.bands, bands)
     own = encoder.state_dict()
-    kept = {k: v for k, v in state.items() if k in own}
+    deeper = re.compile(rf"blocks\.(\d+)\.")
+    kept, unused, unknown = {}, [], []
+    for key, value in state.items():
+        block = deeper.match(key)
+        if key in own:
+            kept[key] = value
+        elif block and int(block.group(1)) >= len(encoder.blocks):
+            continue  # a block the (student-sized) encoder does not keep
+        elif key.startswith(COORDINATE_ENCODERS) and not encoder.spec.coords:
+            unused.append(key)
+        else:
+            unknown.append(key)
+    if unknown:
+        raise InputError(f"{path}: unexpected encoder tensor {_listed(unknown)} for this backbone "
+                         "(is teacher.backbone the model this checkpoint was saved from?)")
     wrong = [f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}" for k, v in kept.items() if v.shape != own[k].shape]
     if wrong:
-        raise InputError(f"{path}: checkpoint does not fit backbone: {wrong[0]}"
-                         + (f" (+{len(wrong) - 1} more)" if len(wrong) > 1 else ""))
+        raise InputError(f"{path}: checkpoint does not fit backbone: {_listed(wrong)}")
     missing = [k for k in own if k not in kept]
     if missing:
-        raise InputError(f"{path}: checkpoint lacks {missing[0]}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise InputError(f"{path}: checkpoint lacks {_listed(missing)}")
     encoder.load_state_dict(kept)
-    return sorted(kept)
+    return Loaded(sorted(kept), sorted(unused))

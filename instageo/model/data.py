@@ -1,8 +1,10 @@
 """Chips as tensors: the chips stage's GeoTIFFs loaded per split, normalised, NaN-free.
 
-Inputs are (N, C, T, H, W) float32, normalised with the train split's band statistics, with
+Inputs are (N, C, T, H, W) float32, normalised with the given band means and stds (the
+backbone's pretraining statistics or the train split's, see ``tasks.normalization``), with
 nodata set to 0 (the mean) and a separate validity mask; labels (N, H, W), int64 class ids
-with the ignore index, or float32 values for regression.
+with the ignore index, or float32 values for regression. Each chip also carries the inputs of
+TL backbones: the year and day of year of each step, and its centre's lat, lon.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import numpy as np
 import rasterio
 import torch
 
+from instageo.model import coordinates
+
 
 @dataclass
 class Split:
@@ -23,15 +27,26 @@ class Split:
     valid: torch.Tensor  # (N, H, W) bool: imagery present in every step
     y: torch.Tensor  # (N, H, W)
     ids: list[str]
+    temporal: torch.Tensor  # (N, T, 2): year, day of year of each step
+    location: torch.Tensor  # (N, 2): lat, lon of the chip centre
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def inputs(self, index=slice(None)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What a model is called with, for the chips at ``index``: (x, temporal, location)."""
+        return self.x[index], self.temporal[index], self.location[index]
 
-def load_splits(chips_dir: Path, steps: int, bands: list[str], regression: bool) -> dict[str, Split]:
-    stats = json.loads((chips_dir / "stats.json").read_text())
-    mean = np.array(stats["mean"], np.float32)[None, :, None, None]
-    std = np.maximum(np.array(stats["std"], np.float32), 1e-6)[None, :, None, None]
+
+def train_stats(chips_dir: Path) -> dict:
+    """The chips stage's band statistics of the train split (mean, std, class weights)."""
+    return json.loads((chips_dir / "stats.json").read_text())
+
+
+def load_splits(chips_dir: Path, steps: int, bands: list[str], regression: bool,
+                mean: list[float], std: list[float]) -> dict[str, Split]:
+    mean = np.array(mean, np.float32)[None, :, None, None]
+    std = np.maximum(np.array(std, np.float32), 1e-6)[None, :, None, None]
     with open(chips_dir / "index.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     grouped: dict[str, list] = {"train": [], "val": [], "test": []}
@@ -45,15 +60,18 @@ def load_splits(chips_dir: Path, steps: int, bands: list[str], regression: bool)
         image = (image - mean) / std  # (T, C, H, W)
         valid = ~np.isnan(image).any(axis=(0, 1))
         image = np.nan_to_num(image, nan=0.0).transpose(1, 0, 2, 3)  # (C, T, H, W)
-        grouped[row["split"]].append((row["chip_id"], image, valid, label))
+        when = coordinates.temporal(row["dates"].split(";"))
+        where = coordinates.location(float(row["lon"]), float(row["lat"]))
+        grouped[row["split"]].append((row["chip_id"], image, valid, label, when, where))
     splits = {}
     for name, items in grouped.items():
         if not items:
             continue
-        ids, images, valids, labels = zip(*items)
+        ids, images, valids, labels, whens, wheres = zip(*items)
         y = np.stack(labels).astype(np.float32 if regression else np.int64)
         splits[name] = Split(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(valids)),
-                             torch.from_numpy(y), list(ids))
+                             torch.from_numpy(y), list(ids), torch.from_numpy(np.stack(whens)),
+                             torch.from_numpy(np.stack(wheres)))
     return splits
 
 

@@ -47,7 +47,9 @@ class LightHead(nn.Module):
 
 
 class PixelModel(nn.Module):
-    """(B, C, T, H, W) -> (B, outputs, H, W) logits (or values, for regression)."""
+    """(B, C, T, H, W) -> (B, outputs, H, W) logits (or values, for regression). TL backbones
+    also take ``temporal`` (B, T, 2: year, day of year) and ``location`` (B, 2: lat, lon);
+    the others ignore them."""
 
     def __init__(self, spec: BackboneSpec, in_chans: int, frames: int, outputs: int,
                  head: str = "upsample", depth: int | None = None):
@@ -58,8 +60,13 @@ class PixelModel(nn.Module):
         self.head = (UpsampleHead(channels, outputs, spec.patch_size) if head == "upsample"
                      else LightHead(channels, outputs))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encoder(x), x.shape[-2:])
+    @property
+    def uses_coordinates(self) -> bool:
+        return self.encoder.spec.coords
+
+    def forward(self, x: torch.Tensor, temporal: torch.Tensor | None = None,
+                location: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.encoder(x, temporal=temporal, location=location), x.shape[-2:])
 
     def decode(self, tokens: torch.Tensor, size) -> torch.Tensor:
         """Head output for encoder tokens (B, T', H', W', D)."""

@@ -20,8 +20,8 @@ from instageo.runner.stage import StageContext, StageOutput, StageResult
 
 def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
     chips, student_spec = inputs["chips"], recipe.student
-    data = tasks.splits(recipe, chips)
     teacher, meta = tasks.load(inputs["teacher"].path("model"))
+    data = tasks.splits(recipe, chips, meta["normalization"])  # what the teacher saw
     teacher.eval()
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
@@ -50,8 +50,8 @@ class _WithTokens(torch.nn.Module):
         super().__init__()
         self.module = student
 
-    def forward(self, x):
-        tokens = self.module.encoder(x)
+    def forward(self, x, temporal=None, location=None):
+        tokens = self.module.encoder(x, temporal=temporal, location=location)
         return self.module.decode(tokens, x.shape[-2:]), tokens
 
     def state_dict(self, *args, **kwargs):
@@ -65,22 +65,23 @@ def distillation_loss(recipe: Recipe, supervised, teacher):
     distill = recipe.student.distill
     alpha, temperature, depth = distill.alpha, distill.temperature, recipe.student.depth
 
-    def loss(output, y, valid, x):
+    def loss(output, y, valid, inputs):
         out, tokens = output
+        x, temporal, location = inputs
         teacher.to(out.device)
         with torch.no_grad():
-            target = teacher(x).float()
-            matched = teacher.encoder(x, depth) if distill.feature_weight > 0 else None
+            target = teacher(x, temporal, location).float()
+            matched = (teacher.encoder(x, depth, temporal, location) if distill.feature_weight > 0 else None)
         out = out.float()
         if tasks.regression(recipe):
             soft = F.mse_loss(out[:, 0][valid], target[:, 0][valid]) if valid.any() else out.sum() * 0
-            total = alpha * supervised(out, y, valid, x) + (1 - alpha) * soft
+            total = alpha * supervised(out, y, valid, inputs) + (1 - alpha) * soft
         else:
             log_student = F.log_softmax(out / temperature, dim=1)
             log_teacher = F.log_softmax(target / temperature, dim=1)
             kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)  # (B, H, W)
             soft = kl[valid].mean() if valid.any() else kl.sum() * 0
-            total = alpha * supervised(out, y, valid, x) + (1 - alpha) * temperature**2 * soft
+            total = alpha * supervised(out, y, valid, inputs) + (1 - alpha) * temperature**2 * soft
         if matched is not None:
             total = total + distill.feature_weight * F.mse_loss(tokens.float(), matched.float())
         return total

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from instageo.model.data import Split, load_splits
+from instageo.model.data import Split, load_splits, train_stats
 from instageo.model.network import PixelModel
 from instageo.model.specs import backbone_spec
 from instageo.model.train import cost, evaluate, score, throughput
@@ -24,21 +24,45 @@ def outputs(recipe: Recipe) -> int:
     return 1 if regression(recipe) else len(recipe.task.classes)
 
 
-def splits(recipe: Recipe, chips: StageResult) -> dict[str, Split]:
+def normalization(recipe: Recipe, chips: StageResult) -> dict:
+    """The band means and stds every model of the run sees (teacher, students, bundle).
+
+    With ``teacher.weights`` and ``teacher.normalize: pretrained`` (the default), a band the
+    backbone was pretrained on gets its pretraining statistics, so the inputs match what the
+    weights learnt; any other band (and every band when training from scratch, or with
+    ``normalize: chips``) gets the chips' train-split statistics. ``source`` says which, by band.
+    """
+    stats, spec, teacher = train_stats(chips.dir), backbone_spec(recipe.teacher.backbone), recipe.teacher
+    pretrained = teacher.weights is not None and teacher.normalize == "pretrained" and spec.mean is not None
+    mean, std, source = [], [], {}
+    for index, band in enumerate(recipe.data.chips.bands):
+        if pretrained and band in spec.bands:
+            at = spec.bands.index(band)
+            mean.append(spec.mean[at]), std.append(spec.std[at])
+            source[band] = "pretrained"
+        else:
+            mean.append(stats["mean"][index]), std.append(stats["std"][index])
+            source[band] = "chips"
+    return {"mean": mean, "std": std, "source": source}
+
+
+def splits(recipe: Recipe, chips: StageResult, norm: dict) -> dict[str, Split]:
+    """The chips as tensors, per split, normalised with ``norm`` (see ``normalization``)."""
     chips_spec = recipe.data.chips
-    return load_splits(chips.dir, chips_spec.time.steps, list(chips_spec.bands), regression(recipe))
+    return load_splits(chips.dir, chips_spec.time.steps, list(chips_spec.bands), regression(recipe),
+                       norm["mean"], norm["std"])
 
 
 def supervised_loss(recipe: Recipe, chips: StageResult):
     """Cross-entropy with the chips stage's class weights (or MSE for regression)."""
     ignore = recipe.data.chips.label.ignore_index
     if regression(recipe):
-        return lambda out, y, valid, x: F.mse_loss(out[:, 0][~torch.isnan(y)], y[~torch.isnan(y)])
+        return lambda out, y, valid, inputs: F.mse_loss(out[:, 0][~torch.isnan(y)], y[~torch.isnan(y)])
     stats = json.loads(chips.path("stats").read_text())
     weights = torch.tensor(stats["class_weights"], dtype=torch.float32)
     weights = torch.where(weights > 0, weights, torch.ones_like(weights))
 
-    def loss(out, y, valid, x):
+    def loss(out, y, valid, inputs):
         return F.cross_entropy(out.float(), y, weight=weights.to(out.device), ignore_index=ignore)
 
     return loss
@@ -57,7 +81,7 @@ def summary(model: PixelModel, data: dict[str, Split], recipe: Recipe, batch_siz
     split = data[name]
     metrics = evaluate(model, split, outputs(recipe), recipe.data.chips.label.ignore_index,
                        regression(recipe), batch_size)
-    sample = split.x[:batch_size]
+    sample = split.inputs(slice(0, batch_size))
     speeds = throughput([model] + ([teacher] if teacher is not None else []), sample, batch_size)
     speed = {"torch_img_s": speeds[0]}
     if teacher is not None:

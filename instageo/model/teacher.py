@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from instageo.model import tasks
 from instageo.model.checkpoint import load_encoder
+from instageo.model.network import PixelModel
 from instageo.model.specs import backbone_spec
 from instageo.model.train import fit, seed_everything
 from instageo.recipe.models import Recipe
@@ -12,16 +16,15 @@ from instageo.runner.stage import StageContext, StageOutput, StageResult
 
 def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
     chips, teacher = inputs["chips"], recipe.teacher
-    data = tasks.splits(recipe, chips)
+    norm = tasks.normalization(recipe, chips)
+    data = tasks.splits(recipe, chips, norm)
     spec = backbone_spec(teacher.backbone)
     seed_everything(recipe.seed)
     meta = {"backbone": teacher.backbone, "in_chans": len(recipe.data.chips.bands),
             "frames": recipe.data.chips.time.steps, "outputs": tasks.outputs(recipe),
-            "head": teacher.head, "depth": spec.depth, "bands": list(recipe.data.chips.bands)}
-    model = tasks.build(meta)
-    if teacher.weights is not None:
-        kept = load_encoder(model.encoder, teacher.weights, meta["bands"])
-        ctx.log.info("loaded %d tensors from %s", len(kept), teacher.weights)
+            "head": teacher.head, "depth": spec.depth, "bands": list(recipe.data.chips.bands),
+            "normalization": norm}
+    model = initial_model(meta, teacher.weights, ctx.log)
     result = fit(model, data, teacher.train, tasks.supervised_loss(recipe, chips), tasks.val_score(recipe),
                  recipe.seed, ctx.workdir, ctx.track, ctx.log)
     model.load_state_dict(result.state)
@@ -30,6 +33,19 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     evaluation = tasks.summary(model, data, recipe, teacher.train.batch_size)
     return StageOutput(
         files={"model": "teacher.pt"},
-        summary={"backbone": teacher.backbone, "depth": spec.depth, **evaluation,
+        summary={"backbone": teacher.backbone, "depth": spec.depth, "weights": None if teacher.weights is None
+                 else teacher.weights.name, "normalization": norm, **evaluation,
                  "best_epoch": result.best_epoch, "history": result.history},
     )
+
+
+def initial_model(meta: dict, weights: Path | None, log: logging.Logger) -> PixelModel:
+    """The teacher before fine-tuning: the backbone with ``weights`` loaded, if any."""
+    model = tasks.build(meta)
+    if weights is not None:
+        loaded = load_encoder(model.encoder, weights, meta["bands"])
+        log.info("loaded %d tensors from %s", len(loaded.kept), weights)
+        if loaded.unused:
+            log.warning("%s: %s not used: backbone %s has no temporal/location encoders (its _tl "
+                        "variant has)", weights, ", ".join(loaded.unused), meta["backbone"])
+    return model

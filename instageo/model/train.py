@@ -24,7 +24,8 @@ from instageo.model.data import Split, augment
 from instageo.model.metrics import regression_metrics, segmentation_metrics
 from instageo.recipe.models import TrainSpec
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# loss(model output, labels, validity, model inputs (x, temporal, location)) -> scalar
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, tuple], torch.Tensor]
 
 
 @dataclass
@@ -88,9 +89,10 @@ def fit(model: nn.Module, splits: dict[str, Split], spec: TrainSpec, loss_fn: Lo
         for first in range(0, len(train), spec.batch_size):
             index = order[first:first + spec.batch_size]
             x, y, valid = augment(train.x[index], train.y[index], train.valid[index], generator)
-            x, y, valid = x.to(acc.device), y.to(acc.device), valid.to(acc.device)
+            inputs = tuple(t.to(acc.device) for t in (x, train.temporal[index], train.location[index]))
+            y, valid = y.to(acc.device), valid.to(acc.device)
             with acc.autocast():
-                loss = loss_fn(model(x), y, valid, x)
+                loss = loss_fn(model(*inputs), y, valid, inputs)
             acc.backward(loss)
             optimizer.step()
             scheduler.step()
@@ -127,7 +129,7 @@ def predict(model: nn.Module, split: Split, batch_size: int) -> torch.Tensor:
     device = next(model.parameters()).device
     outputs = []
     for first in range(0, len(split), batch_size):
-        out = model(split.x[first:first + batch_size].to(device))
+        out = model(*(t.to(device) for t in split.inputs(slice(first, first + batch_size))))
         outputs.append((out[0] if isinstance(out, tuple) else out).float().cpu())  # (output, extras)
     return torch.cat(outputs)
 
@@ -150,24 +152,26 @@ def score(metrics: dict) -> float:
     return metrics["miou"] if "miou" in metrics else -metrics["rmse"]
 
 
-def cost(model: nn.Module, sample: torch.Tensor) -> dict:
-    """Parameters and GFLOPs per chip (torch's FLOP counter)."""
+def cost(model: nn.Module, sample: tuple[torch.Tensor, ...]) -> dict:
+    """Parameters and GFLOPs per chip (torch's FLOP counter), for model inputs ``sample``."""
     from torch.utils.flop_counter import FlopCounterMode
 
     model.eval()
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model(sample[:1])
+        model(*(t[:1] for t in sample))
     return {"params": sum(p.numel() for p in model.parameters()),
             "gflops": round(counter.get_total_flops() / 1e9, 6)}
 
 
 @torch.no_grad()
-def throughput(models: list[nn.Module], sample: torch.Tensor, batch_size: int) -> list[float]:
-    """Chips/s of each model on the same batch, timed in alternation (see instageo.timing)."""
+def throughput(models: list[nn.Module], sample: tuple[torch.Tensor, ...], batch_size: int) -> list[float]:
+    """Chips/s of each model on the same batch (model inputs ``sample``, repeated to
+    ``batch_size``), timed in alternation (see instageo.timing)."""
     from instageo.timing import throughputs
 
-    batch = sample.repeat((batch_size // len(sample)) + 1, 1, 1, 1, 1)[:batch_size]
+    repeats = batch_size // len(sample[0]) + 1
+    batch = tuple(torch.cat([t] * repeats)[:batch_size] for t in sample)
     for model in models:
         model.eval()
-    return throughputs(models, batch, batch_size)
+    return throughputs([lambda b, m=model: m(*b) for model in models], batch, batch_size)

@@ -40,7 +40,27 @@ def recipe_docs() -> str:
     schema = Recipe.model_json_schema()
     sections: list[str] = []
     _section("", None, schema, schema["$defs"], sections)
-    return INTRO + "\n" + "\n".join(sections)
+    return INTRO + "\n" + "\n".join(sections) + "\n" + backbones_table()
+
+
+def backbones_table() -> str:
+    """The ``teacher.backbone`` names, their architecture and the published checkpoint each
+    one loads (from the registry, which a test checks against the official configs)."""
+    from instageo.model.specs import BACKBONES
+
+    lines = ["## Backbones (`teacher.backbone`)", "",
+             "Each name means what it means in terratorch's registry. `weights` takes the checkpoint "
+             "file named here (downloaded once, by you; nothing is fetched at run time).", "",
+             "| name | embedding, blocks, heads, patch | temporal + location encoders | published checkpoint |",
+             "|---|---|---|---|"]
+    for name, spec in BACKBONES.items():
+        published = "none (random init only)"
+        if spec.published:
+            repo, file = spec.published.split()
+            published = f"[{repo}](https://huggingface.co/{repo}) `{file}`"
+        lines.append(f"| `{name}` | {spec.embed_dim}, {spec.depth}, {spec.num_heads}, {spec.patch_size} | "
+                     f"{'yes' if spec.coords else 'no'} | {published} |")
+    return "\n".join(lines) + "\n"
 
 
 def _section(path: str, kind: str | None, model: dict, defs: dict, out: list[str]) -> None:

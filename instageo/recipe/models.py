@@ -416,10 +416,16 @@ class Teacher(Model):
     """The foundation model fine-tuned on the chips."""
 
     backbone: Annotated[str, AfterValidator(_known_backbone)] = Field(
-        "prithvi_eo_v1_100", description="architecture, a name from instageo.model.specs.BACKBONES"
+        "prithvi_eo_v1_100", description="architecture, a name from the backbones table at the end of "
+        "this page (each with the published Prithvi-EO checkpoint it loads)"
     )
     weights: InputPath | None = Field(
         None, description="local pretrained checkpoint (e.g. Prithvi_EO_V1_100M.pt); none: random init"
+    )
+    normalize: Literal["pretrained", "chips"] = Field(
+        "pretrained", description="band statistics the models see: pretrained (with weights, the "
+        "backbone's pretraining mean/std for the bands it was pretrained on, the chips' for any other) "
+        "or chips (the train split's own)"
     )
     head: Literal["upsample", "light"] = Field(
         "upsample", description="segmentation head: upsample (learned upsampling) or light (1x1 convolution, bilinear)"

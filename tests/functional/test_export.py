@@ -44,7 +44,7 @@ def test_the_bundle_predicts_on_its_own(tiny):
     assert bundle["chip"]["steps"] == 2 and bundle["classes"] == ["other", "water", "vegetation"]
     assert len(bundle["mean"]) == 6 and len(bundle["colours"]) == 3
     chips_dir = next((folder / "runs" / "tiny" / "stages").glob("chips-*"))
-    test = load_splits(chips_dir, 2, bundle["bands"], False)["test"]
+    test = load_splits(chips_dir, 2, bundle["bands"], False, bundle["mean"], bundle["std"])["test"]
     session = ort.InferenceSession(str(bundle_dir / bundle["model"]), providers=["CPUExecutionProvider"])
     got = np.concatenate([session.run(None, {"chips": test.x[i:i + 3].numpy()})[0] for i in range(0, len(test), 3)])
     student, _ = tasks.load(next((folder / "runs" / "tiny" / "stages").glob("student-*")) / "student.pt")

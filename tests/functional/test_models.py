@@ -55,7 +55,8 @@ def test_student_blocks_start_from_the_teacher(tiny):
 def _fit(tiny, workdir, track):
     recipe = load_recipe(tiny / "tiny.yaml")
     chips = stage_dir(tiny, "chips")[0]
-    data = load_splits(chips, 2, list(recipe.data.chips.bands), False)
+    stats = json.loads((chips / "stats.json").read_text())
+    data = load_splits(chips, 2, list(recipe.data.chips.bands), False, stats["mean"], stats["std"])
     torch.manual_seed(0)
     model = tasks.build({"backbone": "instageo_ci", "in_chans": 6, "frames": 2, "outputs": 3,
                          "head": "upsample", "depth": 4})
@@ -99,8 +100,40 @@ def test_a_checkpoint_that_does_not_fit_stops_before_training(tiny, tmp_path, ca
     assert main([str(tmp_path / "tiny.yaml"), *runs, "--set", "teacher.weights=wrong.pt"]) == 2
     assert "wrong.pt: checkpoint does not fit backbone: cls_token (1, 1, 32) != (1, 1, 64)" in capsys.readouterr().err
 
+    checkpoint = {"model": {f"encoder.{k}": v for k, v in PrithviEncoder(BACKBONES["instageo_ci"], 6).state_dict().items()}}
+    checkpoint["model"]["encoder.blocks.1.ls1.gamma"] = torch.ones(64)  # a tensor our backbone lacks
+    torch.save(checkpoint, tmp_path / "extra.pt")
+    assert main([str(tmp_path / "tiny.yaml"), *runs, "--set", "teacher.weights=extra.pt"]) == 2
+    err = capsys.readouterr().err
+    assert "extra.pt: unexpected encoder tensor blocks.1.ls1.gamma" in err and "Traceback" not in err
+
     fake_prithvi("v2", tmp_path / "prithvi_v2.pt")
     assert main([str(tmp_path / "tiny.yaml"), *runs, "--set", "teacher.weights=prithvi_v2.pt", "--until", "teacher"]) == 0
+
+
+def test_a_tl_teacher_from_an_official_checkpoint_runs_to_the_map(tiny, tmp_path):
+    """Prithvi-EO-2.0 tiny TL, saved by the official code, fine-tuned with its pretraining
+    statistics and its coordinates (dates, chip centres) through to ONNX and the map."""
+    import onnxruntime as ort
+
+    from tests.reference import prithvi_configs, prithvi_mae
+
+    config = {**prithvi_configs()["prithvi_eo_v2_tiny_tl"], "num_frames": 2, "in_chans": 6, "img_size": 224}
+    torch.manual_seed(0)
+    torch.save(prithvi_mae().PrithviMAE(**config).state_dict(), tmp_path / "tiny_tl.pt")
+    shutil.copy(tiny / "tiny.yaml", tmp_path / "tiny.yaml")
+    assert main([str(tmp_path / "tiny.yaml"), "--runs-dir", str(tmp_path / "runs"), "--set",
+                 "teacher.backbone=prithvi_eo_v2_tiny_tl", "--set", "teacher.weights=tiny_tl.pt"]) == 0
+    run = tmp_path / "runs" / "tiny"
+    report = json.loads((run / "report.json").read_text())
+    norm = report["teacher"]["normalization"]
+    assert set(norm["source"].values()) == {"pretrained"} and norm["mean"][0] == pytest.approx(0.1087)
+    bundle_path = run / report["variants"][0]["onnx"]
+    bundle = json.loads((bundle_path.parent / "bundle.json").read_text())
+    assert bundle["coordinates"] and bundle["mean"] == norm["mean"]
+    session = ort.InferenceSession(str(bundle_path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["chips", "temporal_coords", "location_coords"]
+    assert report["variants"][0]["onnx_max_abs_diff"] < 1e-4 and (run / report["prediction"]).is_file()
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -187,9 +220,10 @@ def check_holdout_prediction_matches_chip_metrics(folder, chips_dir, scene: str)
     report = json.loads((folder / "runs" / "floods" / "report.json").read_text())
     bundle = folder / "runs" / "floods" / report["variants"][0]["onnx"]
 
-    test = load_splits(chips_dir, 1, ["vv", "vh"], regression=False)["test"]
+    norm = json.loads((bundle.parent / "bundle.json").read_text())
+    test = load_splits(chips_dir, 1, ["vv", "vh"], False, norm["mean"], norm["std"])["test"]
     mine = [i for i, chip_id in enumerate(test.ids) if chip_id.startswith(scene)]
-    logits = onnx.run(onnx.session(bundle), test.x[mine].numpy())
+    logits = onnx.run(onnx.session(bundle), (test.x[mine].numpy(),))
     truth = test.y[mine].numpy()
     labelled = truth != -1
     on_chips = segmentation_metrics(logits.argmax(1)[labelled], truth[labelled], 2)["miou"]

@@ -30,11 +30,13 @@ def test_any_bands_frames_and_size(frames, size, chans):
     assert light(torch.randn(1, chans, frames, size, size)).shape == (1, 3, size, size)
 
 
-def test_position_embedding_is_fixed_sincos_with_prithvi_split():
-    table = sincos_3d(2, 3, 4, 64)
+def test_position_embedding_is_fixed_sincos_with_prithvi_channel_order():
+    table = sincos_3d(2, 3, 4, 64)  # 24 tokens in (t, h, w) order; channels width | height | time
     assert table.shape == (24, 64)
-    # the first 16 channels (a quarter) depend on time only
-    assert torch.equal(table[0, :16], table[11, :16]) and not torch.equal(table[0, :16], table[12, :16])
+    width, height, time = table[:, :24], table[:, 24:48], table[:, 48:]
+    assert torch.equal(time[0], time[11]) and not torch.equal(time[0], time[12])  # time: last 16
+    assert torch.equal(width[0], width[4]) and not torch.equal(width[0], width[1])  # width: first 24
+    assert torch.equal(height[0], height[1]) and not torch.equal(height[0], height[4])
 
 
 def test_student_keeps_the_first_blocks():
@@ -69,7 +71,7 @@ def fake_prithvi(layout: str, path, bands=6):
 def test_prithvi_checkpoints_load_by_their_own_key_names(layout, tmp_path):
     state = fake_prithvi(layout, tmp_path / "ckpt.pt")
     encoder = PrithviEncoder(SPEC, in_chans=6, depth=2)  # a student-sized encoder
-    kept = load_encoder(encoder, tmp_path / "ckpt.pt", list(SPEC.bands))
+    kept = load_encoder(encoder, tmp_path / "ckpt.pt", list(SPEC.bands)).kept
     assert "pos_embed" not in kept and not any(k.startswith(("decoder", "mask")) for k in kept)
     for key, value in encoder.state_dict().items():
         assert torch.equal(value, state[key]), key
@@ -92,3 +94,49 @@ def test_bad_checkpoints_are_named(tmp_path):
     wide = PrithviEncoder(backbone_spec("prithvi_eo_tiny"), 6, depth=1)
     with pytest.raises(InputError, match="small.pt: checkpoint does not fit backbone"):
         load_encoder(wide, tmp_path / "small.pt", list(SPEC.bands))
+
+
+def test_unknown_encoder_tensors_are_an_error_naming_them(tmp_path):
+    state = fake_prithvi("v2", tmp_path / "ckpt.pt")
+    checkpoint = torch.load(tmp_path / "ckpt.pt")
+    checkpoint["model"]["encoder.blocks.0.attn.rel_pos"] = torch.zeros(3)
+    torch.save(checkpoint, tmp_path / "extra.pt")
+    with pytest.raises(InputError, match=r"extra.pt: unexpected encoder tensor blocks.0.attn.rel_pos"):
+        load_encoder(PrithviEncoder(SPEC, 6), tmp_path / "extra.pt", list(SPEC.bands))
+    assert state  # the plain checkpoint loads (above); only the extra tensor is refused
+
+
+def test_tl_encoders_load_into_tl_backbones_and_are_named_when_unused(tmp_path):
+    import dataclasses
+
+    tl = dataclasses.replace(SPEC, coords=True)
+    source = PrithviEncoder(tl, 6)
+    with torch.no_grad():
+        source.temporal_embed_enc.scale.fill_(0.7)
+        source.location_embed_enc.scale.fill_(0.3)
+    torch.save({f"encoder.{k}": v for k, v in source.state_dict().items()}, tmp_path / "tl.pt")
+    target = PrithviEncoder(tl, 6)
+    load_encoder(target, tmp_path / "tl.pt", list(SPEC.bands))
+    assert target.temporal_embed_enc.scale.item() == pytest.approx(0.7)
+    assert target.location_embed_enc.scale.item() == pytest.approx(0.3)
+    loaded = load_encoder(PrithviEncoder(SPEC, 6), tmp_path / "tl.pt", list(SPEC.bands))
+    assert loaded.unused == ["location_embed_enc.scale", "temporal_embed_enc.scale"]
+    fake_prithvi("v2", tmp_path / "plain.pt")
+    with pytest.raises(InputError, match="plain.pt: checkpoint lacks temporal_embed_enc.scale"):
+        load_encoder(PrithviEncoder(tl, 6), tmp_path / "plain.pt", list(SPEC.bands))
+
+
+def test_tl_coordinates_change_the_tokens_and_others_ignore_them():
+    import dataclasses
+
+    x = torch.randn(2, 6, 2, 16, 16)
+    temporal = torch.tensor([[[2020.0, 10.0], [2020.0, 40.0]]] * 2)
+    location = torch.tensor([[10.0, 20.0], [-30.0, 120.0]])
+    tl = PrithviEncoder(dataclasses.replace(SPEC, coords=True), 6).eval()
+    with torch.no_grad():
+        plain = tl(x)
+        placed = tl(x, temporal=temporal, location=location)
+    assert not torch.allclose(plain, placed)
+    encoder = PrithviEncoder(SPEC, 6).eval()
+    with torch.no_grad():
+        assert torch.equal(encoder(x), encoder(x, temporal=temporal, location=location))

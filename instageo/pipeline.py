@@ -5,9 +5,17 @@ from __future__ import annotations
 from instageo.runner.stage import Stage
 
 
+PREDICT_SECTIONS = ("export.predict", "data.chips", "data.observations")
+
+
+def _teacher_exported(recipe) -> bool:
+    return recipe.export.onnx.teacher
+
+
 def default_pipeline() -> list[Stage]:
-    """search -> chips -> teacher -> student -> export -> predict -> viewer. Stage functions
-    are imported when called: a cached rerun or a plan never loads torch."""
+    """search -> chips -> teacher -> student -> export -> predict -> viewer; with
+    export.onnx.teacher, teacher -> teacher_export -> teacher_predict too (once per teacher).
+    Stage functions are imported when called: a cached rerun or a plan never loads torch."""
     search, chips = _module("instageo.data.search"), _module("instageo.data.chips")
     teacher, student = _module("instageo.model.teacher"), _module("instageo.model.student")
     export, predict, viewer = (_module(f"instageo.deploy.{name}") for name in ("export", "predict", "viewer"))
@@ -15,16 +23,20 @@ def default_pipeline() -> list[Stage]:
         Stage("search", search.run, version="1", report_into="dataset", after=search.after,
               sections=("data.source", "data.observations", "data.chips.size",
                         "data.chips.resolution", "data.chips.bands", "data.chips.time")),
-        Stage("chips", chips.run, version="2", needs=("search",), report_into="dataset",
-              after=chips.after, sections=("data.chips", "data.split", "seed", "task")),
+        Stage("chips", chips.run, version="3", needs=("search",), report_into="dataset",
+              after=chips.after, sections=("data.chips", "data.split", "task")),
         Stage("teacher", teacher.run, version="3", needs=("chips",), report_into="teacher",
               sections=("teacher", "task", "seed")),
         Stage("student", student.run, version="4", needs=("chips", "teacher"), report_into="variant",
               sections=("student", "task", "seed")),
-        Stage("export", export.run, version="3", needs=("chips", "teacher", "student"), report_into="variant",
-              sections=("export.onnx",)),
-        Stage("predict", predict.run, version="4", needs=("search", "export"), report_into="variant",
-              sections=("export.predict", "data.chips", "data.observations")),
+        Stage("teacher_export", export.run_teacher, version="1", needs=("chips", "teacher"),
+              report_into="teacher", sections=("export.onnx",), when=_teacher_exported),
+        Stage("export", export.run, version="4", needs=("chips", "teacher", "student"), report_into="variant",
+              optional=("teacher_export",), sections=("export.onnx",)),
+        Stage("teacher_predict", predict.run_teacher, version="1", needs=("search", "teacher_export"),
+              report_into="teacher", sections=PREDICT_SECTIONS),
+        Stage("predict", predict.run, version="5", needs=("search", "export"), report_into="variant",
+              sections=PREDICT_SECTIONS),
         Stage("viewer", viewer.run, version="1", needs=("export", "predict"), report_into="variant",
               sections=("export.viewer",)),
     ]

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from instageo.data.chip_build import Candidate, ChipJob, ChipRecord, build_chip
-from instageo.data.grid import centred_grid, tiled_grids
+from instageo.data.grid import centred_grid, centres_lonlat, footprints_lonlat, tiled_grids
 from instageo.data.lock import lock_path, update_lock
 from instageo.data.presets import preset_for
 from instageo.data.quicklook import chips_quicklook, class_colours
@@ -45,7 +45,9 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     skipped = Counter(r.reason for r in records if r.status != "ok")
     if not built:
         raise InputError(f"no chip could be built from {len(records)} observation(s): skipped {dict(skipped)}")
-    splits = assign_splits(built, recipe.data.split, recipe.seed)
+    grids = {job.chip_id: job.grid for job in jobs}
+    footprints = dict(zip([r.chip_id for r in built], footprints_lonlat([grids[r.chip_id] for r in built])))
+    splits = assign_splits(built, recipe.data.split, footprints, observation_sources(inputs["search"]))
     write_index(ctx.workdir / "index.csv", built, splits)
     train = [r for r in built if splits[r.chip_id] == "train"]
     stats = dataset_stats(ctx.workdir, train, recipe)
@@ -72,6 +74,12 @@ def after(recipe: Recipe, result: StageResult) -> None:
                 chips={"key": result.key, "checksums": checksums})
 
 
+def observation_sources(search: StageResult) -> dict[str, str]:
+    """Observation id -> the file it came from (a label raster, a polygons file), for splits."""
+    with open(search.path("observations"), newline="") as handle:
+        return {row["id"]: row["source"] or "" for row in csv.DictReader(handle)}
+
+
 def make_jobs(recipe: Recipe, search: StageResult) -> list[ChipJob]:
     items = json.loads(search.path("items").read_text())
     candidates = json.loads(search.path("candidates").read_text())
@@ -92,12 +100,13 @@ def make_jobs(recipe: Recipe, search: StageResult) -> list[ChipJob]:
         steps = candidates_for(own, date, time)
         lon, lat = float(row["lon"]), float(row["lat"])
         label = float(row["label"]) if row["label"] not in ("", None) else None
-        if row["kind"] == "raster":  # a label raster: tile its extent
+        if row["kind"] == "raster":  # a label raster: tiles without overlap, each at its own centre
             bounds = tuple(float(row[k]) for k in ("west", "south", "east", "north"))
-            grids = tiled_grids(bounds, chips.size, chips.resolution, chips.crs, chips.stride or chips.size)
-            for index, grid in enumerate(grids):
-                jobs.append(ChipJob(f"{_safe(row['id'])}-{index:03d}", row["id"], lon, lat, row["date"],
-                                    None, row["source"], grid, steps, **common))
+            grids = tiled_grids(bounds, chips.size, chips.resolution, chips.crs, chips.stride or chips.size,
+                                flush=False)
+            for index, (grid, (centre_lon, centre_lat)) in enumerate(zip(grids, centres_lonlat(grids))):
+                jobs.append(ChipJob(f"{_safe(row['id'])}-{index:03d}", row["id"], centre_lon, centre_lat,
+                                    row["date"], None, row["source"], grid, steps, **common))
             continue
         if label is None:
             raise InputError(f"observation {row['id']} has no label")

@@ -2,7 +2,7 @@
 
 A chip centred on a point lies in the UTM zone of that point (or the recipe's CRS), its
 corners snapped to multiples of the resolution so chips of the same zone share one pixel
-grid. Label rasters are tiled with chips at a stride.
+grid. Label rasters are tiled with chips at a stride, without overlap by default.
 """
 
 from __future__ import annotations
@@ -51,8 +51,11 @@ def centred_grid(lon: float, lat: float, size: int, resolution: float, crs_setti
 
 
 def tiled_grids(bounds_lonlat: tuple[float, float, float, float], size: int, resolution: float,
-                crs_setting: str, stride: int) -> list[ChipGrid]:
-    """Chips covering a lon/lat extent, ``stride`` pixels apart (the last row/column flush)."""
+                crs_setting: str, stride: int, flush: bool = True) -> list[ChipGrid]:
+    """Chips covering a lon/lat extent, ``stride`` pixels apart. ``flush``: the last row and
+    column are moved inward to end at the extent's edge (overlapping their neighbours; for
+    prediction, which blends overlaps); otherwise they reach past it (padded with nodata when
+    read; for label rasters, whose chips must not share pixels)."""
     from rasterio.warp import transform_bounds
 
     west, south, east, north = bounds_lonlat
@@ -63,34 +66,55 @@ def tiled_grids(bounds_lonlat: tuple[float, float, float, float], size: int, res
     width = max(math.ceil((right - left) / resolution), size)
     height = max(math.ceil((top - bottom) / resolution), size)
     grids = []
-    for row in _starts(height, size, stride):
-        for column in _starts(width, size, stride):
+    for row in _starts(height, size, stride, flush):
+        for column in _starts(width, size, stride, flush):
             transform = (resolution, 0.0, left + column * resolution, 0.0, -resolution,
                          top - row * resolution)
             grids.append(ChipGrid(crs, transform, size))
     return grids
 
 
-def _starts(extent: int, size: int, stride: int) -> list[int]:
+def _starts(extent: int, size: int, stride: int, flush: bool = True) -> list[int]:
+    if not flush:
+        starts = [0]
+        while starts[-1] + size < extent:
+            starts.append(starts[-1] + stride)
+        return starts
     starts = list(range(0, max(extent - size, 0) + 1, stride))
     if starts[-1] + size < extent:
         starts.append(extent - size)  # cover the far edge too
     return starts
 
 
-def centres_lonlat(grids: list[ChipGrid]) -> list[tuple[float, float]]:
-    """(lon, lat) of each chip's centre."""
+def _in_lonlat(grids: list[ChipGrid], points) -> list[list[tuple[float, float]]]:
+    """``points(grid)`` (x, y in the grid's CRS) of each grid, in lon/lat: one projection per CRS."""
     from pyproj import Transformer
 
-    centres = []
-    for grid in grids:  # one projection per CRS
-        left, bottom, right, top = grid.bounds
-        centres.append((grid.crs, (left + right) / 2, (bottom + top) / 2))
-    out: list[tuple[float, float]] = [(0.0, 0.0)] * len(grids)
-    for crs in {c for c, _, _ in centres}:
-        at = [i for i, (c, _, _) in enumerate(centres) if c == crs]
+    out: list[list[tuple[float, float]]] = [[] for _ in grids]
+    for crs in {g.crs for g in grids}:
+        at = [i for i, g in enumerate(grids) if g.crs == crs]
+        xy = [(i, x, y) for i in at for x, y in points(grids[i])]
         lons, lats = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(
-            [centres[i][1] for i in at], [centres[i][2] for i in at])
-        for i, lon, lat in zip(at, lons, lats):
-            out[i] = (float(lon), float(lat))
+            [x for _, x, _ in xy], [y for _, _, y in xy])
+        for (i, _, _), lon, lat in zip(xy, lons, lats):
+            out[i].append((float(lon), float(lat)))
     return out
+
+
+def centres_lonlat(grids: list[ChipGrid]) -> list[tuple[float, float]]:
+    """(lon, lat) of each chip's centre."""
+    def centre(grid: ChipGrid):
+        left, bottom, right, top = grid.bounds
+        return [((left + right) / 2, (bottom + top) / 2)]
+
+    return [points[0] for points in _in_lonlat(grids, centre)]
+
+
+def footprints_lonlat(grids: list[ChipGrid]) -> list[tuple[float, float, float, float]]:
+    """(west, south, east, north) of each chip in lon/lat (the box around its corners)."""
+    def corners(grid: ChipGrid):
+        left, bottom, right, top = grid.bounds
+        return [(left, bottom), (left, top), (right, bottom), (right, top)]
+
+    return [(min(p[0] for p in c), min(p[1] for p in c), max(p[0] for p in c), max(p[1] for p in c))
+            for c in _in_lonlat(grids, corners)]

@@ -1,9 +1,16 @@
-"""Train / val / test splits of chips: spatial blocks (default), random, or by date.
+"""Train / val / test splits of chips: named sets, then fractions of the rest.
 
-Spatial: chips are grouped into square blocks of ``block_km`` (on an equal-area grid) and
-whole blocks go to one split, so neighbouring chips, which share pixels and land cover, never
-sit on both sides of the train/test line. Blocks are dealt to splits in a seeded random order
-until each split holds its share of chips.
+Named sets (``split.test`` / ``split.val`` given as files, regions or ids) take their chips
+first, each chip by its own footprint. The rest is dealt to the fractions by ``method``:
+
+- spatial: chips are grouped into square blocks of ``block_km`` (on an equal-area grid, by
+  each chip's own centre) and whole blocks go to one split, so neighbouring chips, which
+  share land cover, never sit on both sides of the train/test line;
+- random: chip by chip; date: the latest chips to test, then val.
+
+Groups are dealt in a seeded random order (``split.seed``) until each split holds its share of
+all chips. Then ``gap_km``: a chip closer than that, edge to edge, to a chip of a later split
+(train < val < test) leaves its own ("excluded").
 """
 
 from __future__ import annotations
@@ -12,19 +19,70 @@ import math
 import random
 from collections import defaultdict
 from collections.abc import Sequence
+from fnmatch import fnmatch
+from pathlib import PurePath
 
 from instageo.data.chip_build import ChipRecord
-from instageo.recipe.models import SplitSpec
+from instageo.errors import InputError
+from instageo.recipe.models import HeldOut, SplitSpec
 
 EARTH_RADIUS_KM = 6371.0
+KM_PER_DEGREE = math.pi * EARTH_RADIUS_KM / 180
+ORDER = {"train": 0, "val": 1, "test": 2}
+
+Box = tuple[float, float, float, float]  # west, south, east, north in degrees
 
 
-def assign_splits(records: Sequence[ChipRecord], spec: SplitSpec, seed: int) -> dict[str, str]:
-    """chip id -> 'train' | 'val' | 'test'."""
+def assign_splits(records: Sequence[ChipRecord], spec: SplitSpec, footprints: dict[str, Box],
+                  sources: dict[str, str]) -> dict[str, str]:
+    """chip id -> 'train' | 'val' | 'test' | 'excluded'. ``footprints``: each chip's lon/lat
+    box; ``sources``: observation id -> the file it came from (label raster, polygons)."""
     records = sorted(records, key=lambda r: r.chip_id)
+    splits: dict[str, str] = {}
+    for name in ("test", "val"):  # a chip named by both is a test chip
+        selector = getattr(spec, name)
+        if isinstance(selector, HeldOut):
+            taken = _named(records, selector, footprints, sources, f"data.split.{name}")
+            splits.update({chip: name for chip in taken if chip not in splits})
+    rest = [r for r in records if r.chip_id not in splits]
+    wanted = {name: round(getattr(spec, name) * len(records)) for name in ("test", "val")
+              if not isinstance(getattr(spec, name), HeldOut)}
+    splits.update(_deal(_groups(rest, spec), wanted))
+    if not any(split == "train" for split in splits.values()):
+        raise InputError(f"data.split: val and test take all {len(records)} chips; none is left for training")
+    if spec.gap_km > 0:
+        _exclude_near(records, splits, footprints, spec.gap_km)
+    return splits
+
+
+def _named(records: Sequence[ChipRecord], selector: HeldOut, footprints: dict[str, Box],
+           sources: dict[str, str], field: str) -> set[str]:
+    """The chips a named set takes; a name that takes nothing is an error (a typo, most often)."""
+    taken: set[str] = set()
+    for pattern in selector.files:
+        matched = {r.chip_id for r in records
+                   if fnmatch(r.observation, pattern) or fnmatch(PurePath(sources.get(r.observation, "")).name, pattern)}
+        if not matched:
+            raise InputError(f"{field}.files: '{pattern}' matches no observation with chips")
+        taken |= matched
+    for region in selector.regions:
+        matched = {r.chip_id for r in records if _touches(footprints[r.chip_id], region)}
+        if not matched:
+            raise InputError(f"{field}.regions: {list(region)} touches no chip")
+        taken |= matched
+    for name in selector.ids:
+        matched = {r.chip_id for r in records if name in (r.chip_id, r.observation)}
+        if not matched:
+            raise InputError(f"{field}.ids: '{name}' is no chip or observation with chips")
+        taken |= matched
+    return taken
+
+
+def _groups(records: list[ChipRecord], spec: SplitSpec) -> list[list[str]]:
+    """Chips dealt together, in dealing order."""
     if spec.method == "date":
-        ordered = sorted(records, key=lambda r: (r.date, r.chip_id))
-        return _deal([[r.chip_id] for r in ordered], spec, len(records), reverse=True)
+        ordered = sorted(records, key=lambda r: (r.date, r.chip_id), reverse=True)
+        return [[r.chip_id] for r in ordered]
     if spec.method == "random":
         groups = [[r.chip_id] for r in records]
     else:
@@ -32,21 +90,48 @@ def assign_splits(records: Sequence[ChipRecord], spec: SplitSpec, seed: int) -> 
         for record in records:
             blocks[block_of(record.lon, record.lat, spec.block_km)].append(record.chip_id)
         groups = [blocks[key] for key in sorted(blocks)]
-    random.Random(seed).shuffle(groups)
-    splits = _deal(groups, spec, len(records))
-    if spec.gap_km > 0:
-        _exclude_near(records, splits, spec.gap_km)
+    random.Random(spec.seed).shuffle(groups)
+    return groups
+
+
+def _deal(groups: list[list[str]], wanted: dict[str, int]) -> dict[str, str]:
+    """Give groups to test, then val, up to their shares; the rest to train (the last group
+    always trains, so training keeps chips when the fractions allow)."""
+    wanted = dict(wanted)
+    splits: dict[str, str] = {}
+    for index, group in enumerate(groups):
+        last = index == len(groups) - 1
+        target = "train" if last else next((n for n in ("test", "val") if wanted.get(n, 0) > 0), "train")
+        for chip_id in group:
+            splits[chip_id] = target
+        if target != "train":
+            wanted[target] -= len(group)
     return splits
 
 
-def _exclude_near(records: Sequence[ChipRecord], splits: dict[str, str], gap_km: float) -> None:
-    """Train chips closer than ``gap_km`` to a val/test chip leave training ('excluded')."""
-    held_out = [r for r in records if splits[r.chip_id] != "train"]
+def _exclude_near(records: Sequence[ChipRecord], splits: dict[str, str], footprints: dict[str, Box],
+                  gap_km: float) -> None:
+    """A chip within ``gap_km`` of a chip of a later split leaves its own."""
+    later = {name: [footprints[r.chip_id] for r in records if ORDER.get(splits[r.chip_id], -1) > rank]
+             for name, rank in ORDER.items()}
     for record in records:
-        if splits[record.chip_id] == "train" and any(
-            distance_km(record.lon, record.lat, o.lon, o.lat) < gap_km for o in held_out
-        ):
+        own = splits[record.chip_id]
+        if own != "test" and any(box_distance_km(footprints[record.chip_id], other) < gap_km
+                                 for other in later[own]):
             splits[record.chip_id] = "excluded"
+
+
+def _touches(a: Box, b: Box) -> bool:
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
+def box_distance_km(a: Box, b: Box) -> float:
+    """Edge-to-edge distance between two lon/lat boxes (0 when they touch), on the local
+    equirectangular approximation: fine at the chip-to-chip scale a gap is measured at."""
+    dx = max(0.0, max(a[0], b[0]) - min(a[2], b[2]))
+    dy = max(0.0, max(a[1], b[1]) - min(a[3], b[3]))
+    latitude = math.radians((a[1] + a[3] + b[1] + b[3]) / 4)
+    return math.hypot(dx * math.cos(latitude), dy) * KM_PER_DEGREE
 
 
 def distance_km(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
@@ -60,18 +145,3 @@ def block_of(lon: float, lat: float, block_km: float) -> tuple[int, int]:
     x = math.radians(lon) * EARTH_RADIUS_KM
     y = math.sin(math.radians(lat)) * EARTH_RADIUS_KM
     return math.floor(x / block_km), math.floor(y / block_km)
-
-
-def _deal(groups: list[list[str]], spec: SplitSpec, total: int, reverse: bool = False) -> dict[str, str]:
-    """Give groups to test, then val, up to their shares; the rest to train."""
-    wanted = {"test": round(spec.test * total), "val": round(spec.val * total)}
-    splits: dict[str, str] = {}
-    order = list(reversed(groups)) if reverse else groups
-    for index, group in enumerate(order):
-        last = index == len(order) - 1  # the last group always trains: train is never empty
-        target = "train" if last else next((n for n in ("test", "val") if wanted[n] > 0), "train")
-        for chip_id in group:
-            splits[chip_id] = target
-        if target != "train":
-            wanted[target] -= len(group)
-    return splits

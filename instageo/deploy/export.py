@@ -23,29 +23,24 @@ from instageo.timing import throughputs
 PARITY_CHIPS = 32
 
 
+FILES = {"onnx": "bundle/model.onnx", "bundle": "bundle/bundle.json"}
+
+
 def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
-    spec, chips = recipe.export.onnx, inputs["chips"]
-    model, meta = tasks.load(inputs["student"].path("model"))
-    data = tasks.splits(recipe, chips, meta["normalization"])
-    split = data[next(n for n in ("test", "val", "train") if n in data)]
-    sample = split.inputs(slice(0, PARITY_CHIPS))
-    bundle = ctx.workdir / "bundle"
-    bundle.mkdir(exist_ok=True)
-    session, check = _export_checked(model, sample, bundle / "model.onnx", spec)
+    """A student's bundle (the `export` stage); timed beside the teacher's ONNX model when the
+    `teacher_export` stage made one (it is exported once, not per student)."""
+    spec = recipe.export.onnx
+    model, meta, split, sample = _load(recipe, inputs["chips"], inputs["student"])
+    session, summary = _export_bundle(model, meta, sample, ctx.workdir, recipe, inputs["student"].summary)
     batch = tuple(t.numpy() for t in sample)
     runners = [lambda b: _torch(model, b), lambda b: onnx.run(session, b, len(b[0]))]
-    summary = {"onnx": "@onnx", "onnx_max_abs_diff": round(check["max_abs_diff"], 9),
-               "onnx_argmax_agreement": check["argmax_agreement"]}
-    files = {"onnx": "bundle/model.onnx", "bundle": "bundle/bundle.json"}
-    if spec.teacher:  # the teacher too, outside the bundle (prediction uses the student)
-        teacher_model, _ = tasks.load(inputs["teacher"].path("model"))
-        (ctx.workdir / "teacher").mkdir(exist_ok=True)
-        teacher, teacher_check = _export_checked(teacher_model, sample, ctx.workdir / "teacher" / "model.onnx", spec)
+    files = dict(FILES)
+    teacher_export = inputs.get("teacher_export")
+    if teacher_export is not None:
+        teacher = onnx.session(teacher_export.path("onnx"))
         runners.append(lambda b: onnx.run(teacher, b, len(b[0])))
-        summary["teacher_onnx"] = "@teacher_onnx"
-        summary["teacher_onnx_max_abs_diff"] = round(teacher_check["max_abs_diff"], 9)
-        files["teacher_onnx"] = "teacher/model.onnx"
     if spec.quantize:
+        bundle = ctx.workdir / "bundle"
         onnx.quantize(bundle / "model.onnx", bundle / "model.int8.onnx")
         int8 = onnx.session(bundle / "model.int8.onnx")
         runners.append(lambda b: onnx.run(int8, b, len(b[0])))
@@ -55,25 +50,48 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     # teacher) stays as the student stage measured it
     speeds = throughputs(runners, batch, len(batch[0]))
     summary["throughput"] = {"onnx_img_s": speeds[1], "onnx_vs_torch": round(speeds[1] / speeds[0], 3)}
-    if spec.teacher:
+    if teacher_export is not None:
         teacher_speed = speeds[2]
         summary["throughput"].update(teacher_onnx_img_s=teacher_speed,
                                      onnx_vs_teacher_onnx=round(speeds[1] / teacher_speed, 3))
     if spec.quantize:
         summary["throughput"].update(onnx_int8_img_s=speeds[-1], int8_vs_onnx=round(speeds[-1] / speeds[1], 3))
-    write_json_atomic(bundle / "bundle.json", _bundle(recipe, meta, inputs["student"].summary))
     return StageOutput(files=files, summary=summary)
 
 
-def _export_checked(model, sample: torch.Tensor, path, spec):
-    """Export, open, and compare with PyTorch; a difference beyond the tolerance fails the stage."""
-    onnx.export(model, sample, path, spec.opset)
-    session = onnx.session(path)
+def run_teacher(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
+    """The teacher's bundle (the `teacher_export` stage, when export.onnx.teacher): once per
+    teacher, for its own prediction map and for the students' exports to be timed beside."""
+    model, meta, _, sample = _load(recipe, inputs["chips"], inputs["teacher"])
+    session, summary = _export_bundle(model, meta, sample, ctx.workdir, recipe, inputs["teacher"].summary)
+    batch = tuple(t.numpy() for t in sample)
+    speeds = throughputs([lambda b: _torch(model, b), lambda b: onnx.run(session, b, len(b[0]))], batch, len(batch[0]))
+    summary["throughput"] = {"onnx_img_s": speeds[1], "onnx_vs_torch": round(speeds[1] / speeds[0], 3)}
+    return StageOutput(files=dict(FILES), summary=summary)
+
+
+def _load(recipe: Recipe, chips: StageResult, trained: StageResult):
+    """A trained model, its meta, the split it is checked on, and the parity sample."""
+    model, meta = tasks.load(trained.path("model"))
+    data = tasks.splits(recipe, chips, meta["normalization"])
+    split = data[next(n for n in ("test", "val", "train") if n in data)]
+    return model, meta, split, split.inputs(slice(0, PARITY_CHIPS))
+
+
+def _export_bundle(model, meta: dict, sample, workdir, recipe: Recipe, trained: dict):
+    """bundle/model.onnx, checked against PyTorch (beyond the tolerance the stage fails), and
+    bundle/bundle.json. Returns the session and the summary of the check."""
+    spec = recipe.export.onnx
+    (workdir / "bundle").mkdir(exist_ok=True)
+    onnx.export(model, sample, workdir / FILES["onnx"], spec.opset)
+    session = onnx.session(workdir / FILES["onnx"])
     check = onnx.parity(model, session, sample)
     if check["max_abs_diff"] > spec.tolerance:
         raise StageError(f"ONNX output differs from PyTorch by {check['max_abs_diff']:.2e} "
                          f"(export.onnx.tolerance {spec.tolerance:g})")
-    return session, check
+    write_json_atomic(workdir / FILES["bundle"], _bundle(recipe, meta, trained))
+    return session, {"onnx": "@onnx", "onnx_max_abs_diff": round(check["max_abs_diff"], 9),
+                     "onnx_argmax_agreement": check["argmax_agreement"]}
 
 
 def _torch(model, batch: tuple[np.ndarray, ...]):

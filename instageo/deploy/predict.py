@@ -22,6 +22,7 @@ import csv
 import datetime as dt
 import json
 import math
+import re
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -63,13 +64,38 @@ class Tiling:
     overlap: int
 
 
-def plan_tiles(recipe: Recipe, search: StageResult, classes: int, ctx: StageContext) -> Tiling:
+@dataclass(frozen=True)
+class Area:
+    """One area to predict over: its name (the folder of its COGs), lon/lat box, optional
+    outline (outside it: nodata) and where the recipe declared it (for messages)."""
+
+    name: str
+    bbox: tuple[float, float, float, float]
+    outline: object = None
+    declared: str = "the observations' extent"
+
+
+def areas_of(recipe: Recipe, search: StageResult) -> list[Area]:
+    """export.predict.areas (each its own COGs), else the one area of bbox / geojson / the
+    observations' extent."""
+    spec = recipe.export.predict
+    if isinstance(spec.areas, list):
+        return [Area(f"area{i + 1}", tuple(box), None, f"export.predict.areas[{i}]") for i, box in enumerate(spec.areas)]
+    if spec.areas is not None:
+        return _areas_from(spec.areas)
+    outline = _outline(spec.geojson) if spec.geojson else None
+    if spec.bbox:
+        return [Area("area", spec.bbox, outline, "export.predict.bbox")]
+    if outline is not None:
+        return [Area("area", outline.bounds, outline, "export.predict.geojson")]
+    return [Area("area", _extent(_observations(search), recipe))]
+
+
+def plan_tiles(recipe: Recipe, search: StageResult, classes: int, ctx: StageContext, area: Area | None = None) -> Tiling:
     chips, spec = recipe.data.chips, recipe.export.predict
     observations = _observations(search)
-    outline = _outline(spec.geojson) if spec.geojson else None
-    area = spec.bbox or (outline.bounds if outline is not None else _extent(observations, recipe))
-    area_name = ("export.predict.bbox" if spec.bbox else "export.predict.geojson" if outline is not None
-                 else "the observations' extent")
+    area_spec = area or areas_of(recipe, search)[0]
+    outline, area, area_name = area_spec.outline, area_spec.bbox, area_spec.declared
     date = spec.date or max(dt.date.fromisoformat(o["date"]) for o in observations)
     overlap = int(round(chips.size * spec.overlap))
     stride = max(chips.size - overlap, 1)
@@ -88,15 +114,68 @@ def plan_tiles(recipe: Recipe, search: StageResult, classes: int, ctx: StageCont
 
 
 def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
-    search, export = inputs["search"], inputs["export"]
+    """A student's prediction (the `predict` stage)."""
+    return predict(recipe, inputs["search"], inputs["export"], ctx)
+
+
+def run_teacher(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
+    """The teacher's prediction over the same areas (the `teacher_predict` stage)."""
+    return predict(recipe, inputs["search"], inputs["teacher_export"], ctx)
+
+
+def predict(recipe: Recipe, search: StageResult, export: StageResult, ctx: StageContext) -> StageOutput:
+    """Every area with the exported model of ``export``. One area: its COGs at the stage's
+    root; several (export.predict.areas): areas/<name>/*.tif each, and an index areas.geojson."""
     bundle = json.loads(export.path("bundle").read_text())
+    areas = areas_of(recipe, search)
+    several = recipe.export.predict.areas is not None
+    files: dict[str, str] = {}
+    summaries = []
+    for area in areas:
+        folder = Path("areas") / area.name if several else Path(".")
+        (ctx.workdir / folder).mkdir(parents=True, exist_ok=True)
+        written, summary, items = predict_area(recipe, search, export, bundle, area, ctx.workdir / folder, ctx)
+        if items is not None:  # a fresh search: keep what it found next to the prediction
+            write_json_atomic(ctx.workdir / folder / "items.json", items)
+            written["items"] = "items.json"
+        suffix = f":{area.name}" if several else ""
+        files.update({f"{name}{suffix}": str(folder / path) for name, path in written.items()})
+        summaries.append({"name": area.name, **{k: f"@{k}{suffix}" for k in ("prediction", "confidence")}, **summary})
+    if not several:
+        return StageOutput(files=files, summary={"prediction": "@prediction", "confidence": "@confidence",
+                                                 "prediction_area": summaries[0]})
+    write_json_atomic(ctx.workdir / "areas.geojson", _area_index(areas, summaries, files))
+    first = areas[0].name
+    files.update({"areas": "areas.geojson", "prediction": files[f"prediction:{first}"],
+                  "confidence": files[f"confidence:{first}"]})
+    return StageOutput(files=files, summary={"prediction": "@prediction", "confidence": "@confidence",
+                                             "prediction_areas": "@areas", "areas": summaries})
+
+
+def _area_index(areas: list[Area], summaries: list[dict], files: dict[str, str]) -> dict:
+    """A GeoJSON mosaic index: one feature per area, its outline (or box) and its COGs."""
+    from shapely.geometry import box, mapping
+
+    features = []
+    for area, summary in zip(areas, summaries):
+        outputs = {k: files[f"{k}:{area.name}"] for k in ("prediction", "confidence", "rgb") if f"{k}:{area.name}" in files}
+        geometry = area.outline if area.outline is not None else box(*area.bbox)
+        properties = {"name": area.name, **outputs, **{k: v for k, v in summary.items()
+                                                        if k not in ("name", "prediction", "confidence")}}
+        features.append({"type": "Feature", "geometry": mapping(geometry), "properties": properties})
+    return {"type": "FeatureCollection", "features": features}
+
+
+def predict_area(recipe: Recipe, search: StageResult, export: StageResult, bundle: dict, area: Area,
+                 folder: Path, ctx: StageContext) -> tuple[dict[str, str], dict, dict | None]:
+    """One area's COGs in ``folder``: (files, summary, the items of a fresh search or None)."""
     chips, spec = recipe.data.chips, recipe.export.predict
-    tiling = plan_tiles(recipe, search, len(bundle["classes"]), ctx)
+    tiling = plan_tiles(recipe, search, len(bundle["classes"]), ctx, area)
     layout = tiling.layout
     bands = list(chips.bands)
     rgb_bands = [bands.index(b) for b in ("red", "green", "blue")] if {"red", "green", "blue"} <= set(bands) else None
     model = TileModel(export.path("onnx"), bundle, chips.size, tiling.overlap, rgb_bands)
-    outputs = Outputs(ctx.workdir, layout, bundle, rgb=rgb_bands is not None,
+    outputs = Outputs(folder, layout, bundle, rgb=rgb_bands is not None,
                       outline=_project(tiling.outline, layout.crs) if tiling.outline is not None else None)
     strip = Strip(layout, len(bundle["classes"]), chips.size, rgb=rgb_bands is not None)
     def finish_rows_above(row: int) -> None:  # tiles arrive in rows: rows above `row` are final
@@ -122,18 +201,10 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
         if outputs.class_pixels.sum() == 0:
             raise InputError(f"prediction: no imagery for the area {tuple(round(v, 5) for v in tiling.area)} "
                              f"({tiling.area_name}) around {tiling.date}")
-    files = outputs.finish()
-    if tiling.items_from != "search":  # a fresh search: keep what it found next to the prediction
-        write_json_atomic(ctx.workdir / "items.json", tiling.items)
-        files["items"] = "items.json"
-    return StageOutput(
-        files=files,
-        summary={"prediction": "@prediction", "confidence": "@confidence",
-                 "prediction_area": {"bbox": list(tiling.area), "date": tiling.date.isoformat(),
-                                     "tiles": len(tiling.jobs), "items_from": tiling.items_from,
-                                     "items": len(tiling.items), "width": layout.width, "height": layout.height,
-                                     "class_pixels": dict(zip(bundle["classes"], outputs.class_pixels.tolist()))}},
-    )
+    summary = {"bbox": list(tiling.area), "date": tiling.date.isoformat(), "tiles": len(tiling.jobs),
+               "items_from": tiling.items_from, "items": len(tiling.items), "width": layout.width,
+               "height": layout.height, "class_pixels": dict(zip(bundle["classes"], outputs.class_pixels.tolist()))}
+    return outputs.finish(), summary, (tiling.items if tiling.items_from != "search" else None)
 
 
 def _check_size(area, resolution: float, size: int, stride: int, classes: int, source: str) -> None:
@@ -168,17 +239,40 @@ def _extent(observations: list[dict], recipe: Recipe) -> tuple[float, float, flo
     return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
-def _outline(path: Path):
-    """The union of a GeoJSON file's geometries (lon/lat)."""
+def _features(path: Path, field: str) -> list[tuple[str, object]]:
+    """(name, geometry) of each feature of a GeoJSON file (lon/lat); a feature's name is its
+    'name' property, else its position."""
     from shapely.geometry import shape
-    from shapely.ops import unary_union
 
     try:
         document = json.loads(Path(path).read_text())
         features = document.get("features") or [document]
-        geometry = unary_union([shape(f.get("geometry", f)) for f in features])
+        shapes = [shape(f.get("geometry", f)) for f in features]
+        names = [str((f.get("properties") or {}).get("name") or f"area{i + 1}") for i, f in enumerate(features)]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InputError(f"export.predict.geojson: {path}: not a readable GeoJSON area ({exc})") from None
+        raise InputError(f"{field}: {path}: not a readable GeoJSON area ({exc})") from None
+    return list(zip(names, shapes))
+
+
+def _areas_from(path: Path) -> list[Area]:
+    """export.predict.areas as a GeoJSON file: one area per feature, named by it."""
+    field = "export.predict.areas"
+    features = _features(path, field)
+    names = [name for name, _ in features]
+    for name, geometry in features:
+        if geometry.is_empty or geometry.area == 0:
+            raise InputError(f"{field}: {path}: feature '{name}' has no polygon with an area")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or names.count(name) > 1:
+            raise InputError(f"{field}: {path}: feature name '{name}' must be unique and made of letters, "
+                             "digits, '_', '.', '-' (it names the area's folder)")
+    return [Area(name, geometry.bounds, geometry, f"{field}: {name}") for name, geometry in features]
+
+
+def _outline(path: Path):
+    """The union of a GeoJSON file's geometries (lon/lat)."""
+    from shapely.ops import unary_union
+
+    geometry = unary_union([g for _, g in _features(path, "export.predict.geojson")])
     if geometry.is_empty or geometry.area == 0:
         raise InputError(f"export.predict.geojson: {path}: has no polygon with an area")
     return geometry

@@ -75,18 +75,24 @@ def val_score(recipe: Recipe):
 
 def summary(model: PixelModel, data: dict[str, Split], recipe: Recipe, batch_size: int,
             teacher: PixelModel | None = None) -> dict:
-    """Test metrics (val, then train, when the split is empty), parameters, GFLOPs and chips/s
-    (a student's timed in alternation with its teacher's, so their ratio is measured)."""
+    """Test metrics (val, then train, when the split is empty), reported; val metrics, which
+    the report chooses students by; parameters, GFLOPs and chips/s (a student's timed in
+    alternation with its teacher's, so their ratio is measured)."""
     name = next(n for n in ("test", "val", "train") if n in data)
     split = data[name]
-    metrics = evaluate(model, split, outputs(recipe), recipe.data.chips.label.ignore_index,
-                       regression(recipe), batch_size)
+
+    def metrics_on(part: Split) -> dict:
+        return evaluate(model, part, outputs(recipe), recipe.data.chips.label.ignore_index,
+                        regression(recipe), batch_size)
+
+    metrics = metrics_on(split)
+    chosen_on = {"val_metrics": metrics_on(data["val"])} if "val" in data else {}
     sample = split.inputs(slice(0, batch_size))
     speeds = throughput([model] + ([teacher] if teacher is not None else []), sample, batch_size)
     speed = {"torch_img_s": speeds[0]}
     if teacher is not None:
         speed.update(teacher_torch_img_s=speeds[1], speedup=round(speeds[0] / speeds[1], 3))
-    return {"metrics": metrics, "metrics_split": name, **cost(model, sample), "throughput": speed}
+    return {"metrics": metrics, "metrics_split": name, **chosen_on, **cost(model, sample), "throughput": speed}
 
 
 def build(meta: dict) -> PixelModel:

@@ -2,7 +2,8 @@
 
 accelerate picks the device (CPU here; one or many GPUs, with bf16, elsewhere) without the
 recipe changing. AdamW with a linear warm-up then cosine decay; early stopping on the
-validation score; the best weights kept; a checkpoint after every epoch so a killed run
+validation score averaged over the last ``smooth`` epochs (the val split only: test is
+never looked at), the best weights kept; a checkpoint after every epoch so a killed run
 resumes at the next epoch with the same random state (same result as an uninterrupted run).
 """
 
@@ -98,13 +99,17 @@ def fit(model: nn.Module, splits: dict[str, Split], spec: TrainSpec, loss_fn: Lo
             scheduler.step()
             optimizer.zero_grad()
             losses.append(float(loss.detach()))
-        score = score_fn(acc.unwrap_model(model), check)
+        raw = score_fn(acc.unwrap_model(model), check)
+        window = [h["val_score"] for h in result.history[-(spec.smooth - 1):]] if spec.smooth > 1 else []
+        score = float(np.mean(window + [raw]))
         result.history.append({"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 6),
-                               "val_score": round(score, 6), "seconds": round(time.perf_counter() - started, 2)})
-        if score > result.best_score:
+                               "val_score": round(raw, 6), "val_smoothed": round(score, 6),
+                               "seconds": round(time.perf_counter() - started, 2)})
+        chosen = epoch + 1 >= min(spec.smooth, spec.epochs)  # a full window (or the last epoch)
+        if chosen and score > result.best_score:
             result.best_score, result.best_epoch, waited = score, epoch + 1, 0
             result.state = copy.deepcopy(acc.unwrap_model(model).state_dict())
-        else:
+        elif chosen:
             waited += 1
         _save(state_path, {
             "model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
@@ -112,7 +117,7 @@ def fit(model: nn.Module, splits: dict[str, Split], spec: TrainSpec, loss_fn: Lo
             "waited": waited, "best_state": result.state, "best_epoch": result.best_epoch,
             "best_score": result.best_score, "history": result.history,
         })
-        log.debug("epoch %d: loss %.4f, val %.4f", epoch + 1, np.mean(losses), score)
+        log.debug("epoch %d: loss %.4f, val %.4f (smoothed %.4f)", epoch + 1, np.mean(losses), raw, score)
     return result
 
 

@@ -257,7 +257,7 @@ class ChipSpec(Model):
     """The chips: the model inputs cut from the imagery around each observation."""
 
     size: int = Field(224, ge=8, le=4096, description="chip width and height in pixels")
-    stride: int | None = Field(None, ge=1, le=4096, description="pixels between chips tiling a label raster (default: size)")
+    stride: int | None = Field(None, ge=1, le=4096, description="pixels between chips tiling a label raster (default: size, so chips never share pixels; the last ones reach past the raster's edge, padded with nodata)")
     resolution: float = Field(30.0, gt=0, description="metres per pixel")
     crs: str = Field("utm", description="'utm' (zone of each chip) or an EPSG code")
     bands: list[str] = Field(
@@ -277,24 +277,63 @@ class ChipSpec(Model):
         return bands
 
 
+BBox = tuple[float, float, float, float]
+
+
+class HeldOut(Model):
+    """Chips named for a split, by observation file, by region or by id (any mix). A chip is
+    taken by its own footprint, never by its source raster's centre."""
+
+    files: list[str] = Field(
+        [], description="globs matched against each observation's file name and id "
+        "(e.g. 'Spain_*', '*_LabelHand.tif'): all chips of the matching label rasters or polygon files"
+    )
+    regions: list[BBox] = Field(
+        [], description="lon/lat boxes [west, south, east, north]: the chips whose footprint touches one"
+    )
+    ids: list[str] = Field([], description="chip ids or observation ids")
+
+    @model_validator(mode="after")
+    def _names_something(self) -> HeldOut:
+        if not (self.files or self.regions or self.ids):
+            raise PydanticCustomError("held_out_empty", "name chips by files, regions or ids", {})
+        for box in self.regions:
+            if not (box[0] < box[2] and box[1] < box[3]):
+                raise PydanticCustomError(
+                    "bbox_order", "region must be west < east and south < north, got {b}", {"b": box}
+                )
+        return self
+
+
 class SplitSpec(Model):
-    """How chips are split into train, val and test."""
+    """How chips are split into train, val and test: named sets (files, regions, ids) and/or
+    fractions of the rest dealt by ``method``."""
 
     method: Literal["spatial", "random", "date"] = Field(
-        "spatial", description="spatial: whole blocks of block_km to one split; random: chip by "
-        "chip; date: the latest chips to test and val"
+        "spatial", description="how fractions are dealt from the chips no named set takes: spatial: whole "
+        "blocks of block_km to one split; random: chip by chip; date: the latest chips to test and val"
     )
-    val: float = Field(0.2, ge=0.0, lt=1.0, description="fraction of chips for validation")
-    test: float = Field(0.2, ge=0.0, lt=1.0, description="fraction of chips for the test metrics")
+    val: Annotated[float, Field(ge=0.0, lt=1.0)] | HeldOut = Field(
+        0.2, description="validation chips (early stopping, the best epoch and the recommended student "
+        "are chosen on them): a fraction of all chips, or a named set"
+    )
+    test: Annotated[float, Field(ge=0.0, lt=1.0)] | HeldOut = Field(
+        0.2, description="test chips (reported, never used to choose): a fraction of all chips, or a named set"
+    )
     block_km: float = Field(10.0, gt=0, description="block size of the spatial split")
-    gap_km: float = Field(0.0, ge=0, description="train chips this close to a val/test chip are left out")
+    gap_km: float = Field(
+        0.0, ge=0, description="chips closer than this (edge to edge) to a chip of a later split leave theirs "
+        "('excluded'): train near val or test, val near test"
+    )
+    seed: Seed = Field(0, description="seed of the split (kept apart from the training seed, so a seed "
+                       "sweep trains on the same split)")
 
     @model_validator(mode="after")
     def _leaves_train(self) -> SplitSpec:
-        if self.val + self.test >= 1.0:
+        fractions = sum(v for v in (self.val, self.test) if isinstance(v, float))
+        if fractions >= 1.0:
             raise PydanticCustomError(
-                "split_sum", "val + test must leave chips for training (got {s})",
-                {"s": self.val + self.test},
+                "split_sum", "val + test must leave chips for training (got {s})", {"s": fractions},
             )
         return self
 
@@ -399,6 +438,10 @@ class TrainSpec(Model):
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay")
     warmup_epochs: int = Field(1, ge=0, le=100_000, description="epochs of linear learning-rate warm-up")
     patience: int = Field(5, ge=1, le=100_000, description="epochs without val mIoU gain before stopping")
+    smooth: int = Field(
+        3, ge=1, le=100, description="epochs the val score is averaged over for early stopping and the best "
+        "epoch (no epoch is chosen before this many have run), so one noisy epoch does not decide"
+    )
 
 
 def _known_backbone(name: str) -> str:
@@ -466,7 +509,10 @@ class OnnxSpec(Model):
     opset: int = Field(17, ge=13, le=23, description="ONNX opset version")
     tolerance: float = Field(1.0e-3, gt=0, description="largest |logit difference| allowed")
     quantize: bool = Field(False, description="also write an int8 model (dynamic quantisation) and its metrics")
-    teacher: bool = Field(False, description="also export the teacher (teacher/model.onnx) and time it beside the student")
+    teacher: bool = Field(
+        False, description="also export the teacher (once: the teacher_export stage), predict with it over the same "
+        "areas (teacher_predict) and time each student's ONNX model beside it"
+    )
 
 
 class PredictSpec(Model):
@@ -477,6 +523,11 @@ class PredictSpec(Model):
     )
     geojson: InputPath | None = Field(
         None, description="GeoJSON polygon(s) to predict over, lon/lat (outside them: nodata); area when no bbox"
+    )
+    areas: list[BBox] | InputPath | None = Field(
+        None, description="several areas, each predicted into its own COGs (areas/<name>/) with an index "
+        "areas.geojson: a list of [west, south, east, north] boxes (area1, area2, ...), or a GeoJSON file whose "
+        "features are the areas (named by their 'name' property); instead of bbox / geojson"
     )
     date: dt.date | None = Field(None, description="date to predict for (default: the latest observation's)")
     overlap: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of a chip that neighbouring tiles share (blended; models are least sure near chip edges)")
@@ -490,6 +541,26 @@ class PredictSpec(Model):
                 "bbox_order", "bbox must be west < east and south < north, got {b}", {"b": bbox}
             )
         return bbox
+
+    @field_validator("areas")
+    @classmethod
+    def _areas_ordered(cls, areas):
+        for box in areas if isinstance(areas, list) else []:
+            if not (box[0] < box[2] and box[1] < box[3]):
+                raise PydanticCustomError(
+                    "bbox_order", "each area must be west < east and south < north, got {b}", {"b": box}
+                )
+        if isinstance(areas, list) and not areas:
+            raise PydanticCustomError("areas_empty", "areas: give at least one box", {})
+        return areas
+
+    @model_validator(mode="after")
+    def _one_way_to_say_where(self) -> PredictSpec:
+        if self.areas is not None and (self.bbox is not None or self.geojson is not None):
+            raise PydanticCustomError(
+                "areas_and_bbox", "give areas, or bbox / geojson, not both", {"field": "export.predict.areas"},
+            )
+        return self
 
 
 class ViewerSpec(Model):
@@ -521,7 +592,10 @@ class Recipe(Model):
     name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64, description="names the run folder runs/<name>/"
     )
-    seed: Seed = Field(0, description="seed of the split and of training")
+    seed: Sweep[Seed] = Field(
+        0, description="seed of training (initialisation, batch order, augmentation); a list: one teacher and "
+        "its students per seed, and the report gives mean and spread (the split has its own data.split.seed)"
+    )
     data: Data
     task: Task = Task()
     teacher: Teacher = Teacher()

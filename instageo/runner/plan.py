@@ -57,7 +57,7 @@ def check_pipeline(pipeline: Sequence[Stage]) -> None:
     for stage in pipeline:
         if stage.name in seen:
             raise InstageoError(f"pipeline: stage '{stage.name}' is defined twice")
-        missing = [need for need in stage.needs if need not in seen]
+        missing = [need for need in stage.needs + stage.optional if need not in seen]
         if missing:
             raise InstageoError(f"pipeline: stage '{stage.name}' needs {missing}, not defined before it")
         for section in stage.sections:
@@ -113,8 +113,10 @@ def make_plan(
     for variant in variants:
         own: dict[str, str] = {}
         for stage in stages:
+            if (stage.when is not None and not stage.when(variant.recipe)) or any(n not in own for n in stage.needs):
+                continue
             config = stage_config(variant.recipe, stage, digest)
-            inputs = {need: own[need] for need in stage.needs}
+            inputs = {need: own[need] for need in stage.needs + stage.optional if need in own}
             key = stage_key(stage, config, inputs)
             own[stage.name] = key
             node = planned.setdefault(key, PlannedStage(stage, key, config, inputs, variant.recipe))
@@ -130,7 +132,7 @@ def _upstream_of(name: str, stages: list[Stage]) -> list[Stage]:
     wanted = {name}
     for stage in reversed(stages):
         if stage.name in wanted:
-            wanted.update(stage.needs)
+            wanted.update(stage.needs + stage.optional)
     return [stage for stage in stages if stage.name in wanted]
 
 

@@ -14,9 +14,10 @@ from instageo.runner.plan import Plan
 def build_report(plan: Plan, records: list[StageRecord], run_dir: Path, status: str,
                  error: str | None = None) -> dict[str, Any]:
     variants = {
-        v.name: {"name": v.name, "sweep": v.params, "student_depth": v.recipe.student.depth}
+        v.name: {"name": v.name, "sweep": v.params, "student_depth": v.recipe.student.depth, "seed": v.recipe.seed}
         for v in plan.variants
     }
+    teachers: dict[Any, dict[str, Any]] = {}  # seed -> what its teacher stages report
     report: dict[str, Any] = {"recipe": plan.recipe_name, "status": status, "stages": []}
     if error:
         report["error"] = error
@@ -33,24 +34,32 @@ def build_report(plan: Plan, records: list[StageRecord], run_dir: Path, status: 
         })
         section = planned.stage.report_into
         summary = _resolve_files(result.summary, result, run_dir)
-        if section in ("dataset", "teacher"):
+        if section == "dataset":
             _merge(report.setdefault(section, {}), summary)
+        elif section == "teacher":
+            seed = variants[planned.variants[0]]["seed"]
+            _merge(teachers.setdefault(seed, {"seed": seed}), summary)
         elif section == "variant":
             for name in planned.variants:
                 _merge(variants[name], summary)
         elif section == "run":
             _merge(report, summary)
+    if teachers:
+        from instageo.runner.sweep import across_seeds
+
+        per_seed = list(teachers.values())
+        report["teacher"] = per_seed[0] if len(per_seed) == 1 else across_seeds(per_seed)
     report["variants"] = list(variants.values())
     _headline(report)
     return report
 
 
 def _headline(report: dict[str, Any]) -> None:
-    """Top-level paths (prediction, ...) from the variant the sweep recommends: the smallest
-    student within 1 pp of the teacher, else the first variant that has them."""
-    from instageo.runner.sweep import smallest_within, sweep_rows
+    """Top-level paths (prediction, ...) from the variant the sweep recommends (chosen on val,
+    see runner.sweep), else the first variant that has them."""
+    from instageo.runner.sweep import recommended, sweep_rows
 
-    best = smallest_within(sweep_rows(report)) if "teacher" in report else None
+    best = recommended(sweep_rows(report)) if "teacher" in report else None
     ordered = sorted(report["variants"], key=lambda v: v.get("student_depth") != (best or {}).get("depth"))
     for key in ("prediction", "confidence", "viewer"):
         chosen = next((v[key] for v in ordered if key in v), None)
@@ -66,6 +75,8 @@ def _resolve_files(summary: dict[str, Any], result, run_dir: Path) -> dict[str, 
             return os.path.relpath(result.path(value[1:]), run_dir)
         if isinstance(value, dict):
             return {k: resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v) for v in value]
         return value
 
     return resolve(summary)

@@ -73,14 +73,18 @@ class Stage:
     """A step of the pipeline.
 
     ``sections`` are the dotted recipe fields whose values configure the stage (and so go
-    into its cache key); ``needs`` are the stages whose outputs it reads. Bump ``version``
-    when a code change alters the stage's outputs, so cached results are recomputed.
+    into its cache key); ``needs`` are the stages whose outputs it reads; ``optional`` are
+    stages it reads when they are planned. ``when`` says whether a recipe wants the stage at
+    all (a stage whose need is not planned is not planned either). Bump ``version`` when a
+    code change alters the stage's outputs, so cached results are recomputed.
     """
 
     name: str
     run: StageRun
     sections: tuple[str, ...]
     needs: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    when: Callable[[Recipe], bool] | None = None
     version: str = "1"
     report_into: ReportSection | None = None
     after: StageAfter | None = None

@@ -15,6 +15,7 @@ from instageo.files import sha256_file
 from instageo.recipe import load_recipe
 from instageo.runner.stage import StageResult
 from tests.conftest import REPO, SHARED_DATA
+from tests.sen1floods11 import write_recipe
 
 
 @pytest.fixture(scope="module")
@@ -100,33 +101,8 @@ def test_dask_builds_the_same_chips_as_threads(tiny, tmp_path):
     assert dask_index.read_bytes() == index.read_bytes()
 
 
-def write_sen1floods11_recipe(folder, chips: str, split: str, extra: str = "") -> None:
-    """A local catalogue over the real Sen1Floods11 chips (dated from their metadata) and a
-    recipe reading their S1 bands with the hand labels as label rasters."""
-    data = SHARED_DATA / "sen1floods11"
-    metadata = json.loads((data / "Sen1Floods11_Metadata.geojson").read_text())
-    dates = {f["properties"]["location"]: f["properties"]["s1_date"].replace("/", "-") for f in metadata["features"]}
-    dates["Mekong"] = dates["Cambodia"]
-    labels = sorted(data.glob("*_LabelHand.tif"))
-    with open(folder / "dates.csv", "w") as handle:
-        handle.write("scene,date\n" + "".join(f"{p.name.rsplit('_', 1)[0]},{dates[p.name.rsplit('_', 2)[0]]}\n" for p in labels))
-    with open(folder / "label_dates.csv", "w") as handle:
-        handle.write("file,date\n" + "".join(f"{p.name},{dates[p.name.rsplit('_', 2)[0]]}\n" for p in labels))
-    assert main(["catalog", "build", str(data), "--out", str(folder / "cat"), "--dates", str(folder / "dates.csv")]) == 0
-    paths = ", ".join(str(p) for p in labels)
-    (folder / "floods.yaml").write_text(f"""
-name: floods
-data:
-  source: {{kind: catalog, path: cat/catalog.json, bands: {{vv: "S1Hand#VV", vh: "S1Hand#VH"}}}}
-  observations: {{kind: raster, paths: [{paths}], dates: label_dates.csv}}
-  chips: {chips}
-  split: {split}
-task: {{classes: [land, water]}}
-""" + extra)
-
-
 def test_sen1floods11_label_rasters_are_tiled_and_bad_chips_skipped_with_reasons(tmp_path):
-    write_sen1floods11_recipe(tmp_path, "{size: 128, resolution: 10, bands: [vv, vh], "
+    write_recipe(tmp_path, "{size: 128, resolution: 10, bands: [vv, vh], "
                               "time: {steps: 1, tolerance_days: 1}, mask: {max_fraction: 0.5}}",
                               "{method: random}")
     assert main([str(tmp_path / "floods.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "chips"]) == 0
@@ -138,8 +114,13 @@ def test_sen1floods11_label_rasters_are_tiled_and_bad_chips_skipped_with_reasons
         by_scene.setdefault(record["observation"].rsplit("_", 1)[0], []).append(record)
     assert {r["reason"] for r in by_scene["Paraguay_34417"]} == {"no_data"}  # S1 entirely NaN
     assert {r["reason"] for r in by_scene["Ghana_83483"]} == {"no_labels"}  # labels all -1
-    assert {r["status"] for r in by_scene["Spain_7370579"]} == {"ok"}
+    # Spain: chips side by side at their own centres; the last row and column reach past the
+    # raster (padded), and those mostly outside its imagery are skipped as no_data
+    spain = by_scene["Spain_7370579"]
+    assert {r["reason"] for r in spain if r["status"] != "ok"} <= {"no_data"}
+    assert sum(r["status"] == "ok" for r in spain) >= 9 and len({(r["lon"], r["lat"]) for r in spain}) == len(spain)
     assert report["dataset"]["skipped"]["no_data"] >= len(by_scene["Paraguay_34417"])
+    check_spain_chips_share_no_pixel(stage, [r for r in spain if r["status"] == "ok"])
     built = [r for r in records if r["status"] == "ok"]
     assert report["dataset"]["chips"] == len(built) > 50
     with rasterio.open(stage / built[0]["label"]) as dataset:
@@ -149,6 +130,27 @@ def test_sen1floods11_label_rasters_are_tiled_and_bad_chips_skipped_with_reasons
     assert -30 < np.nanmedian(vv) < 5  # VV backscatter in dB
     stats = json.loads((stage / "stats.json").read_text())
     assert stats["class_pixels"][1] > 0  # water on the train split
+
+
+def check_spain_chips_share_no_pixel(stage, records) -> None:
+    """No two chips of one label raster overlap, and they hold no more labelled pixels than
+    the raster does (edge chips used to be shifted inward, counting edge pixels twice)."""
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    boxes, labelled = [], 0
+    for record in records:
+        with rasterio.open(stage / record["label"]) as dataset:
+            boxes.append(dataset.bounds)
+            labelled += int((dataset.read(1) != -1).sum())
+            crs, pixel = dataset.crs, dataset.res[0] * dataset.res[1]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert a.right <= b.left or b.right <= a.left or a.top <= b.bottom or b.top <= a.bottom
+    with rasterio.open(SHARED_DATA / "sen1floods11" / "Spain_7370579_LabelHand.tif") as scene:
+        left, bottom, right, top = transform_bounds(scene.crs, crs, *scene.bounds)
+        scene_labelled = int((scene.read(1) != -1).mean() * (right - left) * (top - bottom) / pixel)
+    assert labelled <= scene_labelled * 1.02, (labelled, scene_labelled)
 
 
 def test_truncated_files_and_points_outside_every_scene_are_skipped_with_reasons(tmp_path):

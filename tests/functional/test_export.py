@@ -18,9 +18,13 @@ from tests.conftest import REPO
 def tiny(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny")
     shutil.copy(REPO / "recipes" / "tiny.yaml", folder / "tiny.yaml")
-    assert main([str(folder / "tiny.yaml"), "--runs-dir", str(folder / "runs"), "--set",
-                 "export.onnx.quantize=true", "--set", "export.onnx.teacher=true"]) == 0
+    assert main([str(folder / "tiny.yaml"), "--runs-dir", str(folder / "runs"), "--set", "student.depth=1,2",
+                 "--set", "export.onnx.quantize=true", "--set", "export.onnx.teacher=true",
+                 "--set", f"export.predict.areas=[{AREAS[0]},{AREAS[1]}]"]) == 0
     return folder, json.loads((folder / "runs" / "tiny" / "report.json").read_text())
+
+
+AREAS = ([39.905, 1.415, 39.915, 1.425], [39.92, 1.43, 39.93, 1.44])
 
 
 def test_onnx_student_matches_pytorch_and_is_in_the_report(tiny):
@@ -31,9 +35,33 @@ def test_onnx_student_matches_pytorch_and_is_in_the_report(tiny):
     assert onnx_path.name == "model.onnx" and onnx_path.is_file()
     assert {"torch_img_s", "onnx_img_s", "onnx_int8_img_s", "speedup"} <= set(variant["throughput"])
     assert abs(variant["int8"]["delta_miou"]) <= 1.0
-    # the teacher, exported on request and timed beside the student
-    assert (folder / "runs" / "tiny" / variant["teacher_onnx"]).is_file() and variant["teacher_onnx_max_abs_diff"] < 1e-4
-    assert variant["throughput"]["teacher_onnx_img_s"] > 0 and variant["throughput"]["onnx_vs_teacher_onnx"] > 0
+    # the teacher, exported on request once for both students, and timed beside each
+    teacher = report["teacher"]
+    assert (folder / "runs" / "tiny" / teacher["onnx"]).is_file() and teacher["onnx_max_abs_diff"] < 1e-4
+    assert [s["name"] for s in report["stages"]].count("teacher_export") == 1
+    assert teacher["throughput"]["onnx_img_s"] > 0 and teacher["throughput"]["torch_img_s"] > 0
+    for each in report["variants"]:
+        assert each["throughput"]["teacher_onnx_img_s"] > 0 and each["throughput"]["onnx_vs_teacher_onnx"] > 0
+
+
+def test_several_areas_each_get_their_cogs_and_an_index_for_students_and_teacher(tiny):
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    folder, report = tiny
+    run = folder / "runs" / "tiny"
+    for owner in (report["teacher"], *report["variants"]):
+        index = json.loads((run / owner["prediction_areas"]).read_text())
+        assert [f["properties"]["name"] for f in index["features"]] == ["area1", "area2"]
+        for area, box, feature in zip(owner["areas"], AREAS, index["features"]):
+            with rasterio.open(run / area["prediction"]) as dataset:
+                west, south, east, north = transform_bounds(dataset.crs, "EPSG:4326", *dataset.bounds)
+                assert dataset.colorinterp[0].name == "palette" and dataset.overviews(1) is not None
+            assert west <= box[0] + 1e-3 and east >= box[2] - 1e-3 and south <= box[1] + 1e-3 and north >= box[3] - 1e-3
+            assert east - west < 0.02  # its own area, not a mosaic of both
+            assert (run / owner["prediction_areas"]).parent / feature["properties"]["prediction"] == run / area["prediction"]
+    assert report["prediction"] == report["variants"][0]["areas"][0]["prediction"]
+    assert report["teacher"]["prediction"] != report["prediction"]  # the teacher's own map
 
 
 def test_the_bundle_predicts_on_its_own(tiny):

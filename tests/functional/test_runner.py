@@ -110,8 +110,8 @@ def test_a_sweep_runs_shared_stages_once(recipe, tmp_path):
 def test_report_follows_the_contract(recipe, tmp_path):
     _, report = run(recipe, tmp_path)
     assert report["recipe"] == "r" and report["dataset"] == {"chips": ITEMS, "skipped": {"cloudy": 0}}
-    assert report["teacher"] == {"metrics": {"miou": 0.5}}
-    assert report["variants"] == [{"name": "default", "sweep": {}, "student_depth": 2, "params": 2000}]
+    assert report["teacher"] == {"metrics": {"miou": 0.5}, "seed": 1}
+    assert report["variants"] == [{"name": "default", "sweep": {}, "student_depth": 2, "seed": 1, "params": 2000}]
     stage = report["stages"][3]
     assert set(stage) >= {"name", "key", "cached", "seconds", "outputs"}
     bundle = tmp_path / "r" / stage["outputs"]["bundle"]

@@ -5,8 +5,9 @@ from pyproj import Transformer
 
 from instageo.data.chip_build import ChipRecord
 from instageo.data.grid import centred_grid, tiled_grids, utm_crs
-from instageo.data.split import assign_splits, block_of, distance_km
-from instageo.recipe.models import SplitSpec
+from instageo.data.split import assign_splits, block_of, box_distance_km
+from instageo.errors import InputError
+from instageo.recipe.models import HeldOut, SplitSpec
 
 
 @pytest.mark.parametrize("lon, lat, crs", [(39.9, 1.4, "EPSG:32637"), (-106.9, 40.3, "EPSG:32613"),
@@ -28,43 +29,100 @@ def test_tiles_cover_an_extent_with_the_last_ones_flush():
     assert all(b - a <= 64 * 30 for a, b in zip(lefts, lefts[1:]))
 
 
+def test_label_raster_tiles_never_share_pixels_and_reach_past_the_edge():
+    grids = tiled_grids((39.9, 1.40, 39.95, 1.45), 64, 30.0, "utm", 64, flush=False)
+    lefts = sorted({g.bounds[0] for g in grids})
+    assert all(b - a == 64 * 30 for a, b in zip(lefts, lefts[1:]))  # side by side, no overlap
+    boxes = [g.bounds for g in grids]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+
+
 def records(n=200):
-    return [ChipRecord(f"c{i:03d}", f"o{i}", 30 + (i % 20) * 0.05, 1 + (i // 20) * 0.05, "EPSG:32637",
+    return [ChipRecord(f"c{i:03d}", f"o{i // 10}", 30 + (i % 20) * 0.05, 1 + (i // 20) * 0.05, "EPSG:32637",
                        (dt.date(2023, 1, 1) + dt.timedelta(days=i)).isoformat(), "ok") for i in range(n)]
+
+
+def boxes(chips, half=0.01):
+    return {c.chip_id: (c.lon - half, c.lat - half, c.lon + half, c.lat + half) for c in chips}
+
+
+def split(chips, spec, sources=None):
+    return assign_splits(chips, spec, boxes(chips), sources or {})
 
 
 def test_spatial_split_keeps_blocks_whole_and_shares_roughly_right():
     chips = records()
-    splits = assign_splits(chips, SplitSpec(method="spatial", val=0.2, test=0.2, block_km=12), seed=3)
+    splits = split(chips, SplitSpec(method="spatial", val=0.2, test=0.2, block_km=12, seed=3))
     block_split = {}
     for chip in chips:
         block = block_of(chip.lon, chip.lat, 12)
         assert block_split.setdefault(block, splits[chip.chip_id]) == splits[chip.chip_id]
     shares = {name: list(splits.values()).count(name) / len(chips) for name in ("train", "val", "test")}
     assert abs(shares["test"] - 0.2) < 0.06 and abs(shares["val"] - 0.2) < 0.06
-    assert splits == assign_splits(chips, SplitSpec(method="spatial", block_km=12, val=0.2, test=0.2), seed=3)
-    assert splits != assign_splits(chips, SplitSpec(method="spatial", block_km=12, val=0.2, test=0.2), seed=4)
+    assert splits == split(chips, SplitSpec(method="spatial", block_km=12, val=0.2, test=0.2, seed=3))
+    assert splits != split(chips, SplitSpec(method="spatial", block_km=12, val=0.2, test=0.2, seed=4))
 
 
-def test_gap_leaves_no_train_chip_near_a_test_chip():
+def test_gap_separates_every_split_from_the_later_ones_edge_to_edge():
     chips = records()
-    splits = assign_splits(chips, SplitSpec(block_km=12, gap_km=6, val=0.2, test=0.2), seed=1)
-    train = [c for c in chips if splits[c.chip_id] == "train"]
-    held = [c for c in chips if splits[c.chip_id] in ("val", "test")]
-    assert train and "excluded" in splits.values()
-    assert min(distance_km(a.lon, a.lat, b.lon, b.lat) for a in train for b in held) >= 6
+    footprints = boxes(chips)
+    splits = assign_splits(chips, SplitSpec(block_km=12, gap_km=4, val=0.2, test=0.2, seed=1), footprints, {})
+    assert "excluded" in splits.values()
+    for earlier, later in (("train", "val"), ("train", "test"), ("val", "test")):
+        mine = [footprints[c] for c, s in splits.items() if s == earlier]
+        theirs = [footprints[c] for c, s in splits.items() if s == later]
+        assert mine and theirs
+        assert min(box_distance_km(a, b) for a in mine for b in theirs) >= 4, (earlier, later)
+
+
+def test_box_distance_is_edge_to_edge():
+    assert box_distance_km((0, 0, 1, 1), (0.5, 0.5, 2, 2)) == 0  # overlapping
+    assert box_distance_km((0, 0, 1, 1), (1.1, 0, 2, 1)) == pytest.approx(0.1 * 111.195, rel=1e-3)
+    assert box_distance_km((0, 0, 1, 1), (1, 1, 2, 2)) == 0  # corners touch
 
 
 def test_date_split_tests_on_the_latest_chips():
     chips = records(100)
-    splits = assign_splits(chips, SplitSpec(method="date", val=0.1, test=0.2), seed=0)
+    splits = split(chips, SplitSpec(method="date", val=0.1, test=0.2))
     latest = sorted(chips, key=lambda c: c.date)[-20:]
     assert {splits[c.chip_id] for c in latest} == {"test"}
     assert list(splits.values()).count("val") == 10
 
 
 def test_one_chip_still_trains():
-    assert assign_splits(records(1), SplitSpec(), seed=0) == {"c000": "train"}
+    assert split(records(1), SplitSpec()) == {"c000": "train"}
+
+
+def test_a_files_split_tests_exactly_the_named_rasters():
+    chips = records(100)  # observations o0..o9, ten chips each
+    sources = {f"o{i}": f"/data/{'Spain' if i in (2, 7) else 'Ghana'}_{i}_LabelHand.tif" for i in range(10)}
+    spec = SplitSpec(method="spatial", block_km=3, test=HeldOut(files=["Spain_*"]), val=0.2)
+    splits = split(chips, spec, sources)
+    assert {c for c, s in splits.items() if s == "test"} == {c.chip_id for c in chips if c.observation in ("o2", "o7")}
+    assert abs(list(splits.values()).count("val") - 20) <= 10 and "train" in splits.values()
+    by_id = split(chips, SplitSpec(test=HeldOut(ids=["o2", "c099"]), val=HeldOut(files=["o3"])), sources)
+    assert {c for c, s in by_id.items() if s == "test"} == {f"c{i:03d}" for i in range(20, 30)} | {"c099"}
+    assert {c for c, s in by_id.items() if s == "val"} == {f"c{i:03d}" for i in range(30, 40)}
+
+
+def test_a_region_split_takes_every_chip_whose_footprint_touches_it():
+    chips = records()
+    region = (30.2, 1.2, 30.31, 1.31)
+    splits = split(chips, SplitSpec(test=HeldOut(regions=[region]), val=0.1))
+    footprints = boxes(chips)
+    touching = {c for c, box in footprints.items() if box[0] <= region[2] and region[0] <= box[2]
+                and box[1] <= region[3] and region[1] <= box[3]}
+    assert touching and {c for c, s in splits.items() if s == "test"} == touching
+
+
+def test_named_sets_that_take_nothing_or_everything_are_errors():
+    chips = records(20)
+    with pytest.raises(InputError, match=r"data.split.test.files: 'Spian_\*' matches no observation"):
+        split(chips, SplitSpec(test=HeldOut(files=["Spian_*"])))
+    with pytest.raises(InputError, match="none is left for training"):
+        split(chips, SplitSpec(test=HeldOut(files=["o0"]), val=HeldOut(files=["o1"])))
 
 
 def test_fallback_order_of_acquisitions():

@@ -178,3 +178,16 @@ def test_sweeps_expand_to_the_product_of_their_values(write_recipe):
 
 def test_sweepable_fields_are_found_from_the_model():
     assert {"student.depth", "teacher.train.lr", "student.distill.temperature"} <= set(sweepable_paths())
+
+
+def test_split_sets_and_prediction_areas_are_checked_at_load(write_recipe):
+    path = write_recipe(MINIMAL)
+    found = problems(path, ["data.split.test={files: []}"])
+    assert any("data.split.test" in p and "name chips by files, regions or ids" in p for p in found), found
+    found = problems(path, ["data.split.val={regions: [[10, 0, 9, 1]]}"])
+    assert any("west < east" in p for p in found), found
+    found = problems(path, ["export.predict.areas=[[0, 0, 1, 1]]", "export.predict.bbox=[0, 0, 1, 1]"])
+    assert any("give areas, or bbox / geojson, not both" in p for p in found), found
+    recipe = load_recipe(path, ["data.split.test={files: ['Spain_*']}", "seed=0,1"])
+    assert recipe.data.split.test.files == ["Spain_*"] and recipe.seed == [0, 1]
+    assert [v.recipe.seed for v in expand(recipe)] == [0, 1]

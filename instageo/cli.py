@@ -73,11 +73,18 @@ def run_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
                 runs_dir: RunsDirOpt = Path("runs"), until: UntilOpt = None,
                 force: ForceOpt = None) -> None:
     """Validate, plan and run a recipe, skipping cached stages."""
+    from instageo.data.observations import check_observations
     from instageo.progress import Progress
-    from instageo.recipe import load_recipe
+    from instageo.recipe import expand, load_recipe
     from instageo.runner import run_recipe
 
     loaded = load_recipe(recipe, set_)
+    observations = check_observations(loaded)  # a bad label fails here, before any search
+    if until is None or until in ("predict", "teacher_predict", "viewer"):
+        from instageo.deploy.predict import check_areas
+
+        for variant in expand(loaded):  # an area too large, or off the catalogue: before training
+            check_areas(variant.recipe, observations)
     progress = Progress()
     handler = _console_log_handler(progress)
     logging.getLogger("instageo").addHandler(handler)
@@ -96,9 +103,11 @@ def run_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
 @app.command("validate")
 def validate_command(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Check a recipe: exit 0, or exit 2 listing every problem as file:line: field: message."""
+    from instageo.data.observations import check_observations
     from instageo.recipe import expand, load_recipe
 
     loaded = load_recipe(recipe, set_)
+    check_observations(loaded)
     variants = expand(loaded)
     names = ", ".join(v.name for v in variants)
     typer.echo(f"{recipe}: ok ({loaded.name}, {len(variants)} variant(s): {names})")
@@ -208,6 +217,11 @@ def catalog_build_command(
     date_pattern: Annotated[Optional[str], typer.Option(
         "--date-pattern", help="regex with named groups year, month, day (or year, doy)")] = None,
     dates: Annotated[Optional[Path], typer.Option("--dates", help="CSV with columns scene,date")] = None,
+    preset: Annotated[Optional[str], typer.Option(
+        "--preset", help="sensor preset of the files (default: detected from their names)")] = None,
+    scale: Annotated[Optional[float], typer.Option(help="raw value x scale = reflectance, for every band")] = None,
+    offset: Annotated[Optional[float], typer.Option(help="added after scaling, for every band")] = None,
+    nodata: Annotated[Optional[float], typer.Option(help="raw value meaning no data, for every band")] = None,
 ) -> None:
     """Turn a folder of rasters into a static STAC catalogue (a `catalog` data source)."""
     import datetime as dt
@@ -219,9 +233,12 @@ def catalog_build_command(
         fixed = dt.date.fromisoformat(datetime) if datetime else None
     except ValueError:
         raise InputError(f"--datetime {datetime}: not YYYY-MM-DD") from None
+    scaling = {k: v for k, v in (("scale", scale), ("offset", offset), ("nodata", nodata)) if v is not None}
     result = build_catalog(folder, out, collection, fixed, date_pattern,
-                           read_dates(dates) if dates else None)
+                           read_dates(dates) if dates else None, preset, scaling)
     typer.echo(f"{result.catalog}: {result.items} item(s) in collection '{collection}'")
+    typer.echo(f"  sensor preset: {result.preset}" if result.preset else
+               "  sensor preset: unknown (recipes must set data.source.preset or data.source.bands)")
     for key, names in sorted(result.assets.items()):
         typer.echo(f"  asset {key}: bands {', '.join(names)}")
     if result.skipped:

@@ -23,7 +23,7 @@ def default_pipeline() -> list[Stage]:
         Stage("search", search.run, version="1", report_into="dataset", after=search.after,
               sections=("data.source", "data.observations", "data.chips.size",
                         "data.chips.resolution", "data.chips.bands", "data.chips.time")),
-        Stage("chips", chips.run, version="3", needs=("search",), report_into="dataset",
+        Stage("chips", chips.run, version="4", needs=("search",), report_into="dataset",
               after=chips.after, sections=("data.chips", "data.split", "task")),
         Stage("teacher", teacher.run, version="3", needs=("chips",), report_into="teacher",
               sections=("teacher", "task", "seed")),

@@ -59,6 +59,8 @@ class ChipJob:
     signing: str | None = None
     auth: str | None = None
     label_polygons: str | None = None  # GeoJSON (lon/lat, property 'class') to rasterise
+    # other point observations inside the chip (lon, lat, label): labelled too, under the own one
+    neighbours: tuple[tuple[float, float, float], ...] = ()
 
 
 @dataclass
@@ -246,15 +248,31 @@ def _label(job: ChipJob, reader, no_imagery: np.ndarray) -> np.ndarray | None:
         label = _rasterise(job.label_polygons, job.grid)
         invalid = no_imagery | np.isnan(label)
     else:
-        label = np.full((size, size), np.nan, np.float32)
-        centre, b = size // 2, job.buffer
-        label[max(centre - b, 0):centre + b + 1, max(centre - b, 0):centre + b + 1] = job.label
+        label = _paint_points(job)
         invalid = no_imagery | np.isnan(label)
     if job.regression:
         label = np.where(invalid, np.nan, label).astype(np.float32)
         return None if np.isnan(label).all() else label
     label = np.where(invalid, job.ignore_index, label).astype(np.int16)
     return None if (label == job.ignore_index).all() else label
+
+
+def _paint_points(job: ChipJob) -> np.ndarray:
+    """The labels of every point observation in the chip, each on its own pixel and the
+    ``buffer`` around it; the chip's own point last, so it wins where they meet."""
+    from pyproj import Transformer
+
+    size, b = job.grid.size, job.buffer
+    label = np.full((size, size), np.nan, np.float32)
+    points = [*job.neighbours, (job.lon, job.lat, job.label)]
+    xs, ys = Transformer.from_crs("EPSG:4326", job.grid.crs, always_xy=True).transform(
+        [p[0] for p in points], [p[1] for p in points])
+    inverse = ~job.grid.affine
+    for (_, _, value), x, y in zip(points, xs, ys):
+        column, row = (int(np.floor(v)) for v in inverse * (x, y))
+        if -b <= row < size + b and -b <= column < size + b:
+            label[max(row - b, 0):max(row + b + 1, 0), max(column - b, 0):max(column + b + 1, 0)] = value
+    return label
 
 
 _POLYGONS: dict = {}

@@ -14,7 +14,9 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import math
 import queue
+import random
 import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from instageo.data.chip_build import Candidate, ChipJob, ChipRecord, build_chip
-from instageo.data.grid import centred_grid, centres_lonlat, footprints_lonlat, tiled_grids
+from instageo.data.grid import ChipGrid, centred_grid, centres_lonlat, footprints_lonlat, tiled_grids
 from instageo.data.lock import lock_path, update_lock
 from instageo.data.presets import preset_for
 from instageo.data.quicklook import chips_quicklook, class_colours
@@ -57,10 +59,15 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
                     class_colours(len(recipe.task.classes), recipe.task.colors), chips.label.ignore_index,
                     ctx.workdir / "quicklook.png", zoom=max(1, 96 // chips.size))
     counts = Counter(splits.values())
+    warnings = [f"class '{name}' has no pixel in the train split: the models cannot learn it"
+                for name, pixels in zip(recipe.task.classes, stats.get("class_pixels", [])) if pixels == 0]
+    for warning in warnings:
+        ctx.log.warning("%s", warning)
     return StageOutput(
         files={"index": "index.csv", "stats": "stats.json", "quicklook": "quicklook.png"},
         summary={"chips": len(built), "skipped": dict(sorted(skipped.items())),
-                 "splits": {name: counts.get(name, 0) for name in ("train", "val", "test", "excluded")}},
+                 "splits": {name: counts.get(name, 0) for name in ("train", "val", "test", "excluded")},
+                 **({"warnings": warnings} if warnings else {})},
     )
 
 
@@ -94,6 +101,7 @@ def make_jobs(recipe: Recipe, search: StageResult) -> list[ChipJob]:
     jobs = []
     with open(search.path("observations"), newline="") as handle:
         observations = list(csv.DictReader(handle))
+    points = PointIndex(observations, recipe)
     for row in observations:
         date = dt.date.fromisoformat(row["date"])
         own = [items[i] for i in candidates.get(row["id"], []) if i in items]
@@ -111,10 +119,62 @@ def make_jobs(recipe: Recipe, search: StageResult) -> list[ChipJob]:
         if label is None:
             raise InputError(f"observation {row['id']} has no label")
         polygons = str(search.dir / row["source"]) if row["kind"] == "polygon" else None
-        grid = centred_grid(lon, lat, chips.size, chips.resolution, chips.crs)
+        grid = shifted(centred_grid(lon, lat, chips.size, chips.resolution, chips.crs), row["id"], recipe)
+        neighbours = points.near(row) if row["kind"] == "point" else ()
         jobs.append(ChipJob(_safe(row["id"]), row["id"], lon, lat, row["date"], label, None, grid,
-                            steps, label_polygons=polygons, **common))
+                            steps, label_polygons=polygons, neighbours=neighbours, **common))
     return jobs
+
+
+def shifted(grid: ChipGrid, observation: str, recipe: Recipe) -> ChipGrid:
+    """The chip moved by a random whole number of pixels (at most data.chips.max_shift each
+    way), the same for the same observation and split seed."""
+    most = recipe.data.chips.max_shift
+    if most == 0:
+        return grid
+    rng = random.Random(f"{recipe.data.split.seed}:{observation}")
+    dx, dy = rng.randint(-most, most), rng.randint(-most, most)
+    a, b, c, d, e, f = grid.transform
+    return ChipGrid(grid.crs, (a, b, c + dx * a, d, e, f + dy * e), grid.size)
+
+
+class PointIndex:
+    """Point observations binned on a lon/lat grid, to find the others that may fall inside a
+    point's chip (and within its date tolerance) without looking at every point. The box is
+    generous (half a chip plus the largest shift, and some); the chip keeps those that land
+    on its pixels."""
+
+    def __init__(self, rows: list[dict], recipe: Recipe):
+        chips = recipe.data.chips
+        self.reach = (chips.size / 2 + chips.max_shift + 1) * chips.resolution / 111_000 * 1.1  # degrees
+        self.cell = 2 * self.reach
+        self.tolerance = chips.time.tolerance_days
+        labelled = [r for r in rows if r["kind"] == "point" and r["label"] not in ("", None)]
+        # one bin width in longitude for all: wide enough at the points' highest latitude
+        highest = max((abs(float(r["lat"])) for r in labelled), default=0.0)
+        self.lon_cell = self.cell / max(math.cos(math.radians(highest)), 0.05)
+        self.bins: dict[tuple[int, int], list[dict]] = {}
+        for row in labelled:
+            self.bins.setdefault(self._bin(float(row["lon"]), float(row["lat"])), []).append(row)
+
+    def _bin(self, lon: float, lat: float) -> tuple[int, int]:
+        return int(lon // self.lon_cell), int(lat // self.cell)
+
+    def near(self, own: dict) -> tuple[tuple[float, float, float], ...]:
+        """(lon, lat, label) of the other labelled points near ``own`` in space and time."""
+        lon0, lat0 = float(own["lon"]), float(own["lat"])
+        across = self.reach / max(math.cos(math.radians(lat0)), 0.05)
+        date = dt.date.fromisoformat(own["date"])
+        bx, by = self._bin(lon0, lat0)
+        found = []
+        for x in range(bx - 1, bx + 2):
+            for y in range(by - 1, by + 2):
+                for row in self.bins.get((x, y), []):
+                    lon, lat = float(row["lon"]), float(row["lat"])
+                    if (row["id"] != own["id"] and abs(lon - lon0) <= across and abs(lat - lat0) <= self.reach
+                            and abs((dt.date.fromisoformat(row["date"]) - date).days) <= self.tolerance):
+                        found.append((lon, lat, float(row["label"])))
+        return tuple(sorted(found))
 
 
 def candidates_for(items: list[dict], date: dt.date, time) -> list[list[Candidate]]:

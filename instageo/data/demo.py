@@ -160,7 +160,7 @@ def generate(out: Path, seed: int = 0, size: int = 384, acquisitions: int = 12,
     from rasterio.warp import transform as warp_points, transform_bounds
     from shapely.geometry import box, mapping
 
-    out = Path(out)
+    out = Path(out).resolve()  # pystac makes hrefs relative to the items only from absolute paths
     out.mkdir(parents=True, exist_ok=True)
     transform = Affine(RESOLUTION, 0.0, origin[0], 0.0, -RESOLUTION, origin[1])
     bounds = (origin[0], origin[1] - size * RESOLUTION, origin[0] + size * RESOLUTION, origin[1])
@@ -169,7 +169,8 @@ def generate(out: Path, seed: int = 0, size: int = 384, acquisitions: int = 12,
         COLLECTION, "Synthetic HLS-like demo scene made by instageo (not real data)",
         pystac.Extent(pystac.SpatialExtent([list(bbox)]), pystac.TemporalExtent([[None, None]])),
     )
-    catalog = pystac.Catalog("instageo-demo", "instageo offline demo catalogue")
+    catalog = pystac.Catalog("instageo-demo", "instageo offline demo catalogue",
+                             extra_fields={"instageo:preset": "hls"})  # HLS L30 asset keys and Fmask
     catalog.add_child(collection)
     rng = np.random.default_rng(seed + 1)
     rows, cols = rng.integers(0, size, points), rng.integers(0, size, points)

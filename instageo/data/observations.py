@@ -34,17 +34,70 @@ class Observation:
 
 
 @dataclass(frozen=True)
+class Labels:
+    """How raw label values become the task's: a class name or index (after the optional
+    ``remap``: source value -> class; values it does not list are ignored), or, for
+    regression, a finite number. A value that fits neither is an error naming where it is."""
+
+    classes: tuple[str, ...]
+    regression: bool = False
+    remap: dict[str, str | int] | None = None
+
+    @classmethod
+    def of(cls, recipe, remap=None) -> Labels:
+        return cls(tuple(recipe.task.classes), recipe.task.kind == "regression",
+                   None if remap is None else {_key(k): v for k, v in remap.items()})
+
+    def __call__(self, raw, where: str) -> float | None:
+        """The label, or None when the remap ignores this value."""
+        if self.regression:
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                value = math.nan
+            if not math.isfinite(value):
+                raise InputError(f"{where}: label {raw!r} is not a finite number")
+            return value
+        if self.remap is not None:
+            if _key(raw) not in self.remap:
+                return None
+            raw = self.remap[_key(raw)]
+        if isinstance(raw, str) and raw.strip() in self.classes:
+            return float(self.classes.index(raw.strip()))
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            value = math.nan
+        if value.is_integer() and 0 <= value < len(self.classes):
+            return value
+        raise InputError(f"{where}: label {raw!r} is not one of task.classes {list(self.classes)} "
+                         f"(a name, or an index 0-{len(self.classes) - 1})")
+
+
+def _key(value) -> str:
+    """A remap key: 1, 1.0 and "1" are the same source value."""
+    try:
+        number = float(value)
+        return str(int(number)) if number.is_integer() else str(number)
+    except (TypeError, ValueError):
+        return str(value).strip()
+
+
+@dataclass(frozen=True)
 class _Columns:
     x: str
     y: str
-    date: str
+    date: str | dt.date
     label: str
     crs: str
 
 
-def read_points(path: Path, x: str = "x", y: str = "y", date: str = "date", label: str = "label",
-                crs: str = "EPSG:4326", dates: DateRange | None = None) -> list[Observation]:
-    """Point observations from a CSV; ``dates`` keeps only those inside the window."""
+def read_points(path: Path, x: str = "x", y: str = "y", date: str | dt.date = "date", label: str = "label",
+                crs: str = "EPSG:4326", dates: DateRange | None = None,
+                labels: Labels | None = None) -> list[Observation]:
+    """Point observations from a CSV; ``dates`` keeps only those inside the window; ``date``
+    a column, or the date of every row; ``labels`` checks and maps the label column (else
+    labels are plain numbers)."""
     path = Path(path)
     spec = _Columns(x, y, date, label, crs)
     try:
@@ -53,7 +106,7 @@ def read_points(path: Path, x: str = "x", y: str = "y", date: str = "date", labe
         raise InputError(f"{path}: cannot read observations: {exc.strerror}") from None
     with handle:
         columns, rows = _csv_rows(handle, path)
-    missing = [c for c in (spec.x, spec.y, spec.date) if c not in columns]
+    missing = [c for c in (spec.x, spec.y, spec.date) if isinstance(c, str) and c not in columns]
     if missing:
         raise InputError(f"{path}:1: missing column(s) {missing}; the file has {columns}")
     to_lonlat = _to_lonlat(spec.crs, path)
@@ -61,7 +114,9 @@ def read_points(path: Path, x: str = "x", y: str = "y", date: str = "date", labe
     seen: dict[tuple, int] = {}
     ids: dict[str, int] = {}
     for line, row in rows:
-        observation = _point(row, line, spec, path, to_lonlat)
+        observation = _point(row, line, spec, path, to_lonlat, labels)
+        if observation is None:  # the remap ignores its label
+            continue
         if dates and not (dates.start <= observation.date <= dates.end):
             continue
         # a repeated row would weigh twice in training and could land in two splits
@@ -97,7 +152,7 @@ def _in_world(lon: float, lat: float) -> bool:
     return -180 <= lon <= 180 and -90 <= lat <= 90
 
 
-def _point(row: dict, line: int, spec: _Columns, path: Path, to_lonlat) -> Observation:
+def _point(row: dict, line: int, spec: _Columns, path: Path, to_lonlat, labels: Labels | None) -> Observation | None:
     def field(name: str) -> str:
         value = (row.get(name) or "").strip()
         if not value:
@@ -113,19 +168,27 @@ def _point(row: dict, line: int, spec: _Columns, path: Path, to_lonlat) -> Obser
     if not _in_world(lon, lat):
         raise InputError(f"{path}:{line}: coordinates ({x}, {y}) are outside the world "
                          f"in {spec.crs} (lon {lon:.3f}, lat {lat:.3f})")
-    text = field(spec.date)
-    try:
-        date = dt.date.fromisoformat(text[:10])
-    except ValueError:
-        raise InputError(f"{path}:{line}: date '{text}' is not YYYY-MM-DD") from None
+    if isinstance(spec.date, dt.date):
+        date = spec.date
+    else:
+        text = field(spec.date)
+        try:
+            date = dt.date.fromisoformat(text[:10])
+        except ValueError:
+            raise InputError(f"{path}:{line}: date '{text}' is not YYYY-MM-DD") from None
     label = None
     if spec.label in row and (row[spec.label] or "").strip():
-        try:
-            label = float(row[spec.label])
-        except ValueError:
-            label = math.nan
-        if not math.isfinite(label):
-            raise InputError(f"{path}:{line}: label '{row[spec.label]}' is not a number") from None
+        if labels is not None:
+            label = labels(row[spec.label].strip(), f"{path}:{line}")
+            if label is None:
+                return None
+        else:
+            try:
+                label = float(row[spec.label])
+            except ValueError:
+                label = math.nan
+            if not math.isfinite(label):
+                raise InputError(f"{path}:{line}: label '{row[spec.label]}' is not a number") from None
     identifier = (row.get("id") or "").strip() or f"{path.stem}-{line}"
     return Observation(identifier, lon, lat, date, label)
 
@@ -184,58 +247,112 @@ def _raster_dates(path: Path) -> dict[str, dt.date]:
     return dates
 
 
-def read_polygons(spec: PolygonObservations, classes: list[str], out: Path) -> list[Observation]:
-    """One observation per polygon, at its centroid, labelled with its class index. The
-    polygons are also written to ``out`` (GeoJSON, lon/lat, property ``class``) for rasterising."""
+def read_polygons(spec: PolygonObservations, labels: Labels, out: Path | None) -> list[Observation]:
+    """One observation per polygon, at a point inside it, labelled through ``labels``. Any
+    vector format GDAL/OGR reads (GeoPackage, Shapefile, GeoParquet, FlatGeobuf, GeoJSON),
+    through pyogrio, in its own CRS (or ``spec.crs`` when it has none). The polygons are also
+    written to ``out`` (GeoJSON, lon/lat, property ``class``) for rasterising."""
     import json
 
     import shapely
-    from shapely.geometry import mapping, shape
+    from shapely.geometry import mapping
 
     path = Path(spec.path)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-        features = document["features"]
-        if not isinstance(features, list) or not all(isinstance(f, dict) for f in features):
-            raise TypeError(features)
-    except (OSError, ValueError, KeyError, TypeError):
-        raise InputError(f"{path}: not a GeoJSON FeatureCollection") from None
-    try:
-        crs = spec.crs or document.get("crs", {}).get("properties", {}).get("name", "EPSG:4326")
-        crs = crs.replace("urn:ogc:def:crs:", "").replace("::", ":")
-    except AttributeError:
-        raise InputError(f"{path}: 'crs' is not a GeoJSON crs object with properties.name") from None
+    layer = _read_vector(path)
+    crs = spec.crs or _geojson_crs(path) or layer["crs"] or "EPSG:4326"
     to_lonlat = _to_lonlat(crs, path)
+    fields = layer["fields"]
+    if spec.label not in fields:
+        raise InputError(f"{path}: no property '{spec.label}' (data.observations.label); it has {sorted(fields)}")
+    if isinstance(spec.date, str) and spec.date not in fields:
+        raise InputError(f"{path}: no property '{spec.date}' (data.observations.date: a property, or a "
+                         f"YYYY-MM-DD date for every feature); it has {sorted(fields)}")
     observations, polygons = [], []
-    for index, feature in enumerate(features):
+    for index, wkb in enumerate(layer["geometry"]):
         where = f"{path}: feature {index}"
-        properties = feature.get("properties") or {}
-        if not isinstance(properties, dict):
-            raise InputError(f"{where}: properties is not an object")
         try:
-            geometry = shapely.transform(shape(feature["geometry"]), to_lonlat, interleaved=False)
-        except (KeyError, TypeError, ValueError, AttributeError):
+            geometry = shapely.transform(shapely.from_wkb(wkb), to_lonlat, interleaved=False)
+        except (TypeError, ValueError, shapely.errors.GEOSException):
             raise InputError(f"{where}: no valid geometry") from None
-        if geometry.is_empty:
+        if geometry is None or geometry.is_empty:
             raise InputError(f"{where}: empty geometry")
         if not (_in_world(*geometry.bounds[:2]) and _in_world(*geometry.bounds[2:])):
             raise InputError(f"{where}: coordinates outside the world in {crs}")
-        value = properties.get(spec.label)
-        if value in classes:
-            label = classes.index(value)
-        elif isinstance(value, (int, float)) and 0 <= value < len(classes):
-            label = int(value)
+        label = labels(_plain(fields[spec.label][index]), f"{where} ({spec.label})")
+        if label is None:  # the remap ignores this class
+            continue
+        if isinstance(spec.date, dt.date):
+            date = spec.date
         else:
-            raise InputError(f"{where}: {spec.label} {value!r} is not one of task.classes {classes}")
-        try:
-            date = dt.date.fromisoformat(str(properties.get(spec.date, ""))[:10])
-        except ValueError:
-            raise InputError(f"{where}: {spec.date} {properties.get(spec.date)!r} is not YYYY-MM-DD") from None
+            text = str(_plain(fields[spec.date][index]) or "")
+            try:
+                date = dt.date.fromisoformat(text[:10])
+            except ValueError:
+                raise InputError(f"{where}: {spec.date} {text!r} is not YYYY-MM-DD") from None
         centre = geometry.representative_point()
         identifier = f"{path.stem}-{index:05d}"
-        observations.append(Observation(identifier, centre.x, centre.y, date, float(label), None, out.name, "polygon"))
+        source = out.name if out is not None else path.name
+        observations.append(Observation(identifier, centre.x, centre.y, date, float(label), None, source, "polygon"))
         polygons.append({"type": "Feature", "geometry": mapping(geometry), "properties": {"class": label}})
     if not observations:
-        raise InputError(f"{path}: no polygons")
-    out.write_text(json.dumps({"type": "FeatureCollection", "features": polygons}))
+        raise InputError(f"{path}: no polygons" + (" with a class the remap keeps" if spec.remap else ""))
+    if out is not None:
+        out.write_text(json.dumps({"type": "FeatureCollection", "features": polygons}))
     return observations
+
+
+def _read_vector(path: Path) -> dict:
+    """geometry (WKB), fields (name -> values) and crs of a vector file's first layer."""
+    import pyogrio
+    from pyogrio.errors import DataLayerError, DataSourceError
+
+    try:
+        meta, _, geometry, values = pyogrio.raw.read(path)
+    except (DataSourceError, DataLayerError, OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable vector file ({str(exc).splitlines()[0]})") from None
+    if geometry is None:
+        raise InputError(f"{path}: has no geometries")
+    return {"geometry": geometry, "crs": meta.get("crs"), "fields": dict(zip(meta["fields"], values))}
+
+
+def _geojson_crs(path: Path) -> str | None:
+    """The old GeoJSON 'crs' member, which GDAL drops when it cannot use it: a file that
+    names a CRS must name one we can use, rather than be read as lon/lat without a word."""
+    import json
+
+    if path.suffix.lower() not in (".geojson", ".json"):
+        return None
+    try:
+        member = json.loads(path.read_text(encoding="utf-8")).get("crs")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if member is None:
+        return None
+    try:
+        name = member["properties"]["name"].replace("urn:ogc:def:crs:", "").replace("::", ":")
+    except (KeyError, TypeError, AttributeError):
+        raise InputError(f"{path}: 'crs' is not a GeoJSON crs object with properties.name") from None
+    _to_lonlat(name, path)  # an unknown CRS is an error naming the file
+    return name
+
+
+def _plain(value):
+    """A numpy scalar or date from a vector file as a plain Python value."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    return value
+
+
+def check_observations(recipe) -> list[Observation] | None:
+    """Read the recipe's point or polygon observations and check every label against the
+    task (cheap; before any search or chip): a bad one is an InputError naming file and line.
+    Returns them (None for the demo's and for label rasters, which the search stage reads)."""
+    spec = recipe.data.observations
+    if spec is None or spec.kind == "raster":
+        return None
+    labels = Labels.of(recipe, spec.remap)
+    if spec.kind == "points":
+        return read_points(spec.path, spec.x, spec.y, spec.date, spec.label, spec.crs, spec.dates, labels)
+    return read_polygons(spec, labels, None)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from instageo.errors import InputError
 
 # fmask: HLS v2 bit field; cfmask: classic Fmask values (0 clear, 1 water, 2 shadow, 3 snow,
 # 4 cloud, 255 fill); scl: Sentinel-2 scene classification.
-MaskKind = Literal["fmask", "cfmask", "scl"]
+MaskKind = Literal["fmask", "cfmask", "scl", "qa_pixel"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,8 @@ class Preset:
     signing: Literal["planetary_computer"] | None = None  # hrefs signed at read time
     auth: Literal["earthdata"] | None = None  # token sent at read time
     offset_for: Callable[[Mapping[str, Any]], float] | None = None  # from item properties
+    # the recipe's own scale / offset / nodata, per band: they win over the item's raster:bands
+    declared: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     def band_keys(self, collection: str) -> Mapping[str, str]:
         return self.collection_bands.get(collection, self.bands)
@@ -92,7 +94,7 @@ class Preset:
                     f"for band '{band}'; its assets: {sorted(assets)}"
                 )
             index = _band_index(assets[key], selector, item.get("id"))
-            resolved[band] = self._asset(assets[key], item.get("properties", {}), index)
+            resolved[band] = self._asset(assets[key], item.get("properties", {}), index, self.declared.get(band, {}))
         mask = None
         if self.mask is not None and self.mask[0] in assets:
             raw = assets[self.mask[0]]
@@ -111,8 +113,9 @@ class Preset:
             mask_kind=self.mask[1] if mask is not None else None,
         )
 
-    def _asset(self, asset: Mapping[str, Any], properties: Mapping[str, Any], index: int = 1) -> BandAsset:
-        documented = _raster_band(asset, index)
+    def _asset(self, asset: Mapping[str, Any], properties: Mapping[str, Any], index: int = 1,
+               declared: Mapping[str, float] | None = None) -> BandAsset:
+        documented = {**_raster_band(asset, index), **(declared or {})}
         offset = self.offset_for(properties) if self.offset_for else self.offset
         nodata = documented.get("nodata", self.nodata)
         return BandAsset(
@@ -162,6 +165,10 @@ EARTH_SEARCH_S2 = {name: name for name in (
     "coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08",
     "nir09", "swir16", "swir22")}
 
+# Landsat band numbers differ between sensors: TM/ETM+ (Landsat 4-7) and OLI (Landsat 8-9).
+LANDSAT_TM = {"blue": 1, "green": 2, "red": 3, "nir": 4, "swir16": 5, "swir22": 7}
+LANDSAT_OLI = {"coastal": 1, "blue": 2, "green": 3, "red": 4, "nir": 5, "swir16": 6, "swir22": 7}
+
 PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in [
@@ -192,6 +199,24 @@ PRESETS: dict[str, Preset] = {
             bands=EARTH_SEARCH_S2, scale=1e-4, nodata=0, mask=("scl", "scl"),
             offset_for=_s2_baseline_offset,
         ),
+        # local files, as `instarun catalog build` names their assets (the file name's suffix)
+        Preset("s2-l1c", "Sentinel-2 L1C band files (*_B01.jp2 .. *_B12, *_B8A; TOA reflectance x 10000)",
+               bands=S2_KEYS, scale=1e-4, nodata=0),
+        Preset("s2-l2a", "Sentinel-2 L2A band files (*_B01 .. *_B12, *_B8A, *_SCL)",
+               bands=S2_KEYS, scale=1e-4, nodata=0, mask=("SCL", "scl"), offset_for=_s2_baseline_offset),
+        Preset("hls-l30", "HLS v2 L30 files (HLS.L30.*.B01.tif .. B11, Fmask)",
+               bands=HLS_L30, scale=1e-4, nodata=-9999, mask=("Fmask", "fmask")),
+        Preset("hls-s30", "HLS v2 S30 files (HLS.S30.*.B01.tif .. B12, B8A, Fmask)",
+               bands=HLS_S30, scale=1e-4, nodata=-9999, mask=("Fmask", "fmask")),
+        Preset("landsat-c2-l2-tm", "Landsat 4-7 Collection 2 Level-2 files (*_SR_B1 .. *_SR_B7, *_QA_PIXEL)",
+               bands={b: f"SR_B{n}" for b, n in LANDSAT_TM.items()}, scale=2.75e-5, offset=-0.2, nodata=0,
+               mask=("QA_PIXEL", "qa_pixel")),
+        Preset("landsat-c2-l2-oli", "Landsat 8-9 Collection 2 Level-2 files (*_SR_B1 .. *_SR_B7, *_QA_PIXEL)",
+               bands={b: f"SR_B{n}" for b, n in LANDSAT_OLI.items()}, scale=2.75e-5, offset=-0.2, nodata=0,
+               mask=("QA_PIXEL", "qa_pixel")),
+        Preset("landsat-espa-sr", "Landsat 4-7 surface reflectance as ESPA wrote it (*_b1 .. *_b7 x 10000, "
+               "*_fmask with classic Fmask values)",
+               bands={b: f"b{n}" for b, n in LANDSAT_TM.items()}, scale=1e-4, nodata=-9999, mask=("fmask", "cfmask")),
     ]
 }
 
@@ -201,18 +226,64 @@ def custom_preset(bands: Mapping[str, str], mask: tuple[str, MaskKind] | None = 
     return Preset("custom", "band map given in the recipe", bands=dict(bands), mask=mask)
 
 
+CATALOGUE_PRESET = "instageo:preset"  # what `catalog build` writes into catalog.json
+
+
 def preset_for(source) -> Preset | None:
-    """The preset of a recipe's data source; None for a STAC API that no preset fits."""
+    """The preset of a recipe's data source, with the recipe's own scale / offset / nodata;
+    None for a STAC API that no preset fits. A local catalogue says its sensor (catalog
+    build writes it); one that does not, with no preset or bands given, is an error."""
     if source.kind == "demo":
         return PRESETS["hls"]
     if source.bands:
-        return custom_preset(source.bands, (source.mask, source.mask_kind) if source.mask else None)
-    if source.preset:
-        return PRESETS[source.preset]
-    if source.kind == "catalog":
-        return PRESETS["hls"]
-    guessed = guess_preset(source.url, source.collections)
-    return PRESETS[guessed] if guessed else None
+        preset = custom_preset(source.bands, (source.mask, source.mask_kind) if source.mask else None)
+    elif source.preset:
+        preset = PRESETS[source.preset]
+    elif source.kind == "catalog":
+        preset = PRESETS[catalogue_preset(source.path)]
+    else:
+        guessed = guess_preset(source.url, source.collections)
+        preset = PRESETS[guessed] if guessed else None
+    declared = declared_scaling(source, preset)
+    return replace(preset, declared=declared) if preset is not None and declared else preset
+
+
+def catalogue_preset(path) -> str:
+    """The preset a local catalogue names, or an error listing the choices."""
+    import json
+
+    try:
+        named = json.loads(open(path, encoding="utf-8").read()).get(CATALOGUE_PRESET)
+    except (OSError, ValueError, AttributeError):
+        named = None
+    if named not in PRESETS:
+        raise InputError(
+            f"data.source: {path} does not say which sensor its files come from; set data.source.preset "
+            f"(one of {sorted(PRESETS)}) or data.source.bands (common band name -> asset key)"
+        )
+    return named
+
+
+def declared_scaling(source, preset: Preset | None) -> dict[str, dict[str, float]]:
+    """data.source.scale / offset / nodata (one value for all bands, or per band) as the
+    per-band raster:bands values they stand for."""
+    bands = list(preset.bands) if preset is not None else []
+    declared: dict[str, dict[str, float]] = {}
+    for key in ("scale", "offset", "nodata"):
+        value = getattr(source, key, None)
+        if value is None:
+            continue
+        unknown = sorted(set(value) - set(bands)) if isinstance(value, dict) else []
+        if unknown:
+            raise InputError(f"data.source.{key}: band '{unknown[0]}' is not valid for preset "
+                             f"'{preset.name if preset else None}', should be one of {sorted(bands)}")
+        for band in bands:
+            if isinstance(value, dict):
+                if band in value:
+                    declared.setdefault(band, {})[key] = float(value[band])
+            else:
+                declared.setdefault(band, {})[key] = float(value)
+    return declared
 
 
 def guess_preset(url: str, collections: list[str]) -> str | None:

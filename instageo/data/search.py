@@ -22,7 +22,7 @@ from typing import Any
 
 from instageo.data.catalogue import ApiCatalogue, LocalCatalogue, Query, item_date
 from instageo.data.lock import LockedSearch, content_sha256, lock_path, read_lock, update_lock
-from instageo.data.observations import Observation, read_points, read_polygons, read_rasters
+from instageo.data.observations import Labels, Observation, read_points, read_polygons, read_rasters
 from instageo.data.presets import Preset, preset_for
 from instageo.errors import DataSourceError
 from instageo.files import write_json_atomic
@@ -99,12 +99,13 @@ def _open_source(recipe: Recipe, ctx: StageContext):
         # the scene lives in the stage folder; its hrefs are kept relative to that folder
         scene = demo.generate(ctx.workdir / "scene", source.seed, source.size,
                               source.acquisitions, source.points)
-        observations = read_points(scene.observations) if spec is None else None
+        observations = read_points(scene.observations, labels=Labels.of(recipe)) if spec is None else None
     catalogue = open_catalogue(recipe, ctx.workdir)
     if spec is not None and spec.kind == "points":
-        observations = read_points(spec.path, spec.x, spec.y, spec.date, spec.label, spec.crs, spec.dates)
+        observations = read_points(spec.path, spec.x, spec.y, spec.date, spec.label, spec.crs, spec.dates,
+                                   Labels.of(recipe, spec.remap))
     elif spec is not None and spec.kind == "polygons":
-        observations = read_polygons(spec, list(recipe.task.classes), ctx.workdir / POLYGONS)
+        observations = read_polygons(spec, Labels.of(recipe, spec.remap), ctx.workdir / POLYGONS)
     elif spec is not None:
         observations = read_rasters(spec)
     return catalogue, observations
@@ -192,9 +193,10 @@ def window(date: dt.date, recipe: Recipe) -> tuple[dt.date, dt.date]:
 
 
 def chip_extent(observation: Observation, recipe: Recipe) -> tuple[float, float, float, float]:
-    """Lon/lat box around an observation's chip (generous: half a chip plus a pixel)."""
+    """Lon/lat box around an observation's chip (generous: half a chip, its largest shift
+    and a pixel)."""
     chips = recipe.data.chips
-    half = (chips.size / 2 + 1) * chips.resolution
+    half = (chips.size / 2 + chips.max_shift + 1) * chips.resolution
     dlat = half / METRES_PER_DEGREE
     dlon = half / (METRES_PER_DEGREE * max(math.cos(math.radians(observation.lat)), 0.01))
     west, south, east, north = observation.extent

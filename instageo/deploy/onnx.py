@@ -17,15 +17,16 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
 INPUTS = ("chips", "temporal_coords", "location_coords")
 
 
-def export(model: torch.nn.Module, sample: tuple[torch.Tensor, ...], path: Path, opset: int) -> None:
-    """``sample``: model inputs (chips, temporal, location); the coordinates are inputs of the
-    ONNX model only when the model uses them."""
+def export(model, sample: tuple, path: Path, opset: int) -> None:
+    """``sample``: model inputs (chips, temporal, location) as tensors; the coordinates are
+    inputs of the ONNX model only when the model uses them."""
+    import torch
+
     model.eval()
     names = list(INPUTS if model.uses_coordinates else INPUTS[:1])
     with warnings.catch_warnings():
@@ -39,6 +40,8 @@ def export(model: torch.nn.Module, sample: tuple[torch.Tensor, ...], path: Path,
 
 def gpu_present() -> bool:
     # onnxruntime-gpu lists CUDA even without a GPU (see ../shared/NOTES.md): ask torch
+    import torch
+
     return torch.cuda.is_available()
 
 
@@ -65,8 +68,10 @@ def run(onnx_session, inputs: tuple[np.ndarray, ...], batch_size: int = 16) -> n
     return np.concatenate(outputs)
 
 
-def parity(model: torch.nn.Module, onnx_session, inputs: tuple[torch.Tensor, ...]) -> dict:
-    """Largest |logit difference| and argmax agreement between PyTorch and ONNX."""
+def parity(model, onnx_session, inputs: tuple) -> dict:
+    """Largest |logit difference| and argmax agreement between PyTorch and ONNX (tensors in)."""
+    import torch
+
     model.eval()
     with torch.no_grad():
         expected = model(*inputs).float().numpy()

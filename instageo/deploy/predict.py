@@ -207,14 +207,47 @@ def predict_area(recipe: Recipe, search: StageResult, export: StageResult, bundl
     return outputs.finish(), summary, (tiling.items if tiling.items_from != "search" else None)
 
 
+def check_areas(recipe: Recipe, observations: list | None) -> None:
+    """Plan-time checks, before any training: every area to predict over is under the size
+    limits (the default area, the observations' extent, too: spread over continents, it
+    asks for export.predict.bbox) and, for a local catalogue, overlaps its items."""
+    from instageo.data.search import chip_extent
+
+    chips, spec = recipe.data.chips, recipe.export.predict
+    stride = max(chips.size - int(round(chips.size * spec.overlap)), 1)
+    if spec.areas is not None or spec.bbox or spec.geojson:
+        areas = areas_of(recipe, None)
+    elif observations:
+        boxes = [chip_extent(o, recipe) for o in observations]
+        areas = [Area("area", (min(b[0] for b in boxes), min(b[1] for b in boxes),
+                               max(b[2] for b in boxes), max(b[3] for b in boxes)))]
+    else:
+        return  # the demo's or label rasters' extent: known after the search stage
+    for area in areas:
+        _check_size(area.bbox, chips.resolution, chips.size, stride, len(recipe.task.classes), area.declared)
+    if recipe.data.source.kind == "catalog":
+        from instageo.data.catalogue import LocalCatalogue
+
+        boxes = [tuple(item["bbox"]) for item in LocalCatalogue(recipe.data.source.path).items]
+        for area in areas:
+            west, south, east, north = area.bbox
+            if boxes and not any(w <= east and west <= e and s <= north and south <= n for w, s, e, n in boxes):
+                extent = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+                          max(b[3] for b in boxes))
+                raise InputError(f"prediction area ({area.declared}: {tuple(round(v, 5) for v in area.bbox)}) lies "
+                                 f"outside every item of the catalogue (they cover {tuple(round(v, 5) for v in extent)})")
+
+
 def _check_size(area, resolution: float, size: int, stride: int, classes: int, source: str) -> None:
     """Refuse, before reading anything, areas that would take hours or a strip that would not
-    fit in memory."""
-    from instageo.data.split import distance_km
+    fit in memory. Width along the middle latitude on a plane (a great circle from -180 to
+    180 degrees is 0 km long)."""
+    from instageo.data.split import KM_PER_DEGREE
 
     west, south, east, north = area
-    width = max(distance_km(west, (south + north) / 2, east, (south + north) / 2) * 1000 / resolution, size)
-    height = max(distance_km(west, south, west, north) * 1000 / resolution, size)
+    middle = math.radians((south + north) / 2)
+    width = max((east - west) * KM_PER_DEGREE * max(math.cos(middle), 0.01) * 1000 / resolution, size)
+    height = max((north - south) * KM_PER_DEGREE * 1000 / resolution, size)
     tiles = math.ceil((width - size) / stride + 1) * math.ceil((height - size) / stride + 1)
     strip_bytes = (classes + 1 + 3) * size * width * 4
     problem = (f"{width * height:,.0f} pixels, more than {MAX_AREA_PIXELS:,}" if width * height > MAX_AREA_PIXELS

@@ -88,7 +88,8 @@ def _collect_lines(node, key: PathKey, lines, problems, path) -> None:
         for key_node, value_node in node.value:
             name = key_node.value
             line = key_node.start_mark.line + 1
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
+            numbered = key and key[-1] == "remap" and key_node.tag == "tag:yaml.org,2002:int"  # source class ids
+            if not isinstance(key_node, yaml.ScalarNode) or (key_node.tag != "tag:yaml.org,2002:str" and not numbered):
                 problems.append(f"{path}:{line}: {_dotted(key + (str(name),))}: key is not text; quote it")
                 continue
             if name in seen:
@@ -144,10 +145,14 @@ def validate_recipe(data: dict, path: Path, origins: dict[PathKey, str]) -> Reci
         raise RecipeError(problems) from None
 
 
-def format_errors(errors: list[dict], data: dict, origins: dict[PathKey, str]) -> list[str]:
+def format_errors(errors: list[dict], data: dict, origins: dict[PathKey, str],
+                  sweep_branches: bool = True) -> list[str]:
+    """One located line per problem. ``sweep_branches``: drop the errors of the sweep branch
+    the input does not take; when that leaves nothing (a union that is not a sweep, such as
+    a fraction or a section), every branch's error is kept."""
     problems: list[str] = []
     for error in errors:
-        key = _data_path(error["loc"], data, error["type"])
+        key = _data_path(error["loc"], data, error["type"], sweep_branches)
         if key is None:  # the error of the sweep branch that does not match the input's type
             continue
         if error["type"] == "union_tag_invalid":
@@ -158,6 +163,8 @@ def format_errors(errors: list[dict], data: dict, origins: dict[PathKey, str]) -
         line = f"{where}: {_dotted(key) or '(recipe)'}: {_message(error, key, data)}"
         if line not in problems:
             problems.append(line)
+    if not problems and errors and sweep_branches:
+        return format_errors(errors, data, origins, sweep_branches=False)
     return sorted(problems, key=_line_number)
 
 
@@ -168,7 +175,7 @@ def _line_number(problem: str) -> int:
     return int(number) if number.isdigit() else 1 << 30
 
 
-def _data_path(loc: tuple, data: Any, kind: str) -> PathKey | None:
+def _data_path(loc: tuple, data: Any, kind: str, sweep_branches: bool = True) -> PathKey | None:
     """Map a pydantic error location onto keys of the data, dropping union branch labels.
 
     Returns None for errors raised by a sweep branch the input does not take (a scalar
@@ -189,7 +196,7 @@ def _data_path(loc: tuple, data: Any, kind: str) -> PathKey | None:
             key.append(part)
         elif isinstance(part, str):
             # a union branch label such as 'constrained-int' or 'list[float]'
-            if part.startswith("list[") != isinstance(node, list):
+            if sweep_branches and part.startswith("list[") != isinstance(node, list):
                 return None
         else:
             break

@@ -95,22 +95,40 @@ def _known_preset(name: str | None) -> str | None:
 PresetName = Annotated[str, AfterValidator(_known_preset)]
 
 
-class CatalogSource(Model):
+PerBand = Union[float, dict[str, float], None]
+
+
+class AssetsSpec(Model):
+    """How a catalogue's assets become bands: shared by local catalogues and STAC APIs."""
+
+    bands: dict[str, str] | None = Field(None, description="common band name -> asset key")
+    mask: str | None = Field(None, description="asset key of the cloud mask, with bands")
+    mask_kind: Literal["fmask", "cfmask", "scl", "qa_pixel"] = Field(
+        "fmask", description="fmask: HLS bits; cfmask: classic Fmask values; scl: Sentinel-2 SCL; "
+        "qa_pixel: Landsat Collection 2 QA_PIXEL bits"
+    )
+    scale: PerBand = Field(
+        None, description="multiply raw values by this to get reflectance (or the band's unit): one value, or "
+        "{band: value}; wins over the catalogue's raster:bands and the preset"
+    )
+    offset: PerBand = Field(None, description="add this after scaling: one value, or {band: value}")
+    nodata: PerBand = Field(None, description="raw value meaning no data: one value, or {band: value}")
+    max_cloud_cover: float = Field(100.0, ge=0.0, le=100.0, description="largest eo:cloud_cover (%) of an item kept")
+
+
+class CatalogSource(AssetsSpec):
     """A local static STAC catalogue (for example made by `instarun catalog build`)."""
 
     kind: Literal["catalog"]
     path: InputPath = Field(description="catalog.json of the static catalogue")
     collections: list[str] | None = Field(None, description="collections to use (default: all)")
-    preset: PresetName | None = Field(None, description="catalogue preset; default 'hls' unless bands are given")
-    bands: dict[str, str] | None = Field(None, description="common band name -> asset key")
-    mask: str | None = Field(None, description="asset key of the cloud mask, with bands")
-    mask_kind: Literal["fmask", "cfmask", "scl"] = Field(
-        "fmask", description="fmask: HLS bits; cfmask: classic Fmask values; scl: Sentinel-2 SCL"
+    preset: PresetName | None = Field(
+        None, description="sensor preset (asset keys, scaling, mask); default: the one `instarun catalog build` "
+        "wrote into the catalogue, unless bands are given"
     )
-    max_cloud_cover: float = Field(100.0, ge=0.0, le=100.0, description="largest eo:cloud_cover (%) of an item kept")
 
 
-class StacSource(Model):
+class StacSource(AssetsSpec):
     """A STAC API searched with pystac-client."""
 
     kind: Literal["stac"]
@@ -119,12 +137,6 @@ class StacSource(Model):
     preset: PresetName | None = Field(
         None, description="catalogue preset (asset keys, scales, masks); guessed for known URLs"
     )
-    bands: dict[str, str] | None = Field(None, description="common band name -> asset key")
-    mask: str | None = Field(None, description="asset key of the cloud mask, with bands")
-    mask_kind: Literal["fmask", "cfmask", "scl"] = Field(
-        "fmask", description="fmask: HLS bits; cfmask: classic Fmask values; scl: Sentinel-2 SCL"
-    )
-    max_cloud_cover: float = Field(100.0, ge=0.0, le=100.0, description="largest eo:cloud_cover (%) of an item kept")
     timeout: float = Field(30.0, gt=0, le=600, description="seconds to wait for one answer")
     retries: int = Field(4, ge=0, le=20, description="retries on 429/5xx, timeouts, drops")
 
@@ -152,6 +164,20 @@ class DateRange(Model):
         return end
 
 
+def _date_or_name(value: object) -> object:
+    """A YYYY-MM-DD text is a date (as YAML would have read it); any other text a column name."""
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value.strip())
+        except ValueError:
+            return value
+    return value
+
+
+DateOrColumn = Annotated[Union[dt.date, str], BeforeValidator(_date_or_name)]
+Remap = dict[Union[str, int], Union[str, int]]
+
+
 class PointObservations(Model):
     """Point observations from a CSV: one chip centred on each point."""
 
@@ -159,8 +185,12 @@ class PointObservations(Model):
     path: InputPath = Field(description="CSV with one observation per row")
     x: str = Field("x", description="column of the x coordinate (longitude, in crs)")
     y: str = Field("y", description="column of the y coordinate (latitude, in crs)")
-    date: str = Field("date", description="column of the observation date (YYYY-MM-DD)")
-    label: str = Field("label", description="column of the class index (or value, for regression)")
+    date: DateOrColumn = Field("date", description="column of the observation date (YYYY-MM-DD), or one "
+                               "YYYY-MM-DD date for every row")
+    label: str = Field("label", description="column of the class (a name in task.classes, or its index; a "
+                       "value, for regression)")
+    remap: Remap | None = Field(None, description="source label -> task class (name or index); labels not "
+                                "listed are ignored")
     crs: str = Field("EPSG:4326", description="CRS of the x and y columns")
     dates: DateRange | None = Field(None, description="keep only observations in this window")
 
@@ -197,12 +227,16 @@ class RasterObservations(Model):
 
 
 class PolygonObservations(Model):
-    """Labelled polygons (GeoJSON): one chip centred on each, every polygon in it rasterised."""
+    """Labelled polygons in any vector format GDAL reads (GeoPackage, Shapefile, GeoParquet,
+    FlatGeobuf, GeoJSON): one chip centred on each, every polygon in it rasterised."""
 
     kind: Literal["polygons"]
-    path: InputPath = Field(description="GeoJSON FeatureCollection of labelled polygons")
+    path: InputPath = Field(description="vector file of labelled polygons (its first layer)")
     label: str = Field("label", description="property holding the class (a name in task.classes, or its index)")
-    date: str = Field("date", description="property holding the survey date (YYYY-MM-DD)")
+    remap: Remap | None = Field(None, description="source class -> task class (name or index); polygons of "
+                                "classes not listed are ignored")
+    date: DateOrColumn = Field("date", description="property holding the survey date (YYYY-MM-DD), or one "
+                               "YYYY-MM-DD date for every polygon")
     crs: str | None = Field(None, description="CRS of the coordinates if the file does not say (default EPSG:4326)")
 
 
@@ -264,9 +298,19 @@ class ChipSpec(Model):
         ["blue", "green", "red", "nir", "swir16", "swir22"], min_length=1,
         description="common band names, in model input order; the source's preset must have them",
     )
+    shift: int | None = Field(
+        None, ge=0, le=2048, description="largest random move (pixels, seeded by data.split.seed) of a point's "
+        "chip off its point, so labels do not always sit in the centre; default a quarter of size; 0 centres"
+    )
     time: TimeSpec = TimeSpec()
     mask: MaskSpec = MaskSpec()
     label: LabelSpec = LabelSpec()
+
+    @property
+    def max_shift(self) -> int:
+        """The shift that keeps a point and its label buffer inside its chip."""
+        wanted = self.size // 4 if self.shift is None else self.shift
+        return max(0, min(wanted, self.size // 2 - self.label.buffer - 1))
 
     @field_validator("bands")
     @classmethod

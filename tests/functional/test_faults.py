@@ -283,7 +283,8 @@ def stac_search(folder: Path, proxy, name: str, extra: str = "", capsys=None) ->
     recipe = folder / f"{name}.yaml"
     recipe.write_text(
         f"name: {name}\ndata:\n  source: {{kind: stac, url: '{proxy.url}', collections: [hls-faults], "
-        f"preset: hls{extra}}}\n  observations: {{kind: points, path: obs.csv}}\n  {CHIPS}\n")
+        f"preset: hls{extra}}}\n  observations: {{kind: points, path: obs.csv}}\n  {CHIPS}\n"
+        "task: {classes: [other, water, vegetation]}\n")
     (folder / f"{name}.lock.json").unlink(missing_ok=True)
     proxy.log.clear()
     if capsys is not None:

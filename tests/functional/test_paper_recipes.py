@@ -8,7 +8,7 @@ import re
 import pytest
 
 from instageo.cli import main
-from instageo.data.observations import read_points, read_polygons, read_rasters
+from instageo.data.observations import Labels, read_points, read_polygons, read_rasters
 from instageo.pipeline import default_pipeline
 from instageo.recipe import load_recipe
 from tests.conftest import REPO, SHARED_DATA
@@ -137,7 +137,7 @@ def test_sen1floods11_settings_read_the_hand_labels_with_their_dates(tmp_path):
 
 def test_crop_classes_cover_every_crop_of_the_kenya_survey(tmp_path):
     recipe = load_recipe(recipe_path("crop"), user_files("crop", tmp_path))
-    observations = read_polygons(recipe.data.observations, list(recipe.task.classes), tmp_path / "p.geojson")
+    observations = read_polygons(recipe.data.observations, Labels.of(recipe), tmp_path / "p.geojson")
     assert len(observations) == 159
     counts = {c: sum(recipe.task.classes[int(o.label)] == c for o in observations) for c in ("Maize", "Cassava")}
     assert counts == {"Maize": 96, "Cassava": 29}

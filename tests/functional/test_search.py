@@ -38,8 +38,9 @@ def scene_api(scene, pgstac):
 
 
 def write(folder: Path, name: str, text: str) -> Path:
+    """A recipe; the demo scene's observations carry the demo's three classes."""
     path = folder / name
-    path.write_text(text)
+    path.write_text(text if "\ntask:" in text else text.rstrip("\n") + "\ntask: {classes: [other, water, vegetation]}\n")
     return path
 
 

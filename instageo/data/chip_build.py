@@ -61,6 +61,7 @@ class ChipJob:
     label_polygons: str | None = None  # GeoJSON (lon/lat, property 'class') to rasterise
     # other point observations inside the chip (lon, lat, label): labelled too, under the own one
     neighbours: tuple[tuple[float, float, float], ...] = ()
+    remap: tuple[tuple[float, float], ...] = ()  # label raster: (pixel value, class index); others unlabelled
 
 
 @dataclass
@@ -241,6 +242,11 @@ def _label(job: ChipJob, reader, no_imagery: np.ndarray) -> np.ndarray | None:
         asset = BandAsset(job.label_raster, nodata=fill)
         raw = reader.read(asset, job.grid, categorical=True).astype(np.float32)
         invalid = no_imagery | (raw == fill) | np.isnan(raw)
+        if job.remap:
+            mapped = np.full(raw.shape, np.nan, np.float32)
+            for source, target in job.remap:
+                mapped[raw == source] = target
+            raw, invalid = mapped, invalid | np.isnan(mapped)
         if not job.regression:
             invalid |= raw < 0  # negative class ids mean "not labelled" (e.g. Sen1Floods11's -1)
         label = raw

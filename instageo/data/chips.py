@@ -28,6 +28,7 @@ import numpy as np
 from instageo.data.chip_build import Candidate, ChipJob, ChipRecord, build_chip
 from instageo.data.grid import ChipGrid, centred_grid, centres_lonlat, footprints_lonlat, tiled_grids
 from instageo.data.lock import lock_path, update_lock
+from instageo.data.observations import raster_remap
 from instageo.data.presets import preset_for
 from instageo.data.quicklook import chips_quicklook, class_colours
 from instageo.data.split import assign_splits
@@ -42,7 +43,14 @@ INDEX_COLUMNS = ["chip_id", "observation", "lon", "lat", "crs", "date", "split",
 
 def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
     jobs = make_jobs(recipe, inputs["search"])
-    records = run_jobs(jobs, ctx.workdir, recipe, ctx)
+    least = recipe.data.chips.min_observations
+    few = [job for job in jobs if job.label is not None and job.label_polygons is None
+           and 1 + len(job.neighbours) < least]
+    skip = {job.chip_id for job in few}
+    jobs = [job for job in jobs if job.chip_id not in skip]
+    records = run_jobs(jobs, ctx.workdir, recipe, ctx) + [
+        ChipRecord(j.chip_id, j.observation, j.lon, j.lat, j.grid.crs, j.date, "skipped", "few_observations")
+        for j in few]
     built = [r for r in records if r.status == "ok"]
     skipped = Counter(r.reason for r in records if r.status != "ok")
     if not built:
@@ -102,19 +110,24 @@ def make_jobs(recipe: Recipe, search: StageResult) -> list[ChipJob]:
     with open(search.path("observations"), newline="") as handle:
         observations = list(csv.DictReader(handle))
     points = PointIndex(observations, recipe)
+    gridded = chips.placement == "grid"
     for row in observations:
+        if gridded and row["kind"] == "point":
+            continue  # placed below, date by date
         date = dt.date.fromisoformat(row["date"])
         own = [items[i] for i in candidates.get(row["id"], []) if i in items]
-        steps = candidates_for(own, date, time)
+        at = dt.time.fromisoformat(row["time"]) if row.get("time") else None
+        steps = candidates_for(own, date, time, at)
         lon, lat = float(row["lon"]), float(row["lat"])
         label = float(row["label"]) if row["label"] not in ("", None) else None
         if row["kind"] == "raster":  # a label raster: tiles without overlap, each at its own centre
             bounds = tuple(float(row[k]) for k in ("west", "south", "east", "north"))
             grids = tiled_grids(bounds, chips.size, chips.resolution, chips.crs, chips.stride or chips.size,
                                 flush=False)
+            remap = raster_remap(recipe)
             for index, (grid, (centre_lon, centre_lat)) in enumerate(zip(grids, centres_lonlat(grids))):
                 jobs.append(ChipJob(f"{_safe(row['id'])}-{index:03d}", row["id"], centre_lon, centre_lat,
-                                    row["date"], None, row["source"], grid, steps, **common))
+                                    row["date"], None, row["source"], grid, steps, remap=remap, **common))
             continue
         if label is None:
             raise InputError(f"observation {row['id']} has no label")
@@ -123,6 +136,38 @@ def make_jobs(recipe: Recipe, search: StageResult) -> list[ChipJob]:
         neighbours = points.near(row) if row["kind"] == "point" else ()
         jobs.append(ChipJob(_safe(row["id"]), row["id"], lon, lat, row["date"], label, None, grid,
                             steps, label_polygons=polygons, neighbours=neighbours, **common))
+    if gridded:
+        jobs += grid_jobs([r for r in observations if r["kind"] == "point"], items, candidates, recipe, common)
+    return jobs
+
+
+def grid_jobs(rows: list[dict], items: dict, candidates: dict, recipe: Recipe, common: dict) -> list[ChipJob]:
+    """data.chips.placement: grid: per observation date, chips side by side over the extent of
+    that date's points; each chip that holds some is labelled with all of them (the first as
+    its own, which also gives its acquisitions)."""
+    chips = recipe.data.chips
+    by_date: dict[str, list[dict]] = {}
+    for row in rows:
+        by_date.setdefault(row["date"], []).append(row)
+    jobs = []
+    for date, group in sorted(by_date.items()):
+        lons, lats = [float(r["lon"]) for r in group], [float(r["lat"]) for r in group]
+        pad = chips.resolution / 111_000
+        bounds = (min(lons) - pad, min(lats) - pad, max(lons) + pad, max(lats) + pad)
+        grids = tiled_grids(bounds, chips.size, chips.resolution, chips.crs, chips.size, flush=False)
+        for index, (grid, footprint) in enumerate(zip(grids, footprints_lonlat(grids))):
+            inside = [r for r in group if footprint[0] <= float(r["lon"]) <= footprint[2]
+                      and footprint[1] <= float(r["lat"]) <= footprint[3]]
+            if not inside:
+                continue
+            first, rest = inside[0], inside[1:]
+            own = [items[i] for i in candidates.get(first["id"], []) if i in items]
+            at = dt.time.fromisoformat(first["time"]) if first.get("time") else None
+            steps = candidates_for(own, dt.date.fromisoformat(date), chips.time, at)
+            jobs.append(ChipJob(f"grid-{date}-{index:04d}", first["id"], float(first["lon"]), float(first["lat"]),
+                                date, float(first["label"]), None, grid, steps,
+                                neighbours=tuple((float(r["lon"]), float(r["lat"]), float(r["label"])) for r in rest),
+                                **common))
     return jobs
 
 
@@ -177,13 +222,20 @@ class PointIndex:
         return tuple(sorted(found))
 
 
-def candidates_for(items: list[dict], date: dt.date, time) -> list[list[Candidate]]:
-    """Per time step (oldest first): the acquisitions within tolerance of its target date, in
-    the order the recipe prefers them."""
+def candidates_for(items: list[dict], date: dt.date, time, at: dt.time | None = None) -> list[list[Candidate]]:
+    """Per time step (oldest first): the acquisitions within tolerance of its target date (or,
+    with ``at`` and time.tolerance_minutes, of its target date and time; with
+    time.daytime_only, taken in daylight), in the order the recipe prefers them."""
     steps = []
     for k in reversed(range(time.steps)):
         target = date - dt.timedelta(days=k * time.step_days)
-        near = [i for i in items if abs((_date(i) - target).days) <= time.tolerance_days]
+        if at is not None and time.tolerance_minutes is not None:
+            moment = dt.datetime.combine(target, at, dt.timezone.utc)
+            near = [i for i in items if abs((_moment(i) - moment).total_seconds()) <= time.tolerance_minutes * 60]
+        else:
+            near = [i for i in items if abs((_date(i) - target).days) <= time.tolerance_days]
+        if time.daytime_only:
+            near = [i for i in near if sun_elevation(_moment(i), *_centre(i)) > 0]
         near.sort(key=lambda i: _preference(_date(i), target, time.prefer) + (i["datetime"], i["id"]))
         steps.append([Candidate(i["id"], i["datetime"], i["bands"], i["mask"], i["mask_kind"]) for i in near])
     return steps
@@ -287,6 +339,35 @@ def _preference(date: dt.date, target: dt.date, prefer: str) -> tuple[int, int]:
 
 def _date(item: dict) -> dt.date:
     return dt.date.fromisoformat(item["datetime"][:10])
+
+
+def _moment(item: dict) -> dt.datetime:
+    moment = dt.datetime.fromisoformat(item["datetime"].replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def _centre(item: dict) -> tuple[float, float]:
+    west, south, east, north = item["bbox"]
+    return (west + east) / 2, (south + north) / 2
+
+
+def sun_elevation(moment: dt.datetime, lon: float, lat: float) -> float:
+    """The sun's elevation above the horizon in degrees (NOAA's approximate solar position:
+    declination and equation of time from the fractional year; within a degree or so)."""
+    moment = moment.astimezone(dt.timezone.utc)
+    day = moment.timetuple().tm_yday
+    hours = moment.hour + moment.minute / 60 + moment.second / 3600
+    gamma = 2 * math.pi / 365 * (day - 1 + (hours - 12) / 24)
+    minutes = 229.18 * (0.000075 + 0.001868 * math.cos(gamma) - 0.032077 * math.sin(gamma)
+                        - 0.014615 * math.cos(2 * gamma) - 0.040849 * math.sin(2 * gamma))
+    declination = (0.006918 - 0.399912 * math.cos(gamma) + 0.070257 * math.sin(gamma)
+                   - 0.006758 * math.cos(2 * gamma) + 0.000907 * math.sin(2 * gamma)
+                   - 0.002697 * math.cos(3 * gamma) + 0.00148 * math.sin(3 * gamma))
+    solar_minutes = hours * 60 + minutes + 4 * lon
+    hour_angle = math.radians(solar_minutes / 4 - 180)
+    phi = math.radians(lat)
+    cos_zenith = math.sin(phi) * math.sin(declination) + math.cos(phi) * math.cos(declination) * math.cos(hour_angle)
+    return 90 - math.degrees(math.acos(max(-1.0, min(1.0, cos_zenith))))
 
 
 def _safe(text: str) -> str:

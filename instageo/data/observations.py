@@ -27,6 +27,7 @@ class Observation:
     bbox: tuple[float, float, float, float] | None = None  # lon/lat extent of a label raster
     source: str | None = None  # the label raster's path, or the polygons file's name
     kind: str = "point"  # point | raster | polygon
+    time: str | None = None  # time of day, UTC, HH:MM:SS, when the observation says
 
     @property
     def extent(self) -> tuple[float, float, float, float]:
@@ -74,6 +75,22 @@ class Labels:
                          f"(a name, or an index 0-{len(self.classes) - 1})")
 
 
+def raster_remap(recipe) -> tuple[tuple[float, float], ...]:
+    """A label raster's remap as (pixel value, class index) pairs, each target checked."""
+    spec = recipe.data.observations
+    if spec is None or spec.kind != "raster" or spec.remap is None:
+        return ()
+    classes = Labels(tuple(recipe.task.classes))
+    pairs = []
+    for source, target in spec.remap.items():
+        try:
+            value = float(source)
+        except ValueError:
+            raise InputError(f"data.observations.remap: key {source!r} is not a pixel value") from None
+        pairs.append((value, classes(target, f"data.observations.remap.{source}")))
+    return tuple(pairs)
+
+
 def _key(value) -> str:
     """A remap key: 1, 1.0 and "1" are the same source value."""
     try:
@@ -90,23 +107,27 @@ class _Columns:
     date: str | dt.date
     label: str
     crs: str
+    time: str | None = None
 
 
 def read_points(path: Path, x: str = "x", y: str = "y", date: str | dt.date = "date", label: str = "label",
                 crs: str = "EPSG:4326", dates: DateRange | None = None,
-                labels: Labels | None = None) -> list[Observation]:
+                labels: Labels | None = None, time: str | None = None) -> list[Observation]:
     """Point observations from a CSV; ``dates`` keeps only those inside the window; ``date``
     a column, or the date of every row; ``labels`` checks and maps the label column (else
     labels are plain numbers)."""
     path = Path(path)
-    spec = _Columns(x, y, date, label, crs)
-    try:
-        handle = open(path, newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read observations: {exc.strerror}") from None
-    with handle:
-        columns, rows = _csv_rows(handle, path)
-    missing = [c for c in (spec.x, spec.y, spec.date) if isinstance(c, str) and c not in columns]
+    spec = _Columns(x, y, date, label, crs, time)
+    if path.suffix.lower() in PARQUET:
+        columns, rows = _parquet_rows(path)
+    else:
+        try:
+            handle = open(path, newline="", encoding="utf-8-sig")
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read observations: {exc.strerror}") from None
+        with handle:
+            columns, rows = _csv_rows(handle, path)
+    missing = [c for c in (spec.x, spec.y, spec.date, spec.time) if isinstance(c, str) and c not in columns]
     if missing:
         raise InputError(f"{path}:1: missing column(s) {missing}; the file has {columns}")
     to_lonlat = _to_lonlat(spec.crs, path)
@@ -120,7 +141,7 @@ def read_points(path: Path, x: str = "x", y: str = "y", date: str | dt.date = "d
         if dates and not (dates.start <= observation.date <= dates.end):
             continue
         # a repeated row would weigh twice in training and could land in two splits
-        signature = (observation.lon, observation.lat, observation.date, observation.label)
+        signature = (observation.lon, observation.lat, observation.date, observation.time, observation.label)
         if signature in seen:
             raise InputError(f"{path}:{line}: duplicate of line {seen[signature]}")
         if observation.id in ids:  # chips and candidates are keyed by id
@@ -148,6 +169,27 @@ def _csv_rows(handle, path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     return columns, rows
 
 
+PARQUET = (".parquet", ".geoparquet")
+
+
+def _parquet_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """The columns and (row number, row as text) pairs of a Parquet table, like a CSV's."""
+    table = _parquet_table(path)
+    rows = [(number, {k: "" if v is None else str(_plain(v)) for k, v in row.items()})
+            for number, row in enumerate(table.to_pylist(), start=1)]
+    return table.column_names, rows
+
+
+def _parquet_table(path: Path):
+    import pyarrow.parquet as parquet
+    from pyarrow import ArrowException
+
+    try:
+        return parquet.read_table(path)
+    except (ArrowException, OSError) as exc:
+        raise InputError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+
+
 def _in_world(lon: float, lat: float) -> bool:
     return -180 <= lon <= 180 and -90 <= lat <= 90
 
@@ -168,14 +210,19 @@ def _point(row: dict, line: int, spec: _Columns, path: Path, to_lonlat, labels: 
     if not _in_world(lon, lat):
         raise InputError(f"{path}:{line}: coordinates ({x}, {y}) are outside the world "
                          f"in {spec.crs} (lon {lon:.3f}, lat {lat:.3f})")
+    clock = None
     if isinstance(spec.date, dt.date):
         date = spec.date
     else:
         text = field(spec.date)
         try:
             date = dt.date.fromisoformat(text[:10])
+            if len(text) > 10:  # a datetime: its time of day (UTC)
+                clock = _time_of_day(text[11:], f"{path}:{line}", spec.date)
         except ValueError:
             raise InputError(f"{path}:{line}: date '{text}' is not YYYY-MM-DD") from None
+    if spec.time is not None:
+        clock = _time_of_day(field(spec.time), f"{path}:{line}", spec.time)
     label = None
     if spec.label in row and (row[spec.label] or "").strip():
         if labels is not None:
@@ -190,7 +237,16 @@ def _point(row: dict, line: int, spec: _Columns, path: Path, to_lonlat, labels: 
             if not math.isfinite(label):
                 raise InputError(f"{path}:{line}: label '{row[spec.label]}' is not a number") from None
     identifier = (row.get("id") or "").strip() or f"{path.stem}-{line}"
-    return Observation(identifier, lon, lat, date, label)
+    return Observation(identifier, lon, lat, date, label, time=clock)
+
+
+def _time_of_day(text: str, where: str, column: str) -> str:
+    """HH:MM[:SS] (UTC; a trailing Z or +00:00 allowed) as HH:MM:SS."""
+    clean = text.strip().removesuffix("Z").removesuffix("+00:00")
+    try:
+        return dt.time.fromisoformat(clean).replace(microsecond=0).isoformat()
+    except ValueError:
+        raise InputError(f"{where}: {column} '{text}' is not a UTC time of day HH:MM[:SS]") from None
 
 
 def _to_lonlat(crs: str, path: Path):
@@ -302,10 +358,13 @@ def read_polygons(spec: PolygonObservations, labels: Labels, out: Path | None) -
 
 
 def _read_vector(path: Path) -> dict:
-    """geometry (WKB), fields (name -> values) and crs of a vector file's first layer."""
+    """geometry (WKB), fields (name -> values) and crs of a vector file's first layer
+    (GeoParquet through pyarrow: GDAL in pyogrio's wheel has no Parquet driver)."""
     import pyogrio
     from pyogrio.errors import DataLayerError, DataSourceError
 
+    if path.suffix.lower() in PARQUET:
+        return _read_geoparquet(path)
     try:
         meta, _, geometry, values = pyogrio.raw.read(path)
     except (DataSourceError, DataLayerError, OSError, ValueError) as exc:
@@ -313,6 +372,26 @@ def _read_vector(path: Path) -> dict:
     if geometry is None:
         raise InputError(f"{path}: has no geometries")
     return {"geometry": geometry, "crs": meta.get("crs"), "fields": dict(zip(meta["fields"], values))}
+
+
+def _read_geoparquet(path: Path) -> dict:
+    """A GeoParquet file's primary geometry column (WKB) and CRS (from its 'geo' metadata;
+    none given means OGC:CRS84, lon/lat), its other columns as fields."""
+    import json
+
+    table = _parquet_table(path)
+    try:
+        geo = json.loads((table.schema.metadata or {})[b"geo"])
+        column = geo["primary_column"]
+        crs = geo["columns"][column].get("crs")
+    except (KeyError, ValueError, TypeError):
+        raise InputError(f"{path}: not GeoParquet (no 'geo' metadata naming its geometry column)") from None
+    if crs is not None:
+        from pyproj import CRS
+
+        crs = CRS.from_json_dict(crs).to_string()
+    fields = {name: table.column(name).to_pylist() for name in table.column_names if name != column}
+    return {"geometry": table.column(column).to_pylist(), "crs": crs or "EPSG:4326", "fields": fields}
 
 
 def _geojson_crs(path: Path) -> str | None:
@@ -351,8 +430,9 @@ def check_observations(recipe) -> list[Observation] | None:
     Returns them (None for the demo's and for label rasters, which the search stage reads)."""
     spec = recipe.data.observations
     if spec is None or spec.kind == "raster":
+        raster_remap(recipe)  # its targets must be classes
         return None
     labels = Labels.of(recipe, spec.remap)
     if spec.kind == "points":
-        return read_points(spec.path, spec.x, spec.y, spec.date, spec.label, spec.crs, spec.dates, labels)
+        return read_points(spec.path, spec.x, spec.y, spec.date, spec.label, spec.crs, spec.dates, labels, spec.time)
     return read_polygons(spec, labels, None)

@@ -103,7 +103,7 @@ def _open_source(recipe: Recipe, ctx: StageContext):
     catalogue = open_catalogue(recipe, ctx.workdir)
     if spec is not None and spec.kind == "points":
         observations = read_points(spec.path, spec.x, spec.y, spec.date, spec.label, spec.crs, spec.dates,
-                                   Labels.of(recipe, spec.remap))
+                                   Labels.of(recipe, spec.remap), spec.time)
     elif spec is not None and spec.kind == "polygons":
         observations = read_polygons(spec, Labels.of(recipe, spec.remap), ctx.workdir / POLYGONS)
     elif spec is not None:
@@ -234,8 +234,9 @@ def _trim(item: dict[str, Any], preset: Preset, bands: list[str]) -> dict[str, A
 def _write_observations(path: Path, observations: list[Observation]) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["id", "kind", "lon", "lat", "date", "label", "west", "south", "east", "north", "source"])
+        writer.writerow(["id", "kind", "lon", "lat", "date", "label", "west", "south", "east", "north", "source",
+                         "time"])
         for o in observations:
             extent = o.bbox or ("", "", "", "")
             writer.writerow([o.id, o.kind, f"{o.lon:.7f}", f"{o.lat:.7f}", o.date.isoformat(),
-                             "" if o.label is None else o.label, *extent, o.source or ""])
+                             "" if o.label is None else o.label, *extent, o.source or "", o.time or ""])

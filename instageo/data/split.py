@@ -6,6 +6,11 @@ first, each chip by its own footprint. The rest is dealt to the fractions by ``m
 - spatial: chips are grouped into square blocks of ``block_km`` (on an equal-area grid, by
   each chip's own centre) and whole blocks go to one split, so neighbouring chips, which
   share land cover, never sit on both sides of the train/test line;
+- clusters: chips linked by chains of neighbours closer than ``block_km`` form one group
+  (single linkage), so a group never borders another;
+- tile: chips whose imagery comes from one satellite tile (the MGRS tile or Landsat path/row
+  in the item ids) form one group;
+- year: chips of one observation year form one group;
 - random: chip by chip; date: the latest chips to test, then val.
 
 Groups are dealt in a seeded random order (``split.seed``) until each split holds its share of
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from fnmatch import fnmatch
@@ -86,12 +92,54 @@ def _groups(records: list[ChipRecord], spec: SplitSpec) -> list[list[str]]:
     if spec.method == "random":
         groups = [[r.chip_id] for r in records]
     else:
-        blocks: dict[tuple[int, int], list[str]] = defaultdict(list)
+        clusters = _clusters(records, spec.block_km) if spec.method == "clusters" else {}
+        key_of = {"spatial": lambda r: block_of(r.lon, r.lat, spec.block_km), "year": lambda r: r.date[:4],
+                  "tile": tile_of, "clusters": lambda r: clusters[r.chip_id]}[spec.method]
+        keyed: dict = defaultdict(list)
         for record in records:
-            blocks[block_of(record.lon, record.lat, spec.block_km)].append(record.chip_id)
-        groups = [blocks[key] for key in sorted(blocks)]
+            keyed[key_of(record)].append(record.chip_id)
+        groups = [keyed[key] for key in sorted(keyed)]  # one method: keys of one type
     random.Random(spec.seed).shuffle(groups)
     return groups
+
+
+TILE_IDS = (r"(?<![A-Z0-9])T?(\d{2}[C-X][A-Z]{2})(?![A-Z0-9])",  # MGRS: T33UUU (Sentinel-2, HLS)
+            r"^L[CEOTM]\d(\d{6})\d{7}",  # Landsat scene ids: LE7 PPPRRR YYYYDDD
+            r"^L[CEOTM]\d\d_[A-Z0-9]{4}_(\d{6})_")  # Landsat product ids: LC08_L2SP_PPPRRR_
+
+
+def tile_of(record: ChipRecord) -> str:
+    """The satellite tile of a chip's imagery, from its first item's id (else the id)."""
+    item = record.items[0] if record.items else record.chip_id
+    for pattern in TILE_IDS:
+        match = re.search(pattern, item)
+        if match:
+            return match.group(1)
+    return item
+
+
+def _clusters(records: Sequence[ChipRecord], link_km: float) -> dict[str, int]:
+    """chip id -> cluster: chips closer than ``link_km`` (centre to centre) share a cluster,
+    transitively (union-find over a grid of link_km cells, so only neighbours are compared)."""
+    parent = list(range(len(records)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    cells: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for index, record in enumerate(records):
+        cells[block_of(record.lon, record.lat, link_km)].append(index)
+    for (cx, cy), members in cells.items():
+        near = [j for dx in (-1, 0, 1) for dy in (-1, 0, 1) for j in cells.get((cx + dx, cy + dy), [])]
+        for i in members:
+            for j in near:
+                if j > i and root(i) != root(j) and distance_km(records[i].lon, records[i].lat,
+                                                              records[j].lon, records[j].lat) < link_km:
+                    parent[root(i)] = root(j)
+    return {record.chip_id: root(index) for index, record in enumerate(records)}
 
 
 def _deal(groups: list[list[str]], wanted: dict[str, int]) -> dict[str, str]:

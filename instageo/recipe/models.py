@@ -185,8 +185,10 @@ class PointObservations(Model):
     path: InputPath = Field(description="CSV with one observation per row")
     x: str = Field("x", description="column of the x coordinate (longitude, in crs)")
     y: str = Field("y", description="column of the y coordinate (latitude, in crs)")
-    date: DateOrColumn = Field("date", description="column of the observation date (YYYY-MM-DD), or one "
-                               "YYYY-MM-DD date for every row")
+    date: DateOrColumn = Field("date", description="column of the observation date (YYYY-MM-DD, or a UTC "
+                               "datetime YYYY-MM-DDTHH:MM[:SS]), or one YYYY-MM-DD date for every row")
+    time: str | None = Field(None, description="column of the observation's time of day (UTC, HH:MM[:SS]), "
+                             "for data.chips.time.tolerance_minutes")
     label: str = Field("label", description="column of the class (a name in task.classes, or its index; a "
                        "value, for regression)")
     remap: Remap | None = Field(None, description="source label -> task class (name or index); labels not "
@@ -224,6 +226,8 @@ class RasterObservations(Model):
     )
     date: dt.date | None = Field(None, description="date of every raster, unless dates is given")
     dates: InputPath | None = Field(None, description="CSV with columns file,date (file name or stem)")
+    remap: Remap | None = Field(None, description="pixel value -> task class (name or index); pixels of values "
+                                "not listed are not labelled")
 
 
 class PolygonObservations(Model):
@@ -254,6 +258,15 @@ class TimeSpec(Model):
     steps: int = Field(1, ge=1, le=64, description="acquisitions per chip")
     step_days: int = Field(30, ge=1, le=3660, description="days between steps, counted back from the observation date")
     tolerance_days: int = Field(5, ge=0, le=3660, description="days an acquisition may lie from its step's date")
+    tolerance_minutes: int | None = Field(
+        None, ge=0, le=1440 * 3660, description="for observations with a time of day (data.observations.time, "
+        "or a datetime in the date column): minutes an acquisition may lie from its step's date and time, "
+        "instead of tolerance_days"
+    )
+    daytime_only: bool = Field(
+        False, description="keep only acquisitions taken with the sun above the horizon at the scene's centre "
+        "(optical sources; the sun's elevation from the item's datetime and footprint)"
+    )
     prefer: Literal["nearest", "earlier", "later"] = Field(
         "nearest", description="order in which acquisitions within tolerance of a step are tried: "
         "nearest first, or those on/before (earlier) or on/after (later) the target first"
@@ -301,6 +314,14 @@ class ChipSpec(Model):
     shift: int | None = Field(
         None, ge=0, le=2048, description="largest random move (pixels, seeded by data.split.seed) of a point's "
         "chip off its point, so labels do not always sit in the centre; default a quarter of size; 0 centres"
+    )
+    placement: Literal["point", "grid"] = Field(
+        "point", description="point: a chip around each point observation; grid: chips side by side over the "
+        "extent of each date's points, each chip holding at least one"
+    )
+    min_observations: int = Field(
+        1, ge=1, le=100_000, description="point chips holding fewer point observations (their own and the "
+        "others inside them) are skipped as few_observations"
     )
     time: TimeSpec = TimeSpec()
     mask: MaskSpec = MaskSpec()
@@ -353,9 +374,11 @@ class SplitSpec(Model):
     """How chips are split into train, val and test: named sets (files, regions, ids) and/or
     fractions of the rest dealt by ``method``."""
 
-    method: Literal["spatial", "random", "date"] = Field(
-        "spatial", description="how fractions are dealt from the chips no named set takes: spatial: whole "
-        "blocks of block_km to one split; random: chip by chip; date: the latest chips to test and val"
+    method: Literal["spatial", "clusters", "tile", "year", "random", "date"] = Field(
+        "spatial", description="how fractions are dealt from the chips no named set takes, in whole groups: "
+        "spatial: square blocks of block_km; clusters: chips linked by chains closer than block_km; tile: the "
+        "satellite tile (MGRS, Landsat path/row) of their imagery; year: their observation year; random: chip "
+        "by chip; date: the latest chips to test and val"
     )
     val: Annotated[float, Field(ge=0.0, lt=1.0)] | HeldOut = Field(
         0.2, description="validation chips (early stopping, the best epoch and the recommended student "
@@ -364,7 +387,7 @@ class SplitSpec(Model):
     test: Annotated[float, Field(ge=0.0, lt=1.0)] | HeldOut = Field(
         0.2, description="test chips (reported, never used to choose): a fraction of all chips, or a named set"
     )
-    block_km: float = Field(10.0, gt=0, description="block size of the spatial split")
+    block_km: float = Field(10.0, gt=0, description="block size of the spatial split; link distance of clusters")
     gap_km: float = Field(
         0.0, ge=0, description="chips closer than this (edge to edge) to a chip of a later split leave theirs "
         "('excluded'): train near val or test, val near test"

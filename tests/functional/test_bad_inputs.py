@@ -511,6 +511,11 @@ NEW_FIELD_CASES = [  # (dotted field, bad value, what the message says)
     ("data.split.test", {"ids": "c1"}, "data.split.test"),
     ("data.split.seed", -1, "data.split.seed"),
     ("data.chips.shift", -1, "data.chips.shift"),
+    ("data.chips.min_observations", 0, "data.chips.min_observations"),
+    ("data.chips.time.tolerance_minutes", -5, "data.chips.time.tolerance_minutes"),
+    ("data.chips.time.daytime_only", "sometimes", "data.chips.time.daytime_only"),
+    ("data.split.method", "kmeans", "data.split.method"),
+    ("data.chips.placement", "hex", "data.chips.placement"),
     ("data.chips.shift", "half", "data.chips.shift"),
     ("teacher.train.smooth", 0, "teacher.train.smooth"),
     ("teacher.normalize", "pretrain", "teacher.normalize"),
@@ -531,6 +536,8 @@ def test_new_fields_are_refused_with_their_name(files, key, value, says):
 @pytest.mark.parametrize("observations, says", [
     ("{kind: points, path: OBS, remap: {0: forest}}", "label 'forest' is not one of task.classes"),
     ("{kind: points, path: OBS, date: survey}", "missing column(s) ['survey']"),
+    ("{kind: points, path: OBS, time: hour}", "missing column(s) ['hour']"),
+    ("{kind: points, path: OBS, time: label}", "label '0' is not a UTC time of day"),
     ("{kind: polygons, path: POLY, label: nope}", "no property 'nope'"),
     ("{kind: polygons, path: POLY, remap: {water: 9}}", "label 9 is not one of task.classes"),
 ])
@@ -541,6 +548,13 @@ def test_new_observation_fields_are_refused_naming_the_file(files, scene, observ
     code, _, err = instarun("validate", recipe)
     named = str(scene.observations) if "OBS" in observations else str(polygons)
     assert code == 2 and says in err and named in err and "Traceback" not in err, err
+
+
+def test_a_label_raster_remap_to_no_class_is_refused(files, scene):
+    raster = _first_asset(scene)
+    recipe = observation_recipe(files, scene, f"{{kind: raster, paths: [{raster}], date: 2023-01-19, remap: {{1: snow}}}}")
+    code, _, err = instarun("validate", recipe)
+    assert code == 2 and "data.observations.remap.1: label 'snow' is not one of task.classes" in err, err
 
 
 def test_a_scale_for_a_band_the_preset_lacks_is_refused(files, scene):

@@ -233,23 +233,30 @@ def test_a_polygon_label_outside_the_classes_is_a_clear_error(tmp_path, capsys):
     assert "is not one of task.classes ['Maize', 'Cassava']" in capsys.readouterr().err
 
 
+def demo_catalogue_recipe(folder, observations: str, chips: str, size: int = 64, acquisitions: int = 2,
+                          points: int = 8, classes: str = "[other, water, vegetation]") -> list[str]:
+    """A demo scene written by `demo-data`, read as a local catalogue by recipe r.yaml (all
+    chips train); returns the argv that runs it to the chips stage."""
+    assert main(["demo-data", str(folder / "scene"), "--size", str(size), "--acquisitions", str(acquisitions),
+                 "--points", str(points), "--no-quicklook"]) == 0
+    (folder / "r.yaml").write_text(
+        f"name: r\ndata:\n  source: {{kind: catalog, path: scene/catalog.json}}\n  observations: {observations}\n"
+        f"  chips: {chips}\n  split: {{method: random, val: 0, test: 0}}\ntask: {{classes: {classes}}}\n")
+    return [str(folder / "r.yaml"), "--runs-dir", str(folder / "runs"), "--until", "chips"]
+
+
 def test_every_observation_inside_a_chip_is_labelled(tmp_path):
     """Three points 60-90 m apart, three classes, one date window: each point's chip labels
     all three at their own pixels; a fourth point out of the date window is not labelled."""
     from pyproj import Transformer
 
-    assert main(["demo-data", str(tmp_path / "scene"), "--size", "96", "--acquisitions", "3",
-                 "--points", "5", "--no-quicklook"]) == 0
     points = [("a", 39.9100, 1.4300, "2023-01-19", 0), ("b", 39.9106, 1.4305, "2023-01-19", 1),
               ("c", 39.9096, 1.4293, "2023-01-25", 2), ("late", 39.9103, 1.4297, "2023-06-01", 1)]
+    run = demo_catalogue_recipe(tmp_path, "{kind: points, path: obs.csv}", "{size: 16, shift: 2, label: {buffer: 0}, "
+                                "time: {steps: 1, tolerance_days: 10}, mask: {max_fraction: 1}}", size=96,
+                                acquisitions=3, points=5)
     (tmp_path / "obs.csv").write_text("id,x,y,date,label\n" + "".join(f"{p[0]},{p[1]},{p[2]},{p[3]},{p[4]}\n" for p in points))
-    (tmp_path / "r.yaml").write_text(
-        "name: r\ndata:\n  source: {kind: catalog, path: scene/catalog.json}\n"
-        "  observations: {kind: points, path: obs.csv}\n"
-        "  chips: {size: 16, shift: 2, label: {buffer: 0}, time: {steps: 1, tolerance_days: 10}, mask: {max_fraction: 1}}\n"
-        "  split: {method: random, val: 0, test: 0}\n"
-        "task: {classes: [other, water, vegetation]}\n")
-    assert main([str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "chips"]) == 0
+    assert main(run) == 0
     stage = next((tmp_path / "runs" / "r" / "stages").glob("chips-*"))
     built = {row["chip_id"]: row for row in rows(stage / "index.csv")}
     for own in ("a", "b", "c"):
@@ -263,18 +270,112 @@ def test_every_observation_inside_a_chip_is_labelled(tmp_path):
                 else:
                     assert label[row, column] == value, (own, name)
         assert (label != -1).sum() <= 3
+    # at least three observations per chip: the late point, alone in its date window, is skipped
+    assert main([*run, "--set", "data.chips.min_observations=3"]) == 0
+    report = json.loads((tmp_path / "runs" / "r" / "report.json").read_text())
+    assert report["dataset"]["skipped"].get("few_observations") == 1 and report["dataset"]["chips"] <= 3
 
 
 def test_a_class_without_train_pixels_is_a_warning_in_the_console_and_the_report(tmp_path, capsys):
-    assert main(["demo-data", str(tmp_path / "scene"), "--size", "64", "--acquisitions", "2",
-                 "--points", "8", "--no-quicklook"]) == 0
-    (tmp_path / "r.yaml").write_text(
-        "name: r\ndata:\n  source: {kind: catalog, path: scene/catalog.json}\n"
-        "  observations: {kind: points, path: scene/observations.csv}\n"
-        "  chips: {size: 16, time: {tolerance_days: 20}, mask: {max_fraction: 1}}\n"
-        "  split: {method: random, val: 0, test: 0}\n"
-        "task: {classes: [other, water, vegetation, snow]}\n")
-    assert main([str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "chips"]) == 0
+    run = demo_catalogue_recipe(tmp_path, "{kind: points, path: scene/observations.csv}",
+                                "{size: 16, time: {tolerance_days: 20}, mask: {max_fraction: 1}}",
+                                classes="[other, water, vegetation, snow]")
+    assert main(run) == 0
     assert "class 'snow' has no pixel in the train split" in capsys.readouterr().err
     report = json.loads((tmp_path / "runs" / "r" / "report.json").read_text())
     assert "class 'snow' has no pixel in the train split: the models cannot learn it" in report["dataset"]["warnings"]
+
+
+def test_a_time_of_day_and_minutes_pick_the_acquisitions(tmp_path):
+    """The demo's acquisitions are at 10:30 UTC: an observation at 10:50 within 30 minutes
+    gets its chip; one at 15:00 finds no scene; the same at the day tolerance does."""
+    run = demo_catalogue_recipe(tmp_path, "{kind: points, path: obs.csv, time: time}",
+                                "{size: 16, time: {tolerance_days: 1, tolerance_minutes: 30}, mask: {max_fraction: 1}}",
+                                points=2)
+    first = next(csv.DictReader(open(tmp_path / "scene" / "observations.csv")))
+    (tmp_path / "obs.csv").write_text(
+        "id,x,y,date,time,label\n"
+        f"near,{first['x']},{first['y']},{first['date']},10:50,1\nlate,{first['x']},{first['y']},{first['date']},15:00,1\n")
+    assert main(run) == 0
+    report = json.loads((tmp_path / "runs" / "r" / "report.json").read_text())
+    assert report["dataset"]["chips"] == 1 and report["dataset"]["skipped"] == {"no_scene": 1}
+    assert main([*run, "--set", "data.chips.time.tolerance_minutes=null"]) == 0
+    assert json.loads((tmp_path / "runs" / "r" / "report.json").read_text())["dataset"]["chips"] == 2
+
+
+def test_parquet_points_and_geoparquet_polygons_are_read_with_their_columns_and_crs(tmp_path):
+    """The real WorldCereal extractions (Parquet, 500 points, lon/lat/valid_time/ewoc_code),
+    and polygons written as GeoParquet in a projected CRS."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import shapely
+    from pyproj import CRS
+
+    from instageo.data.observations import Labels, read_points, read_polygons
+    from instageo.recipe.models import PolygonObservations
+
+    path = SHARED_DATA / "worldcereal" / "test_public_extractions.parquet"
+    table = pq.read_table(path)
+    codes = sorted(set(table.column("ewoc_code").to_pylist()))
+    labels = Labels(("first", "other"), remap={str(c): ("first" if c == codes[0] else "other") for c in codes})
+    points = read_points(path, "lon", "lat", "valid_time", "ewoc_code", labels=labels)
+    assert len(points) == table.num_rows == 500
+    assert points[0].lon == pytest.approx(table.column("lon")[0].as_py())
+    assert sum(p.label == 0 for p in points) == table.column("ewoc_code").to_pylist().count(codes[0])
+
+    square = shapely.box(500_000, 9_990_000, 500_300, 9_990_300)  # UTM 37S, near the equator
+    geo = {"version": "1.0.0", "primary_column": "geometry",
+           "columns": {"geometry": {"encoding": "WKB", "crs": CRS("EPSG:32737").to_json_dict()}}}
+    parquet_table = pa.table({"geometry": [shapely.to_wkb(square)], "crop": ["maize"], "day": ["2023-02-01"]})
+    pq.write_table(parquet_table.replace_schema_metadata({b"geo": json.dumps(geo)}), tmp_path / "fields.parquet")
+    spec = PolygonObservations(kind="polygons", path=tmp_path / "fields.parquet", label="crop", date="day")
+    (polygon,) = read_polygons(spec, Labels(("maize", "beans")), None)
+    assert polygon.label == 0 and polygon.date.isoformat() == "2023-02-01"
+    from pyproj import Transformer
+
+    west, south = Transformer.from_crs("EPSG:32737", "EPSG:4326", always_xy=True).transform(500_000, 9_990_000)
+    east, north = Transformer.from_crs("EPSG:32737", "EPSG:4326", always_xy=True).transform(500_300, 9_990_300)
+    assert west < polygon.lon < east and south < polygon.lat < north  # read in its own CRS, not as lon/lat
+
+
+def test_a_label_raster_remap_relabels_its_pixels(tmp_path):
+    """Sen1Floods11's 0 (land) / 1 (water) read as a one-class water task: land pixels are
+    not labelled, water is class 0."""
+    import numpy as np
+
+    write_recipe(tmp_path, "{size: 128, resolution: 10, bands: [vv], time: {steps: 1, tolerance_days: 1}, "
+                 "mask: {max_fraction: 0.5}}", "{method: random}")
+    text = (tmp_path / "floods.yaml").read_text()
+    text = text.replace("dates: label_dates.csv}", "dates: label_dates.csv, remap: {1: water}}")
+    (tmp_path / "floods.yaml").write_text(text.replace("task: {classes: [land, water]}", "task: {classes: [water, other]}"))
+    assert main([str(tmp_path / "floods.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "chips"]) == 0
+    stage = next((tmp_path / "runs" / "floods" / "stages").glob("chips-*"))
+    spain = [r for r in rows(stage / "index.csv") if r["chip_id"].startswith("Spain")]
+    values = set()
+    for row in spain:
+        with rasterio.open(stage / row["label"]) as dataset:
+            values |= set(np.unique(dataset.read(1)).tolist())
+    assert values == {-1, 0}
+
+
+def test_grid_placement_tiles_the_points_extent_without_overlap(tmp_path):
+    import numpy as np
+
+    run = demo_catalogue_recipe(tmp_path, "{kind: points, path: scene/observations.csv}",
+                                "{size: 16, placement: grid, label: {buffer: 0}, time: {steps: 1, tolerance_days: 0}, "
+                                "mask: {max_fraction: 1}}", size=96, acquisitions=3, points=30)
+    assert main(run) == 0
+    stage = next((tmp_path / "runs" / "r" / "stages").glob("chips-*"))
+    built = rows(stage / "index.csv")
+    assert built and all(r["chip_id"].startswith("grid-") for r in built)
+    labelled, boxes = 0, {}
+    for row in built:
+        with rasterio.open(stage / row["label"]) as dataset:
+            labelled += int((dataset.read(1) != -1).sum())
+            boxes.setdefault(row["date"], []).append(dataset.bounds)
+    assert len(built) <= labelled <= 30  # buffer 0: one pixel per point, each chip at least its own
+    for same_date in boxes.values():  # chips of one date never overlap
+        for i, a in enumerate(same_date):
+            for b in same_date[i + 1:]:
+                assert a.right <= b.left or b.right <= a.left or a.top <= b.bottom or b.top <= a.bottom
+    assert len(built) < 30  # points share chips

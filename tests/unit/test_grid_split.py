@@ -133,3 +133,29 @@ def test_fallback_order_of_acquisitions():
     order = {prefer: [(d - target).days for d in sorted(dates, key=lambda d: _preference(d, target, prefer))]
              for prefer in ("nearest", "earlier", "later")}
     assert order == {"nearest": [0, 2, -3, 8, -9], "earlier": [0, -3, -9, 2, 8], "later": [0, 2, 8, -3, -9]}
+
+
+def test_cluster_split_keeps_chains_of_neighbours_together():
+    # two chains of chips 0.5 km apart, 20 km from each other: two clusters at block_km 1
+    chips = [ChipRecord(f"a{i}", "o", 30 + i * 0.0045, 1.0, "EPSG:32637", "2023-01-01", "ok") for i in range(10)]
+    chips += [ChipRecord(f"b{i}", "o", 30.2 + i * 0.0045, 1.0, "EPSG:32637", "2023-01-01", "ok") for i in range(10)]
+    splits = split(chips, SplitSpec(method="clusters", block_km=1, val=0.0, test=0.5))
+    assert {splits[f"a{i}"] for i in range(10)} in ({"test"}, {"train"})
+    assert {splits[f"b{i}"] for i in range(10)} in ({"test"}, {"train"})
+    assert splits["a0"] != splits["b0"]
+
+
+def test_tile_and_year_splits_keep_their_groups_whole():
+    from instageo.data.split import tile_of
+
+    tiles = ["S2A_MSIL2A_20230101_N0509_R035_T33UUU_20230101", "HLS.S30.T33UVU.2023001T101010.v2.0",
+             "LE70350322008118EDC00", "LC08_L2SP_036032_20200101_20200110_02_T1"]
+    assert [tile_of(ChipRecord("c", "o", 0, 0, "", "", "ok", items=[t])) for t in tiles] == [
+        "33UUU", "33UVU", "035032", "036032"]
+    chips = [ChipRecord(f"c{i}", "o", 30 + i * 0.01, 1, "EPSG:32637", f"{2018 + i % 4}-06-01", "ok",
+                        items=[tiles[i % 4]]) for i in range(40)]
+    for method, group in (("tile", lambda c: c.items[0]), ("year", lambda c: c.date[:4])):
+        splits = split(chips, SplitSpec(method=method, val=0.25, test=0.25))
+        for value in {group(c) for c in chips}:
+            assert len({splits[c.chip_id] for c in chips if group(c) == value}) == 1, (method, value)
+        assert set(splits.values()) == {"train", "val", "test"}

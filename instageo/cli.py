@@ -16,6 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from instageo.errors import InstageoError, RecipeError
+from instageo.redact import RedactingFilter, redact
 
 
 class _RecipeFirstGroup(TyperGroup):
@@ -254,6 +255,7 @@ def _console_log_handler(progress) -> logging.Handler:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
     handler.setLevel(logging.INFO)
+    handler.addFilter(RedactingFilter())
     return handler
 
 
@@ -272,7 +274,7 @@ def main(argv: Sequence[str] | None = None, pipeline=None) -> int:
     except InstageoError as exc:
         if "--debug" in args:
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        print(redact(f"error: {exc}"), file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
         from instageo.errors import DiskFullError, disk_full, disk_full_message

@@ -88,6 +88,24 @@ class LocalCatalogue:
     def name(self) -> str:
         return self._name or str(self.path)
 
+    def fingerprint(self) -> str:
+        """SHA-256 of every item (ids, dates, footprints, assets) and of each local asset
+        file's identity (size and modification time: an asset replaced in place changes it;
+        cheap, unlike hashing every raster). Two catalogues with equal catalog.json files but
+        other scenes differ here."""
+        import hashlib
+
+        from instageo.files import canonical_json
+
+        files = []
+        for item in self.items:
+            for key, asset in sorted(item["assets"].items()):
+                href = Path(asset["href"])
+                if "://" not in asset["href"] and href.is_absolute():
+                    stat = href.stat() if href.exists() else None
+                    files.append([item["id"], key, stat and stat.st_size, stat and stat.st_mtime_ns])
+        return hashlib.sha256(canonical_json([self.items, files]).encode("utf-8")).hexdigest()
+
     def search(self, query: Query) -> list[dict[str, Any]]:
         return sorted((i for i in self.items if query.matches(i)), key=_order)
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from instageo.data.chip_build import Candidate, ChipJob, ChipRecord, build_chip
 from instageo.data.grid import ChipGrid, centred_grid, centres_lonlat, footprints_lonlat, tiled_grids
-from instageo.data.lock import lock_path, update_lock
+from instageo.data.lock import lock_for, update_lock
 from instageo.data.observations import raster_remap
 from instageo.data.presets import preset_for
 from instageo.data.quicklook import chips_quicklook, class_colours
@@ -85,7 +85,7 @@ def after(recipe: Recipe, result: StageResult) -> None:
         return
     rows = read_index(result.path("index"))
     checksums = {row["chip_id"]: [row["image_sha256"], row["label_sha256"]] for row in rows}
-    update_lock(lock_path(recipe.path, recipe.name), recipe.name,
+    update_lock(lock_for(recipe, result.dir.parent.parent), recipe.name,
                 chips={"key": result.key, "checksums": checksums})
 
 

@@ -4,6 +4,10 @@ Commit the lock with the recipe. The search stage reads a lock whose ``search.ke
 own cache key instead of querying the catalogue, so a colleague with the recipe and the lock
 rebuilds the same dataset with no catalogue request. A lock made from other search settings
 is stale and ignored (the search runs and the lock is rewritten). Hrefs are stored unsigned.
+
+Only the recipe as committed writes the lock beside it: a run with ``--set`` on a ``data.``
+field (another dataset than the recipe's) pins its scenes in ``runs/<recipe>/<name>.lock.json``
+instead, so one-off runs never rewrite the shared lock.
 """
 
 from __future__ import annotations
@@ -43,28 +47,48 @@ def lock_path(recipe_path: Path, name: str) -> Path:
     return recipe_path.parent / f"{name}.lock.json"
 
 
+def lock_for(recipe, run_dir: Path) -> Path | None:
+    """The lock this run reads and writes: the recipe's own, or, when --set changed its data,
+    one in the run folder."""
+    if recipe.path is None:
+        return None
+    if any(key == "data" or key.startswith("data.") for key in recipe._overrides):
+        return Path(run_dir) / f"{recipe.name}.lock.json"
+    return lock_path(recipe.path, recipe.name)
+
+
 def content_sha256(items: list[dict], candidates: dict[str, list[str]]) -> str:
     return hashlib.sha256(canonical_json([items, candidates]).encode("utf-8")).hexdigest()
 
 
 def read_lock(path: Path) -> Lock | None:
+    if path.is_dir():
+        raise InputError(f"{path}: the lock file's place is a folder; move it away")
     if not path.exists():
         return None
     try:
         lock = Lock.model_validate_json(path.read_bytes())
     except (ValidationError, ValueError) as exc:
         first = str(exc).splitlines()[0]
-        raise InputError(f"{path}: not a valid lock file ({first}); delete it or rerun with --refresh-lock") from None
+        raise InputError(f"{path}: not a valid lock file ({first}); rerun with --force search to "
+                         "search again and rewrite it") from None
     search = lock.search
     if search is not None and content_sha256(search.items, search.candidates) != search.sha256:
         raise InputError(f"{path}: items were edited by hand (checksum mismatch); "
-                         "rerun with --refresh-lock to search again")
+                         "rerun with --force search to search again and rewrite it")
     return lock
 
 
-def update_lock(path: Path, name: str, **sections: Any) -> None:
-    """Set sections of the lock (search=..., chips=...), keeping the others; atomic."""
-    lock = read_lock(path) or Lock(recipe=name, instageo_version=__version__)
+def update_lock(path: Path, name: str, replace_bad: bool = False, **sections: Any) -> None:
+    """Set sections of the lock (search=..., chips=...), keeping the others; atomic. With
+    ``replace_bad`` (a forced search), an unreadable or edited lock is replaced."""
+    try:
+        lock = read_lock(path)
+    except InputError:
+        if not replace_bad or path.is_dir():
+            raise
+        lock = None
+    lock = lock or Lock(recipe=name, instageo_version=__version__)
     updated = lock.model_copy(update={**sections, "instageo_version": __version__})
     if path.exists() and json.loads(path.read_text()) == updated.model_dump(mode="json"):
         return

@@ -223,6 +223,8 @@ def _point(row: dict, line: int, spec: _Columns, path: Path, to_lonlat, labels: 
             raise InputError(f"{path}:{line}: date '{text}' is not YYYY-MM-DD") from None
     if spec.time is not None:
         clock = _time_of_day(field(spec.time), f"{path}:{line}", spec.time)
+    if not 1900 <= date.year <= 2100:
+        raise InputError(f"{path}:{line}: date {date} is not between 1900 and 2100")
     label = None
     if spec.label in row and (row[spec.label] or "").strip():
         if labels is not None:
@@ -345,6 +347,8 @@ def read_polygons(spec: PolygonObservations, labels: Labels, out: Path | None) -
                 date = dt.date.fromisoformat(text[:10])
             except ValueError:
                 raise InputError(f"{where}: {spec.date} {text!r} is not YYYY-MM-DD") from None
+            if not 1900 <= date.year <= 2100:
+                raise InputError(f"{where}: {spec.date} {text!r} is not between 1900 and 2100")
         centre = geometry.representative_point()
         identifier = f"{path.stem}-{index:05d}"
         source = out.name if out is not None else path.name

@@ -99,6 +99,10 @@ class AssetReader:
         """The asset on the chip grid: float32 with NaN for nodata (reflectance scaled), or the
         raw values for categorical rasters (masks, labels) with their own fill outside."""
         src = self._dataset(asset.href)
+        if src.crs is None:  # GDAL would warp it as if it were in the chip's CRS
+            from rasterio.errors import RasterioIOError
+
+            raise RasterioIOError(f"{asset.href}: the raster has no CRS")
         nodata = asset.nodata if asset.nodata is not None else src.nodatavals[asset.band - 1]
         fill = (nodata if nodata is not None else 0) if categorical else nodata
         window = _aligned_window(src, grid)

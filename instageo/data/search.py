@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from instageo.data.catalogue import ApiCatalogue, LocalCatalogue, Query, item_date
-from instageo.data.lock import LockedSearch, content_sha256, lock_path, read_lock, update_lock
+from instageo.data.lock import LockedSearch, content_sha256, lock_for, read_lock, update_lock
 from instageo.data.observations import Labels, Observation, read_points, read_polygons, read_rasters
 from instageo.data.presets import Preset, preset_for
 from instageo.errors import DataSourceError
@@ -50,7 +50,10 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
             "data.source.preset or data.source.bands (common band name -> asset key)"
         )
     catalogue, observations = _open_source(recipe, ctx)
-    lock_file = lock_path(recipe.path, recipe.name) if recipe.path else None
+    lock_file = lock_for(recipe, ctx.run_dir)
+    if lock_file is not None and lock_file.parent == Path(ctx.run_dir):
+        ctx.log.info("--set changed the recipe's data: its scenes are pinned in %s, not beside the recipe",
+                     lock_file)
     lock = read_lock(lock_file) if lock_file and not ctx.forced else None
     if lock is not None and lock.search is not None and lock.search.key == ctx.key:
         ctx.log.info("using %d items pinned in %s (no catalogue request)", len(lock.search.items), lock_file)
@@ -87,7 +90,7 @@ def after(recipe: Recipe, result: StageResult) -> None:
     search = LockedSearch(key=result.key, catalogue=result.summary["search"]["catalogue"],
                           items=items, candidates=candidates,
                           sha256=content_sha256(items, candidates))
-    update_lock(lock_path(recipe.path, recipe.name), recipe.name, search=search)
+    update_lock(lock_for(recipe, result.dir.parent.parent), recipe.name, replace_bad=True, search=search)
 
 
 def _open_source(recipe: Recipe, ctx: StageContext):

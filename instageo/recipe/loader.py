@@ -29,7 +29,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     for override in overrides or []:
         key = apply_override(data, override)
         origins[key] = f"--set {override.split('=', 1)[0]}"
-    return validate_recipe(data, path, origins)
+    recipe = validate_recipe(data, path, origins)
+    recipe._overrides = tuple(o.split("=", 1)[0].strip() for o in overrides or [])
+    return recipe
 
 
 def read_yaml(path: Path) -> tuple[dict, dict[PathKey, int]]:

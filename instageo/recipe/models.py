@@ -57,6 +57,23 @@ def _resolve_existing(path: Path, info: ValidationInfo) -> InputFile:
 # A file the recipe reads; relative paths are relative to the recipe file.
 InputPath = Annotated[Path, AfterValidator(_resolve_existing)]
 
+
+class CatalogueFile(InputFile):
+    """A local catalogue's catalog.json: what a stage reads through it is the whole catalogue
+    (its items and the asset files they point at), so that is what its cache key hashes."""
+
+    def fingerprint(self) -> str:
+        from instageo.data.catalogue import LocalCatalogue
+
+        return LocalCatalogue(self).fingerprint()
+
+
+def _resolve_catalogue(path: Path, info: ValidationInfo) -> CatalogueFile:
+    return CatalogueFile(_resolve_existing(path, info))
+
+
+InputCatalogue = Annotated[Path, AfterValidator(_resolve_catalogue)]
+
 # Upper bounds catch typos (an extra zero, a date typed as a number) at load instead of
 # as an overflow deep in a stage; infinities and NaN are never a valid setting.
 PositiveInt = Annotated[int, Field(ge=1, le=100_000)]
@@ -66,6 +83,67 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, data: object) -> object:
+        """YAML's true/false would pass as 1/0 for a number field: refuse them, naming it."""
+        if isinstance(data, dict):
+            for name, info in cls.model_fields.items():
+                if isinstance(data.get(name), bool) and info.annotation is not bool and _takes_number(info.annotation):
+                    raise PydanticCustomError("bool_number", "true/false is not a number", {"field": name})
+        return data
+
+
+def _takes_number(annotation) -> bool:
+    """A number field (or a sweep of numbers) that takes no boolean."""
+    import typing
+
+    if annotation in (int, float):
+        return True
+    args = typing.get_args(annotation)
+    return bool(args) and bool not in args and any(_takes_number(a) for a in args)
+
+
+def _plausible_date(value: dt.date) -> dt.date:
+    if not 1900 <= value.year <= 2100:
+        raise PydanticCustomError("date_range", "date {d} is not between 1900 and 2100", {"d": value.isoformat()})
+    return value
+
+
+Date = Annotated[dt.date, AfterValidator(_plausible_date)]
+
+
+def _resolvable_crs(value: str) -> str:
+    """'utm', or a projected CRS pyproj knows (chips are measured in metres)."""
+    if value.lower() == "utm":
+        return value
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        crs = CRS.from_user_input(value)
+    except CRSError:
+        raise PydanticCustomError("crs", "crs '{c}' is not a known CRS; use 'utm' or an EPSG code such as "
+                                  "EPSG:32637", {"c": value}) from None
+    if not crs.is_projected:
+        raise PydanticCustomError("crs", "crs '{c}' is not projected: chips are measured in metres", {"c": value})
+    return value
+
+
+def _on_earth(box: tuple[float, float, float, float] | None):
+    """A lon/lat box: west < east within -180..180, south < north within -90..90."""
+    if box is None:
+        return box
+    west, south, east, north = box
+    if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= 90 and -90 <= north <= 90):
+        raise PydanticCustomError("bbox_range", "{b} is outside -180..180 / -90..90 degrees", {"b": list(box)})
+    if not (west < east and south < north):
+        raise PydanticCustomError("bbox_order", "must be west < east and south < north, got {b}", {"b": list(box)})
+    return box
+
+
+LonLatBox = Annotated[tuple[float, float, float, float], AfterValidator(_on_earth)]
 
 
 # --- data sources -------------------------------------------------------------------------
@@ -120,7 +198,7 @@ class CatalogSource(AssetsSpec):
     """A local static STAC catalogue (for example made by `instarun catalog build`)."""
 
     kind: Literal["catalog"]
-    path: InputPath = Field(description="catalog.json of the static catalogue")
+    path: InputCatalogue = Field(description="catalog.json of the static catalogue")
     collections: list[str] | None = Field(None, description="collections to use (default: all)")
     preset: PresetName | None = Field(
         None, description="sensor preset (asset keys, scaling, mask); default: the one `instarun catalog build` "
@@ -150,8 +228,8 @@ Source = Annotated[Union[DemoSource, CatalogSource, StacSource], Field(discrimin
 class DateRange(Model):
     """A window of dates, both ends included."""
 
-    start: dt.date = Field(description="first day (YYYY-MM-DD), included")
-    end: dt.date = Field(description="last day (YYYY-MM-DD), included")
+    start: Date = Field(description="first day (YYYY-MM-DD), included")
+    end: Date = Field(description="last day (YYYY-MM-DD), included")
 
     @field_validator("end")
     @classmethod
@@ -174,7 +252,7 @@ def _date_or_name(value: object) -> object:
     return value
 
 
-DateOrColumn = Annotated[Union[dt.date, str], BeforeValidator(_date_or_name)]
+DateOrColumn = Annotated[Union[Date, str], BeforeValidator(_date_or_name)]
 Remap = dict[Union[str, int], Union[str, int]]
 
 
@@ -224,7 +302,7 @@ class RasterObservations(Model):
     paths: Annotated[list[InputPath], BeforeValidator(_expand_globs)] = Field(
         min_length=1, description="label rasters; an entry with * ? or [ is a glob pattern"
     )
-    date: dt.date | None = Field(None, description="date of every raster, unless dates is given")
+    date: Date | None = Field(None, description="date of every raster, unless dates is given")
     dates: InputPath | None = Field(None, description="CSV with columns file,date (file name or stem)")
     remap: Remap | None = Field(None, description="pixel value -> task class (name or index); pixels of values "
                                 "not listed are not labelled")
@@ -305,8 +383,9 @@ class ChipSpec(Model):
 
     size: int = Field(224, ge=8, le=4096, description="chip width and height in pixels")
     stride: int | None = Field(None, ge=1, le=4096, description="pixels between chips tiling a label raster (default: size, so chips never share pixels; the last ones reach past the raster's edge, padded with nodata)")
-    resolution: float = Field(30.0, gt=0, description="metres per pixel")
-    crs: str = Field("utm", description="'utm' (zone of each chip) or an EPSG code")
+    resolution: float = Field(30.0, ge=0.01, le=100_000, description="metres per pixel")
+    crs: Annotated[str, AfterValidator(_resolvable_crs)] = Field(
+        "utm", description="'utm' (zone of each chip) or a projected CRS such as EPSG:32637")
     bands: list[str] = Field(
         ["blue", "green", "red", "nir", "swir16", "swir22"], min_length=1,
         description="common band names, in model input order; the source's preset must have them",
@@ -342,7 +421,6 @@ class ChipSpec(Model):
         return bands
 
 
-BBox = tuple[float, float, float, float]
 
 
 class HeldOut(Model):
@@ -353,7 +431,7 @@ class HeldOut(Model):
         [], description="globs matched against each observation's file name and id "
         "(e.g. 'Spain_*', '*_LabelHand.tif'): all chips of the matching label rasters or polygon files"
     )
-    regions: list[BBox] = Field(
+    regions: list[LonLatBox] = Field(
         [], description="lon/lat boxes [west, south, east, north]: the chips whose footprint touches one"
     )
     ids: list[str] = Field([], description="chip ids or observation ids")
@@ -362,11 +440,6 @@ class HeldOut(Model):
     def _names_something(self) -> HeldOut:
         if not (self.files or self.regions or self.ids):
             raise PydanticCustomError("held_out_empty", "name chips by files, regions or ids", {})
-        for box in self.regions:
-            if not (box[0] < box[2] and box[1] < box[3]):
-                raise PydanticCustomError(
-                    "bbox_order", "region must be west < east and south < north, got {b}", {"b": box}
-                )
         return self
 
 
@@ -389,7 +462,7 @@ class SplitSpec(Model):
     )
     block_km: float = Field(10.0, gt=0, description="block size of the spatial split; link distance of clusters")
     gap_km: float = Field(
-        0.0, ge=0, description="chips closer than this (edge to edge) to a chip of a later split leave theirs "
+        0.0, ge=0, le=20_000, description="chips closer than this (edge to edge) to a chip of a later split leave theirs "
         "('excluded'): train near val or test, val near test"
     )
     seed: Seed = Field(0, description="seed of the split (kept apart from the training seed, so a seed "
@@ -472,17 +545,27 @@ class Task(Model):
         "segmentation", description="segmentation: a class per pixel; regression: a value per pixel"
     )
     classes: list[str] = Field(
-        ["absent", "present"], min_length=2, description="class names; a label is an index into this list"
+        ["absent", "present"], min_length=2, description="class names, each once; a label is an index into this list"
     )
     colors: list[str] | None = Field(None, description="'#rrggbb' per class")
 
     @field_validator("colors")
     @classmethod
     def _hex(cls, colors: list[str] | None) -> list[str] | None:
+        import re
+
         for color in colors or []:
-            if not (len(color) == 7 and color.startswith("#")):
+            if not re.fullmatch(r"#[0-9a-fA-F]{6}", color):
                 raise PydanticCustomError("color", "'{c}' is not a '#rrggbb' colour", {"c": color})
         return colors
+
+    @field_validator("classes")
+    @classmethod
+    def _unique_classes(cls, classes: list[str]) -> list[str]:
+        repeated = sorted({c for c in classes if classes.count(c) > 1})
+        if repeated:
+            raise PydanticCustomError("classes", "class names repeated: {r}", {"r": repeated})
+        return classes
 
     @model_validator(mode="after")
     def _a_colour_per_class(self) -> Task:
@@ -546,7 +629,7 @@ class Teacher(Model):
 class Distill(Model):
     """How the students learn from the teacher."""
 
-    temperature: Sweep[Annotated[float, Field(gt=0)]] = Field(2.0, description="softmax temperature of the KL term")
+    temperature: Sweep[Annotated[float, Field(gt=0, le=100)]] = Field(2.0, description="softmax temperature of the KL term")
     alpha: Sweep[Fraction] = Field(0.5, description="weight of the labels' cross-entropy; 1 - alpha: of the KL to the teacher")
     feature_weight: float = Field(
         0.0, ge=0, description="weight of an MSE between the student's tokens and the teacher's "
@@ -585,38 +668,24 @@ class OnnxSpec(Model):
 class PredictSpec(Model):
     """Sliding-window prediction of each exported student over an area."""
 
-    bbox: tuple[float, float, float, float] | None = Field(
+    bbox: LonLatBox | None = Field(
         None, description="west, south, east, north in degrees"
     )
     geojson: InputPath | None = Field(
         None, description="GeoJSON polygon(s) to predict over, lon/lat (outside them: nodata); area when no bbox"
     )
-    areas: list[BBox] | InputPath | None = Field(
+    areas: list[LonLatBox] | InputPath | None = Field(
         None, description="several areas, each predicted into its own COGs (areas/<name>/) with an index "
         "areas.geojson: a list of [west, south, east, north] boxes (area1, area2, ...), or a GeoJSON file whose "
         "features are the areas (named by their 'name' property); instead of bbox / geojson"
     )
-    date: dt.date | None = Field(None, description="date to predict for (default: the latest observation's)")
+    date: Date | None = Field(None, description="date to predict for (default: the latest observation's)")
     overlap: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of a chip that neighbouring tiles share (blended; models are least sure near chip edges)")
     batch_size: PositiveInt = Field(8, description="tiles per ONNX call")
 
-    @field_validator("bbox")
-    @classmethod
-    def _ordered(cls, bbox: tuple[float, float, float, float] | None):
-        if bbox is not None and not (bbox[0] < bbox[2] and bbox[1] < bbox[3]):
-            raise PydanticCustomError(
-                "bbox_order", "bbox must be west < east and south < north, got {b}", {"b": bbox}
-            )
-        return bbox
-
     @field_validator("areas")
     @classmethod
-    def _areas_ordered(cls, areas):
-        for box in areas if isinstance(areas, list) else []:
-            if not (box[0] < box[2] and box[1] < box[3]):
-                raise PydanticCustomError(
-                    "bbox_order", "each area must be west < east and south < north, got {b}", {"b": box}
-                )
+    def _some_areas(cls, areas):
         if isinstance(areas, list) and not areas:
             raise PydanticCustomError("areas_empty", "areas: give at least one box", {})
         return areas
@@ -670,6 +739,7 @@ class Recipe(Model):
     export: Export = Export()
 
     _path: Path | None = PrivateAttr(None)  # the recipe file, set by the loader
+    _overrides: tuple[str, ...] = PrivateAttr(())  # fields given with --set, set by the loader
 
     @model_validator(mode="after")
     def _student_fits_teacher(self) -> Recipe:

@@ -12,6 +12,7 @@ from typing import Any
 from instageo.errors import InstageoError
 from instageo.files import sha256_file
 from instageo.progress import Progress
+from instageo.redact import RedactingFilter, redact
 from instageo.recipe.models import Recipe
 from instageo.recipe.sweep import expand
 from instageo.runner.cache import RunLock, RunStore
@@ -31,7 +32,7 @@ def plan_recipe(recipe: Recipe, pipeline: Sequence[Stage], runs_dir: Path,
                 until: str | None = None, force: Sequence[str] = ()) -> tuple[Plan, list[Decision]]:
     """The plan of a recipe and, per stage, whether it is cached or why it runs."""
     _check_force(pipeline, force)
-    plan = make_plan(expand(recipe), pipeline, functools.cache(sha256_file), until)
+    plan = make_plan(expand(recipe), pipeline, functools.cache(input_digest), until)
     return plan, decide(plan, RunStore(Path(runs_dir).resolve() / recipe.name), force)
 
 
@@ -50,13 +51,20 @@ def run_recipe(recipe: Recipe, pipeline: Sequence[Stage], runs_dir: Path,
                 records = execute(decisions, RunStore(run_dir), progress, publish)
         except (Exception, KeyboardInterrupt) as exc:
             try:
-                write_report(build_report(plan, records, run_dir, "failed", str(exc)), run_dir)
+                write_report(build_report(plan, records, run_dir, "failed", redact(str(exc))), run_dir)
             except OSError as failed:  # e.g. the disk is full: the run's own error is the news
                 log.warning("could not write the report of the failed run: %s", failed)
             raise
         report = build_report(plan, records, run_dir, "ok")
         write_report(report, run_dir)
         return report
+
+
+def input_digest(path: Path) -> str:
+    """What a cache key holds for an input file: its content, or, for a file that stands for
+    more (a catalogue), its own fingerprint."""
+    fingerprint = getattr(path, "fingerprint", None)
+    return fingerprint() if fingerprint is not None else sha256_file(path)
 
 
 def _check_force(pipeline: Sequence[Stage], force: Sequence[str]) -> None:
@@ -89,6 +97,7 @@ class _run_log:
         self.handler = _RunLogHandler(run_dir / "logs" / f"{stamp}.log")
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         self.handler.setLevel(logging.DEBUG)
+        self.handler.addFilter(RedactingFilter())
 
     def __enter__(self):
         log.addHandler(self.handler)

@@ -432,7 +432,8 @@ def test_malformed_point_files_are_refused_with_file_and_line(files, scene, rows
         content = _csv([header] + body)
     elif kind == "bad dates":
         body[i][header.index("date")] = data.draw(st.one_of(
-            NON_NUMBERS, st.sampled_from(["2023-02-30", "2023-13-01", "23-01-01", "01/02/2023", ""])))
+            NON_NUMBERS, st.sampled_from(["2023-02-30", "2023-13-01", "23-01-01", "01/02/2023", "",
+                                          "9999-12-31", "0001-01-01"])))
         content = _csv([header] + body)
     elif kind == "bad labels":  # names and indices of task.classes are fine; anything else is not
         body[i][header.index("label")] = data.draw(st.one_of(
@@ -523,6 +524,24 @@ NEW_FIELD_CASES = [  # (dotted field, bad value, what the message says)
     ("export.predict.areas", [[39.9, 1.4, 39.8, 1.5]], "west < east"),
     ("seed", [0, -1], "seed"),
 ]
+
+
+# values that were accepted and then failed late (a traceback, or exit 1 after training)
+LATE_FAILURES = [
+    ("export.predict.date", "9999-12-31", "not between 1900 and 2100"),
+    ("export.predict.date", "0001-01-01", "not between 1900 and 2100"),
+    ("data.chips.crs", "foo", "is not a known CRS"),
+    ("data.chips.crs", "EPSG:4326", "is not projected"),
+    ("task.colors", ["#zzzzzz", "#000000", "#ffffff"], "is not a '#rrggbb' colour"),
+    ("data.split.gap_km", 1e9, "data.split.gap_km"),
+    ("student.distill.temperature", 1e300, "student.distill.temperature"),
+    ("data.chips.resolution", 1e-9, "data.chips.resolution"),
+    ("export.predict.bbox", [200, 0, 300, 10], "outside -180..180"),
+    ("task.classes", ["a", "a", "b"], "class names repeated"),
+    ("data.chips.size", True, "true/false is not a number"),
+    ("student.depth", True, "true/false is not a number"),
+]
+NEW_FIELD_CASES += LATE_FAILURES
 
 
 @pytest.mark.parametrize("key, value, says", NEW_FIELD_CASES, ids=[f"{k}={v}" for k, v, _ in NEW_FIELD_CASES])

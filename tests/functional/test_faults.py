@@ -534,3 +534,41 @@ def test_a_file_size_limit_during_training_is_one_line_and_the_cache_untouched(b
     assert assert_nothing_looks_complete_that_is_not(run_dir, base_files) == ["chips", "search", "teacher"]
     tally("file too large (RLIMIT_FSIZE) in teacher", 1, 1, lost(run_dir, {
         k: v for k, v in base_files.items() if k.startswith(("search-", "chips-", "teacher-"))}))
+
+
+def test_no_signed_url_secret_reaches_a_log_a_report_or_the_console(tmp_path, capsys):
+    """Every asset href of a catalogue signed like Planetary Computer's, on a port nobody
+    listens on: the reads fail (GDAL quotes the URL), and no signature survives anywhere."""
+    import re
+    import socket
+
+    from instageo.cli import main
+    from instageo.data import demo
+
+    scene = demo.generate(tmp_path / "scene", seed=1, size=64, acquisitions=2, points=4)
+    with socket.socket() as probe:  # a free loopback port, closed again
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    secret = "sv=2021-06-08&st=2026-12-01T10%3A00Z&se=2026-12-02&sr=c&sp=rl&sig=SeCrEtSiGnAtUrE%3D"
+    for item in (tmp_path / "scene").rglob("HLS.demo.*.json"):
+        document = json.loads(item.read_text())
+        for asset in document["assets"].values():
+            asset["href"] = f"http://127.0.0.1:{port}/{Path(asset['href']).name}?{secret}"
+        item.write_text(json.dumps(document))
+    (tmp_path / "r.yaml").write_text(
+        f"name: r\ndata:\n  source: {{kind: catalog, path: {scene.catalog}}}\n"
+        f"  observations: {{kind: points, path: {scene.observations}}}\n"
+        "  chips: {size: 16, time: {tolerance_days: 20}}\ntask: {classes: [other, water, vegetation]}\n")
+    code = main([str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "chips"])
+    captured = capsys.readouterr()
+    assert code == 2  # every chip unreadable
+    texts = {"stderr": captured.err, "stdout": captured.out}
+    # items.json / stac_items.json keep the catalogue's own hrefs (here pre-signed by the user;
+    # real Planetary Computer hrefs are signed only when read): everything else is the run's
+    texts.update({str(p): p.read_text(errors="replace") for p in (tmp_path / "runs").rglob("*")
+                  if p.is_file() and p.suffix in (".log", ".json", ".md", ".csv")
+                  and p.name not in ("items.json", "stac_items.json")})
+    assert any(f"127.0.0.1:{port}" in text for text in texts.values())  # the failures were logged
+    leaks = {name for name, text in texts.items() if re.search(r"(?i)[?&]sig=(?!REDACTED)", text)
+             or "SeCrEtSiGnAtUrE" in text}
+    assert not leaks, leaks

@@ -194,3 +194,37 @@ def test_a_killed_run_resumes_to_the_same_results(recipe, tmp_path):
     assert code == 0 and [name for name, _ in ran(report)] == ["prepare", "fit", "distill", "package"]
     assert _outputs(killed) == _outputs(clean)
     assert 3 <= done_before < ITEMS
+
+
+def test_a_local_catalogue_key_sees_its_items_and_asset_files(tmp_path, capsys):
+    """Two demo scenes have byte-identical catalog.json files; pointing the recipe at the other
+    one, or replacing an asset in place, must not reuse the old search and chips."""
+    import os
+
+    from instageo.cli import main
+
+    for name, seed in (("a", 1), ("b", 2)):
+        assert main(["demo-data", str(tmp_path / name), "--seed", str(seed), "--size", "64",
+                     "--acquisitions", "2", "--points", "4", "--no-quicklook"]) == 0
+    assert (tmp_path / "a" / "catalog.json").read_bytes() == (tmp_path / "b" / "catalog.json").read_bytes()
+
+    def plan(scene: str) -> dict[str, str]:
+        (tmp_path / "r.yaml").write_text(
+            f"name: r\ndata:\n  source: {{kind: catalog, path: {scene}/catalog.json}}\n"
+            f"  observations: {{kind: points, path: a/observations.csv}}\n"
+            "  chips: {size: 16, time: {tolerance_days: 20}, mask: {max_fraction: 1}}\n"
+            "task: {classes: [other, water, vegetation]}\n")
+        capsys.readouterr()
+        assert main(["plan", str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "search"]) == 0
+        line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("search"))
+        return {"status": line.split()[3], "reason": line.split(None, 4)[4]}
+
+    assert plan("a")["status"] == "run"
+    assert main([str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "search"]) == 0
+    assert plan("a")["status"] == "cached"
+    other = plan("b")
+    assert other["status"] == "run" and "file of data.source.path changed" in other["reason"]
+    asset = sorted((tmp_path / "a").rglob("B04.tif"))[0]
+    asset.write_bytes(asset.read_bytes() + b"\0")  # replaced in place: same name, other bytes
+    os.utime(asset, ns=(asset.stat().st_atime_ns, asset.stat().st_mtime_ns + 1_000_000))
+    assert plan("a")["status"] == "run"

@@ -138,7 +138,28 @@ def test_an_edited_lock_is_refused(api_recipe, tmp_path, capsys):
     lock["search"]["candidates"]["obs00000"] = []
     lock_path.write_text(json.dumps(lock))
     assert search(recipe, tmp_path / "second")[0] == 2
-    assert "items were edited by hand" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "items were edited by hand" in err and "rerun with --force search" in err
+    assert search(recipe, tmp_path / "second", "--force", "search")[0] == 0  # the flag it names works
+    assert json.loads(lock_path.read_text())["search"]["candidates"]["obs00000"] != []
+    assert search(recipe, tmp_path / "third")[0] == 0  # and the rewritten lock is used
+
+
+def test_a_one_off_set_on_the_data_never_rewrites_the_committed_lock(api_recipe, tmp_path, capsys):
+    recipe = api_recipe()
+    assert search(recipe, tmp_path / "runs")[0] == 0
+    committed = (tmp_path / "faulty.lock.json").read_bytes()
+    assert search(recipe, tmp_path / "runs", "--set", "data.chips.time.tolerance_days=21")[0] == 0
+    assert (tmp_path / "faulty.lock.json").read_bytes() == committed
+    beside = tmp_path / "runs" / "faulty" / "faulty.lock.json"
+    assert beside.exists() and json.loads(beside.read_text())["search"]["key"] != json.loads(committed)["search"]["key"]
+    assert "pinned in" in capsys.readouterr().err
+    (tmp_path / "faulty.lock.json").unlink()
+    (tmp_path / "faulty.lock.json").mkdir()
+    capsys.readouterr()
+    assert search(recipe, tmp_path / "other")[0] == 2
+    err = capsys.readouterr().err
+    assert "the lock file's place is a folder" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("faults", [[503, 503], [429], ["drop"], ["slow"]], ids=str)

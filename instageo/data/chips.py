@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import logging
 import math
 import queue
 import random
@@ -42,7 +43,7 @@ INDEX_COLUMNS = ["chip_id", "observation", "lon", "lat", "crs", "date", "split",
 
 
 def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
-    jobs = make_jobs(recipe, inputs["search"])
+    jobs = make_jobs(recipe, inputs["search"], ctx.log)
     least = recipe.data.chips.min_observations
     few = [job for job in jobs if job.label is not None and job.label_polygons is None
            and 1 + len(job.neighbours) < least]
@@ -95,8 +96,26 @@ def observation_sources(search: StageResult) -> dict[str, str]:
         return {row["id"]: row["source"] or "" for row in csv.DictReader(handle)}
 
 
-def make_jobs(recipe: Recipe, search: StageResult) -> list[ChipJob]:
-    items = json.loads(search.path("items").read_text())
+def masked_items(items: dict[str, dict], recipe: Recipe, log) -> dict[str, dict]:
+    """The items chips may use: when the recipe masks classes and an item has no mask asset,
+    a warning names them; with data.chips.mask.require they are left out."""
+    mask = recipe.data.chips.mask
+    unmasked = sorted(i for i, item in items.items() if item.get("mask") is None)
+    if not mask.classes or not unmasked:
+        return items
+    shown = ", ".join(unmasked[:5]) + (f" (+{len(unmasked) - 5} more)" if len(unmasked) > 5 else "")
+    if mask.require:
+        log.warning("%d acquisition(s) have no cloud mask and are skipped (data.chips.mask.require): %s",
+                    len(unmasked), shown)
+        skipped = set(unmasked)
+        return {i: item for i, item in items.items() if i not in skipped}
+    log.warning("%d acquisition(s) have no cloud mask, so their clouds stay in the chips: %s "
+                "(data.chips.mask.require: true skips them)", len(unmasked), shown)
+    return items
+
+
+def make_jobs(recipe: Recipe, search: StageResult, log=None) -> list[ChipJob]:
+    items = masked_items(json.loads(search.path("items").read_text()), recipe, log or logging.getLogger("instageo.chips"))
     candidates = json.loads(search.path("candidates").read_text())
     preset = preset_for(recipe.data.source)
     chips, time = recipe.data.chips, recipe.data.chips.time

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from instageo.data.chip_build import ChipJob, Stack, read_stack, reader_for
-from instageo.data.chips import candidates_for
+from instageo.data.chips import candidates_for, masked_items
 from instageo.data.grid import ChipGrid, centres_lonlat, tiled_grids
 from instageo.data.presets import preset_for
 from instageo.data.search import chip_extent, open_catalogue, search_area
@@ -103,7 +103,7 @@ def plan_tiles(recipe: Recipe, search: StageResult, classes: int, ctx: StageCont
     items, items_from = _items(recipe, search, area, date, ctx)
     grids = tiled_grids(area, chips.size, chips.resolution, chips.crs, stride)
     preset = preset_for(recipe.data.source)
-    steps = candidates_for(list(items.values()), date, chips.time)
+    steps = candidates_for(list(masked_items(items, recipe, ctx.log).values()), date, chips.time)
     jobs = [ChipJob(f"tile{i:05d}", "", lon, lat, date.isoformat(), None, None, grid, steps,
                     bands=list(chips.bands), mask_classes=list(chips.mask.classes),
                     strategy=chips.mask.strategy, max_fraction=chips.mask.max_fraction, buffer=0,

@@ -2,7 +2,10 @@
 
 The HTTP layer is thin: routes call library functions and one table maps their errors to
 status codes. Files are served only from inside the run folder (no '..', no absolute paths,
-no symlinks leading out), and tile zooms are capped.
+no symlinks leading out) and only what the map shows (the report, viewer pages and tiles,
+prediction COGs and indexes: never logs, checkpoints or locks); requests must name a loopback
+host (a DNS-rebinding page cannot read the run), tile zooms are capped, and report.json is
+read again when a rerun rewrites it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ from pathlib import Path
 MAX_ZOOM = 22
 MAX_URL = 1024  # bytes of path and query; nothing this app serves needs more
 LAYERS = ("prediction", "confidence", "rgb")
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+SERVED = ("report.json", "report.md", "sweep.png", "viewer/")  # top-level files and folders
+SERVED_STAGES = ("viewer-", "predict-", "teacher_predict-")  # stage folders the map reads from
+NEVER = (".pt", ".log", ".lock.json")
 
 
 class NotFound(Exception):
@@ -21,6 +28,20 @@ class NotFound(Exception):
 
 class BadRequest(Exception):
     pass
+
+
+class Unreadable(Exception):
+    """A run file the server should read and cannot (damaged)."""
+
+
+def servable(relative: str) -> bool:
+    """Whether the map needs this run file: the report, viewers, predictions."""
+    if relative.endswith(NEVER):
+        return False
+    parts = relative.split("/")
+    if len(parts) >= 2 and parts[0] == "stages":
+        return parts[1].startswith(SERVED_STAGES)
+    return relative in SERVED or relative.startswith(SERVED[-1])
 
 
 def safe_path(root: Path, relative: str) -> Path:
@@ -45,18 +66,37 @@ def create_app(run_dir: Path):
 
     from instageo.deploy.viewer import render_tile
 
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import RasterioError
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
     root = Path(run_dir).resolve()
-    report = json.loads((root / "report.json").read_text())
+    cached = {"mtime": None, "report": {}}
+
+    def current_report() -> dict:
+        """report.json as it is now (a rerun rewrites it while the server runs)."""
+        path = root / "report.json"
+        mtime = path.stat().st_mtime_ns
+        if mtime != cached["mtime"]:
+            cached["report"], cached["mtime"] = json.loads(path.read_text()), mtime
+        return cached["report"]
+
+    current_report()  # a run folder without a readable report fails at start
 
     def home(request):
+        report = current_report()
         if not report.get("viewer"):
             raise NotFound("this run has no viewer")
         return RedirectResponse(f"/files/{report['viewer']}")
 
     def files(request):
-        return FileResponse(safe_path(root, request.path_params["path"]))
+        relative = request.path_params["path"]
+        if not servable(relative):
+            raise NotFound(relative)
+        return FileResponse(safe_path(root, relative))
 
     def tile(request):
+        report = current_report()
         layer = request.path_params["layer"]
         z, x, y = (request.path_params[k] for k in ("z", "x", "y"))
         if layer not in LAYERS or not report.get(layer):
@@ -64,8 +104,13 @@ def create_app(run_dir: Path):
                              f"{[name for name in LAYERS if report.get(name)]}")
         if not 0 <= z <= MAX_ZOOM:
             raise BadRequest(f"zoom {z} is outside 0..{MAX_ZOOM}")
-        with Reader(str(safe_path(root, report[layer]))) as reader:
-            return Response(render_tile(reader, layer, x, y, z), media_type="image/png")
+        try:
+            with Reader(str(safe_path(root, report[layer]))) as reader:
+                return Response(render_tile(reader, layer, x, y, z), media_type="image/png")
+        except TileOutsideBounds:
+            raise
+        except (RasterioError, CPLE_BaseError) as exc:  # a damaged COG: one line, no traceback
+            raise Unreadable(f"{report[layer]}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
     def errors(status: int):
         async def handle(request, exc):
@@ -73,11 +118,11 @@ def create_app(run_dir: Path):
         return handle
 
     return Starlette(
-        middleware=[Middleware(RequestLimits)],
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS), Middleware(RequestLimits)],
         routes=[Route("/", home), Route("/files/{path:path}", files),
                 Route("/tiles/{layer}/{z:int}/{x:int}/{y:int}.png", tile)],
         exception_handlers={NotFound: errors(404), TileOutsideBounds: errors(404),
-                            BadRequest: errors(400)},
+                            BadRequest: errors(400), Unreadable: errors(500)},
     )
 
 

@@ -369,6 +369,10 @@ class MaskSpec(Model):
         "one step is masked in all"
     )
     max_fraction: Fraction = Field(0.2, description="largest masked fraction of a usable chip")
+    require: bool = Field(
+        False, description="skip acquisitions that have no cloud mask asset (by default they are used "
+        "unmasked, with a warning naming them)"
+    )
 
 
 class LabelSpec(Model):

@@ -379,3 +379,16 @@ def test_grid_placement_tiles_the_points_extent_without_overlap(tmp_path):
             for b in same_date[i + 1:]:
                 assert a.right <= b.left or b.right <= a.left or a.top <= b.bottom or b.top <= a.bottom
     assert len(built) < 30  # points share chips
+
+
+def test_acquisitions_without_a_cloud_mask_are_named_and_can_be_skipped(tmp_path, capsys):
+    run = demo_catalogue_recipe(tmp_path, "{kind: points, path: scene/observations.csv}",
+                                "{size: 16, time: {tolerance_days: 20}, mask: {max_fraction: 1}}")
+    for item in (tmp_path / "scene").rglob("HLS.demo.*.json"):  # every item loses its Fmask
+        document = json.loads(item.read_text())
+        document["assets"].pop("Fmask")
+        item.write_text(json.dumps(document))
+    assert main(run) == 0
+    assert "acquisition(s) have no cloud mask, so their clouds stay in the chips: HLS.demo." in capsys.readouterr().err
+    code = main([*run, "--set", "data.chips.mask.require=true"])
+    assert code == 2 and "are skipped (data.chips.mask.require)" in capsys.readouterr().err

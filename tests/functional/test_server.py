@@ -107,3 +107,48 @@ def test_the_server_listens_on_loopback_only(served):
             if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
                 listening.append(address)
     assert listening == ["0100007F"]  # 127.0.0.1, little-endian hex
+
+
+def test_a_foreign_host_header_is_refused(served):
+    """A page on another origin whose name resolves to 127.0.0.1 (DNS rebinding) sends its
+    own Host: it must not read the run."""
+    url, _ = served
+    request = urllib.request.Request(url + "/files/report.json", headers={"Host": "attacker.example:80"})
+    try:
+        status = urllib.request.urlopen(request, timeout=5).status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    assert status == 400
+    assert get(url + "/files/report.json")[0] == 200  # the loopback name still works
+
+
+def test_only_what_the_map_shows_is_served(served):
+    url, run_dir = served
+    teacher = next(run_dir.glob("stages/teacher-*/teacher.pt")).relative_to(run_dir)
+    log = next(run_dir.glob("logs/*.log")).relative_to(run_dir)
+    chips = next(run_dir.glob("stages/chips-*/index.csv")).relative_to(run_dir)
+    for hidden in (teacher, log, chips):
+        assert get(f"{url}/files/{hidden}")[0] == 404, hidden
+    report = json.loads((run_dir / "report.json").read_text())
+    assert get(f"{url}/files/{report['prediction']}")[0] == 200
+
+
+def test_the_report_is_read_again_after_a_rerun_and_a_damaged_cog_is_one_500(served):
+    url, run_dir = served
+    report_path = run_dir / "report.json"
+    original = report_path.read_text()
+    report = json.loads(original)
+    bbox = report["variants"][0]["prediction_area"]["bbox"]
+    tile = next(morecantile.tms.get("WebMercatorQuad").tiles(*bbox, zooms=[13]))
+    prediction = run_dir / report["prediction"]
+    damaged = prediction.with_name("damaged.tif")
+    damaged.write_bytes(prediction.read_bytes()[:3000])
+    try:
+        report_path.write_text(json.dumps({**report, "prediction": str(damaged.relative_to(run_dir))}))
+        time.sleep(0.05)
+        status, body, _ = get(f"{url}/tiles/prediction/{tile.z}/{tile.x}/{tile.y}.png")
+        assert status == 500 and body.startswith(b"500: ") and b"Traceback" not in body
+    finally:
+        report_path.write_text(original)
+        damaged.unlink()
+    assert get(f"{url}/tiles/prediction/{tile.z}/{tile.x}/{tile.y}.png")[0] == 200

@@ -5,6 +5,7 @@ Exit codes: 0 ok, 2 bad recipe or bad input, 3 data source unreachable or empty,
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import traceback
@@ -280,6 +281,13 @@ def main(argv: Sequence[str] | None = None, pipeline=None) -> int:
         from instageo.errors import DiskFullError, disk_full, disk_full_message
 
         if disk_full(exc) is None:
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and exc.filename:
+                if "--debug" in args:
+                    traceback.print_exc()
+                from instageo.errors import not_writable_message
+
+                print(f"error: {not_writable_message(exc)}", file=sys.stderr)
+                return 1
             raise
         if "--debug" in args:
             traceback.print_exc()

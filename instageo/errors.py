@@ -75,6 +75,11 @@ def disk_full(exc: BaseException | None) -> OSError | None:
     return None
 
 
+def not_writable_message(error: OSError) -> str:
+    return (f"cannot write {error.filename}: {error.strerror} (a read-only or protected place; choose another "
+            "--runs-dir, or make it writable)")
+
+
 def disk_full_message(error: OSError, where) -> str:
     what = f"{error.strerror or error}" + (f" writing {error.filename}" if error.filename else "")
     return (f"no room to write in {where} ({what}); free some space (or raise the limit) and run "

@@ -33,7 +33,10 @@ def write_bytes_atomic(path: Path, data: bytes, durable: bool = True) -> None:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # (a read-only folder) the write's own error, if any, is the one to report
     if durable:
         fsync_dir(path.parent)
 
@@ -44,6 +47,15 @@ def remove_temporaries(folder: Path) -> list[Path]:
     leftovers = [p for p in sorted(Path(folder).rglob(TEMPORARY)) if p.is_file()]
     for path in leftovers:
         path.unlink()
+    return leftovers
+
+
+def remove_lock_temporaries(recipe_path: Path, name: str) -> list[Path]:
+    """Delete the lock file's temporaries a killed run left beside the recipe (only those:
+    that folder is the user's)."""
+    leftovers = sorted(Path(recipe_path).parent.glob(f".{name}.lock.json.tmp-*"))
+    for path in leftovers:
+        path.unlink(missing_ok=True)
     return leftovers
 
 

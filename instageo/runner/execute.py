@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 
 from instageo import __version__
-from instageo.errors import DiskFullError, InstageoError, StageError, disk_full, disk_full_message
+from instageo.errors import DiskFullError, InstageoError, StageError, disk_full, disk_full_message, not_writable_message
 from instageo.progress import Progress
 from instageo.runner.cache import Manifest, RunStore
 from instageo.runner.plan import Decision
@@ -83,6 +83,8 @@ def _run_stage(decision: Decision, results, store: RunStore, progress: Progress)
             raise DiskFullError(f"stage {planned.name}: {disk_full_message(full, store.stages_dir)}") from exc
         if isinstance(exc, InstageoError):
             raise
+        if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise StageError(f"stage {planned.name}: {not_writable_message(exc)}") from exc
         free = _free_bytes(store.stages_dir)
         if free is not None and free < LOW_SPACE:  # GDAL reports a failed write without errno
             why = OSError(errno.ENOSPC, f"{free} bytes free after {type(exc).__name__}: {exc}")

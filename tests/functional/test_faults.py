@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from instageo.runner.cache import RunStore
+from tests.conftest import REPO
 
 STAGES = ("search", "chips", "teacher", "student", "export", "predict", "viewer")
 
@@ -572,3 +573,48 @@ def test_no_signed_url_secret_reaches_a_log_a_report_or_the_console(tmp_path, ca
     leaks = {name for name, text in texts.items() if re.search(r"(?i)[?&]sig=(?!REDACTED)", text)
              or "SeCrEtSiGnAtUrE" in text}
     assert not leaks, leaks
+
+
+def test_a_write_refused_by_the_system_is_one_line_and_the_cleanup_masks_nothing(tmp_path, capsys, monkeypatch):
+    """A read-only place (as root, permission bits do not stop writes: the refusal is forced
+    at the rename), with a clean-up that fails too: the user sees the write's own error."""
+    import errno
+    import os
+
+    from instageo import files
+    from instageo.cli import main
+
+    shutil.copy(REPO / "recipes" / "tiny.yaml", tmp_path / "tiny.yaml")
+    real_replace, real_unlink = os.replace, Path.unlink
+
+    def refuse(source, target):
+        raise PermissionError(errno.EROFS, "Read-only file system", str(target))
+
+    def unlink(self, missing_ok=False):
+        if ".tmp-" in self.name:
+            raise PermissionError(errno.EROFS, "Read-only file system", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(files.os, "replace", refuse)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    code = main([str(tmp_path / "tiny.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "search"])
+    err = capsys.readouterr().err
+    monkeypatch.setattr(files.os, "replace", real_replace)
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    assert code == 1 and "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(lines) == 1 and "cannot write " in lines[0] and "Read-only file system" in lines[0]
+
+
+def test_temporaries_a_killed_run_left_beside_the_recipe_are_removed_by_the_next(tmp_path):
+    from instageo.cli import main
+
+    shutil.copy(REPO / "recipes" / "tiny.yaml", tmp_path / "tiny.yaml")
+    (tmp_path / ".tiny.lock.json.tmp-4242").write_text("half a lock")
+    (tmp_path / "notes.tmp-4242").write_text("the user's own file")  # not ours: kept
+    (tmp_path / "runs" / "tiny").mkdir(parents=True)
+    (tmp_path / "runs" / "tiny" / ".report.json.tmp-4242").write_text("half a report")
+    assert main([str(tmp_path / "tiny.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "search"]) == 0
+    assert not (tmp_path / ".tiny.lock.json.tmp-4242").exists()
+    assert not (tmp_path / "runs" / "tiny" / ".report.json.tmp-4242").exists()
+    assert (tmp_path / "notes.tmp-4242").exists()

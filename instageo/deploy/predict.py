@@ -225,6 +225,7 @@ def check_areas(recipe: Recipe, observations: list | None) -> None:
         return  # the demo's or label rasters' extent: known after the search stage
     for area in areas:
         _check_size(area.bbox, chips.resolution, chips.size, stride, len(recipe.task.classes), area.declared)
+        _check_tiles(area, recipe.export.viewer.zoom)
     if recipe.data.source.kind == "catalog":
         from instageo.data.catalogue import LocalCatalogue
 
@@ -236,6 +237,28 @@ def check_areas(recipe: Recipe, observations: list | None) -> None:
                           max(b[3] for b in boxes))
                 raise InputError(f"prediction area ({area.declared}: {tuple(round(v, 5) for v in area.bbox)}) lies "
                                  f"outside every item of the catalogue (they cover {tuple(round(v, 5) for v in extent)})")
+
+
+MAX_VIEWER_TILES = 50_000  # per layer: beyond that a static pyramid is the wrong tool (use serve)
+
+
+def _check_tiles(area: Area, zoom: tuple[int, int]) -> None:
+    """The viewer's static pyramid over an area stays a few tens of thousands of tiles."""
+    west, south, east, north = area.bbox
+
+    def index(lon: float, lat: float, z: int) -> tuple[int, int]:
+        lat = max(min(lat, 85.0511), -85.0511)
+        x = (lon + 180) / 360 * 2**z
+        y = (1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * 2**z
+        return int(min(x, 2**z - 1)), int(min(y, 2**z - 1))
+
+    tiles = 0
+    for z in range(zoom[0], zoom[1] + 1):
+        (x0, y0), (x1, y1) = index(west, north, z), index(east, south, z)
+        tiles += (x1 - x0 + 1) * (y1 - y0 + 1)
+    if tiles > MAX_VIEWER_TILES:
+        raise InputError(f"export.viewer.zoom {list(zoom)}: {tiles:,} tiles per layer over {area.declared} "
+                         f"(more than {MAX_VIEWER_TILES:,}); narrow the zoom range, or browse it with instarun serve")
 
 
 def _check_size(area, resolution: float, size: int, stride: int, classes: int, source: str) -> None:

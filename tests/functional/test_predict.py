@@ -125,3 +125,17 @@ def test_a_declared_area_and_date_outside_the_searched_items_get_a_fresh_search(
         assert box(*dataset.bounds).area > 0
     assert np.all(classes[~inside] == 255)
     assert (classes[inside] != 255).mean() > 0.5  # tiles too cloudy on that date stay empty
+
+
+def test_a_viewer_zoom_range_of_too_many_tiles_is_refused_before_any_work(tmp_path, capsys):
+    import shutil
+
+    from instageo.cli import main
+    from tests.conftest import REPO
+
+    shutil.copy(REPO / "recipes" / "tiny.yaml", tmp_path / "tiny.yaml")
+    code = main([str(tmp_path / "tiny.yaml"), "--runs-dir", str(tmp_path / "runs"), "--set", "export.viewer.zoom=[0,22]",
+                 "--set", "export.predict.bbox=[39.9,1.41,39.94,1.45]"])
+    err = capsys.readouterr().err
+    assert code == 2 and "export.viewer.zoom [0, 22]:" in err and "tiles per layer" in err, err
+    assert not (tmp_path / "runs" / "tiny" / "stages").exists() or not list((tmp_path / "runs" / "tiny" / "stages").iterdir())

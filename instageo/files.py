@@ -41,21 +41,14 @@ def write_bytes_atomic(path: Path, data: bytes, durable: bool = True) -> None:
         fsync_dir(path.parent)
 
 
-def remove_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporaries that writers killed mid-write left under ``folder`` (a kill
-    skips their clean-up); returns them."""
-    leftovers = [p for p in sorted(Path(folder).rglob(TEMPORARY)) if p.is_file()]
+def remove_temporaries(folder: Path, recursive: bool = True, pattern: str = TEMPORARY) -> list[Path]:
+    """Delete the temporaries that writers killed mid-write left in (or under) ``folder`` (a
+    kill skips their clean-up); returns them. ``pattern`` narrows them (e.g. in a folder of
+    the user's, to our own)."""
+    found = Path(folder).rglob(pattern) if recursive else Path(folder).glob(pattern)
+    leftovers = [p for p in sorted(found) if p.is_file()]
     for path in leftovers:
         path.unlink()
-    return leftovers
-
-
-def remove_lock_temporaries(recipe_path: Path, name: str) -> list[Path]:
-    """Delete the lock file's temporaries a killed run left beside the recipe (only those:
-    that folder is the user's)."""
-    leftovers = sorted(Path(recipe_path).parent.glob(f".{name}.lock.json.tmp-*"))
-    for path in leftovers:
-        path.unlink(missing_ok=True)
     return leftovers
 
 

@@ -133,10 +133,7 @@ def make_jobs(recipe: Recipe, search: StageResult, log=None) -> list[ChipJob]:
     for row in observations:
         if gridded and row["kind"] == "point":
             continue  # placed below, date by date
-        date = dt.date.fromisoformat(row["date"])
-        own = [items[i] for i in candidates.get(row["id"], []) if i in items]
-        at = dt.time.fromisoformat(row["time"]) if row.get("time") else None
-        steps = candidates_for(own, date, time, at)
+        steps = steps_of(row, items, candidates, time)
         lon, lat = float(row["lon"]), float(row["lat"])
         label = float(row["label"]) if row["label"] not in ("", None) else None
         if row["kind"] == "raster":  # a label raster: tiles without overlap, each at its own centre
@@ -180,14 +177,20 @@ def grid_jobs(rows: list[dict], items: dict, candidates: dict, recipe: Recipe, c
             if not inside:
                 continue
             first, rest = inside[0], inside[1:]
-            own = [items[i] for i in candidates.get(first["id"], []) if i in items]
-            at = dt.time.fromisoformat(first["time"]) if first.get("time") else None
-            steps = candidates_for(own, dt.date.fromisoformat(date), chips.time, at)
+            steps = steps_of(first, items, candidates, chips.time)
             jobs.append(ChipJob(f"grid-{date}-{index:04d}", first["id"], float(first["lon"]), float(first["lat"]),
                                 date, float(first["label"]), None, grid, steps,
                                 neighbours=tuple((float(r["lon"]), float(r["lat"]), float(r["label"])) for r in rest),
                                 **common))
     return jobs
+
+
+def steps_of(row: dict, items: dict, candidates: dict, time) -> list[list[Candidate]]:
+    """The acquisitions each step of an observation's chip may take: its own search
+    candidates, at its date (and time of day, when it has one)."""
+    own = [items[i] for i in candidates.get(row["id"], []) if i in items]
+    at = dt.time.fromisoformat(row["time"]) if row.get("time") else None
+    return candidates_for(own, dt.date.fromisoformat(row["date"]), time, at)
 
 
 def shifted(grid: ChipGrid, observation: str, recipe: Recipe) -> ChipGrid:

@@ -118,3 +118,16 @@ def footprints_lonlat(grids: list[ChipGrid]) -> list[tuple[float, float, float, 
 
     return [(min(p[0] for p in c), min(p[1] for p in c), max(p[0] for p in c), max(p[1] for p in c))
             for c in _in_lonlat(grids, corners)]
+
+
+Box = tuple[float, float, float, float]  # west, south, east, north
+
+
+def union_boxes(boxes) -> Box:
+    """The box around all ``boxes``."""
+    boxes = list(boxes)
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def boxes_touch(a: Box, b: Box) -> bool:
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]

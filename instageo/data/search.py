@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from instageo.data.catalogue import ApiCatalogue, LocalCatalogue, Query, item_date
+from instageo.data.grid import union_boxes
 from instageo.data.lock import LockedSearch, content_sha256, lock_for, read_lock, update_lock
 from instageo.data.observations import Labels, Observation, read_points, read_polygons, read_rasters
 from instageo.data.presets import Preset, preset_for
@@ -180,7 +181,7 @@ def group_observations(observations: list[Observation], recipe: Recipe) -> list[
             if batch and (observation is None or (observation.date - batch[0].date).days > GROUP_DAYS):
                 start = window(batch[0].date, recipe)[0]
                 end = window(batch[-1].date, recipe)[1]
-                bbox = _union(chip_extent(o, recipe) for o in batch)
+                bbox = union_boxes(chip_extent(o, recipe) for o in batch)
                 groups.append(Group(tuple(batch), Query(bbox, start, end, collections, max_cloud)))
                 batch = []
             if observation is not None:
@@ -204,12 +205,6 @@ def chip_extent(observation: Observation, recipe: Recipe) -> tuple[float, float,
     dlon = half / (METRES_PER_DEGREE * max(math.cos(math.radians(observation.lat)), 0.01))
     west, south, east, north = observation.extent
     return (west - dlon, south - dlat, east + dlon, north + dlat)
-
-
-def _union(boxes) -> tuple[float, float, float, float]:
-    boxes = list(boxes)
-    return (min(b[0] for b in boxes), min(b[1] for b in boxes),
-            max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
 def _serves(item: dict, observation: Observation, recipe: Recipe) -> bool:

@@ -29,6 +29,7 @@ from fnmatch import fnmatch
 from pathlib import PurePath
 
 from instageo.data.chip_build import ChipRecord
+from instageo.data.grid import Box, boxes_touch
 from instageo.errors import InputError
 from instageo.recipe.models import HeldOut, SplitSpec
 
@@ -36,7 +37,6 @@ EARTH_RADIUS_KM = 6371.0
 KM_PER_DEGREE = math.pi * EARTH_RADIUS_KM / 180
 ORDER = {"train": 0, "val": 1, "test": 2}
 
-Box = tuple[float, float, float, float]  # west, south, east, north in degrees
 
 
 def assign_splits(records: Sequence[ChipRecord], spec: SplitSpec, footprints: dict[str, Box],
@@ -72,7 +72,7 @@ def _named(records: Sequence[ChipRecord], selector: HeldOut, footprints: dict[st
             raise InputError(f"{field}.files: '{pattern}' matches no observation with chips")
         taken |= matched
     for region in selector.regions:
-        matched = {r.chip_id for r in records if _touches(footprints[r.chip_id], region)}
+        matched = {r.chip_id for r in records if boxes_touch(footprints[r.chip_id], region)}
         if not matched:
             raise InputError(f"{field}.regions: {list(region)} touches no chip")
         taken |= matched
@@ -167,10 +167,6 @@ def _exclude_near(records: Sequence[ChipRecord], splits: dict[str, str], footpri
         if own != "test" and any(box_distance_km(footprints[record.chip_id], other) < gap_km
                                  for other in later[own]):
             splits[record.chip_id] = "excluded"
-
-
-def _touches(a: Box, b: Box) -> bool:
-    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
 
 
 def box_distance_km(a: Box, b: Box) -> float:

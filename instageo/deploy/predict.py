@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import json
 import math
 import re
@@ -32,7 +33,7 @@ import numpy as np
 
 from instageo.data.chip_build import ChipJob, Stack, read_stack, reader_for
 from instageo.data.chips import candidates_for, masked_items
-from instageo.data.grid import ChipGrid, centres_lonlat, tiled_grids
+from instageo.data.grid import ChipGrid, boxes_touch, centres_lonlat, tiled_grids, union_boxes
 from instageo.data.presets import preset_for
 from instageo.data.search import chip_extent, open_catalogue, search_area
 from instageo.deploy import onnx
@@ -218,25 +219,27 @@ def check_areas(recipe: Recipe, observations: list | None) -> None:
     if spec.areas is not None or spec.bbox or spec.geojson:
         areas = areas_of(recipe, None)
     elif observations:
-        boxes = [chip_extent(o, recipe) for o in observations]
-        areas = [Area("area", (min(b[0] for b in boxes), min(b[1] for b in boxes),
-                               max(b[2] for b in boxes), max(b[3] for b in boxes)))]
+        areas = [Area("area", union_boxes(chip_extent(o, recipe) for o in observations))]
     else:
         return  # the demo's or label rasters' extent: known after the search stage
     for area in areas:
         _check_size(area.bbox, chips.resolution, chips.size, stride, len(recipe.task.classes), area.declared)
         _check_tiles(area, recipe.export.viewer.zoom)
     if recipe.data.source.kind == "catalog":
-        from instageo.data.catalogue import LocalCatalogue
-
-        boxes = [tuple(item["bbox"]) for item in LocalCatalogue(recipe.data.source.path).items]
+        boxes = _catalogue_boxes(recipe.data.source.path)
         for area in areas:
-            west, south, east, north = area.bbox
-            if boxes and not any(w <= east and west <= e and s <= north and south <= n for w, s, e, n in boxes):
-                extent = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
-                          max(b[3] for b in boxes))
+            if boxes and not any(boxes_touch(area.bbox, box) for box in boxes):
+                extent = union_boxes(boxes)
                 raise InputError(f"prediction area ({area.declared}: {tuple(round(v, 5) for v in area.bbox)}) lies "
                                  f"outside every item of the catalogue (they cover {tuple(round(v, 5) for v in extent)})")
+
+
+@functools.cache
+def _catalogue_boxes(path: Path) -> list[tuple]:
+    """The item footprints of a local catalogue, read once for all the variants checked."""
+    from instageo.data.catalogue import LocalCatalogue
+
+    return [tuple(item["bbox"]) for item in LocalCatalogue(path).items]
 
 
 MAX_VIEWER_TILES = 50_000  # per layer: beyond that a static pyramid is the wrong tool (use serve)
@@ -292,7 +295,7 @@ def _extent(observations: list[dict], recipe: Recipe) -> tuple[float, float, flo
 
     boxes = [chip_extent(Observation(o["id"], float(o["lon"]), float(o["lat"]),
                                      dt.date.fromisoformat(o["date"])), recipe) for o in observations]
-    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+    return union_boxes(boxes)
 
 
 def _features(path: Path, field: str) -> list[tuple[str, object]]:

@@ -143,6 +143,13 @@ def _on_earth(box: tuple[float, float, float, float] | None):
     return box
 
 
+def _once_each(values: list[str], code: str, message: str) -> list[str]:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise PydanticCustomError(code, message, {"d": repeated})
+    return values
+
+
 LonLatBox = Annotated[tuple[float, float, float, float], AfterValidator(_on_earth)]
 
 
@@ -419,10 +426,7 @@ class ChipSpec(Model):
     @field_validator("bands")
     @classmethod
     def _unique(cls, bands: list[str]) -> list[str]:
-        duplicates = sorted({b for b in bands if bands.count(b) > 1})
-        if duplicates:
-            raise PydanticCustomError("duplicate", "bands repeated: {d}", {"d": duplicates})
-        return bands
+        return _once_each(bands, "duplicate", "bands repeated: {d}")
 
 
 
@@ -566,10 +570,7 @@ class Task(Model):
     @field_validator("classes")
     @classmethod
     def _unique_classes(cls, classes: list[str]) -> list[str]:
-        repeated = sorted({c for c in classes if classes.count(c) > 1})
-        if repeated:
-            raise PydanticCustomError("classes", "class names repeated: {r}", {"r": repeated})
-        return classes
+        return _once_each(classes, "classes", "class names repeated: {d}")
 
     @model_validator(mode="after")
     def _a_colour_per_class(self) -> Task:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from instageo.errors import InstageoError
-from instageo.files import TEMPORARY, remove_lock_temporaries, remove_temporaries, sha256_file
+from instageo.files import remove_temporaries, sha256_file
 from instageo.progress import Progress
 from instageo.redact import RedactingFilter, redact
 from instageo.recipe.models import Recipe
@@ -44,9 +44,9 @@ def run_recipe(recipe: Recipe, pipeline: Sequence[Stage], runs_dir: Path,
     run_dir = Path(runs_dir).resolve() / recipe.name  # stages see absolute paths
     progress = progress or Progress(enabled=False)
     with RunLock(run_dir), _run_log(run_dir):
-        for leftover in remove_temporaries(run_dir / "logs") + [p for p in run_dir.glob(TEMPORARY) if p.is_file()] + (
-                remove_lock_temporaries(recipe.path, recipe.name) if recipe.path else []):
-            leftover.unlink(missing_ok=True)
+        beside_recipe = (remove_temporaries(recipe.path.parent, False, f".{recipe.name}.lock.json.tmp-*")
+                         if recipe.path else [])  # the lock's only: that folder is the user's
+        for leftover in remove_temporaries(run_dir, recursive=False) + beside_recipe:
             log.debug("removed %s, left by an interrupted run", leftover)
         plan, decisions = plan_recipe(recipe, pipeline, runs_dir, until, force)
         records: list[StageRecord] = []

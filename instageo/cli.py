@@ -142,7 +142,7 @@ def plan_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
 def verify_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
                    runs_dir: RunsDirOpt = Path("runs")) -> None:
     """Rebuild the chips from the lock file and compare checksums (exit 1 on any difference);
-    also check the chips already in the runs folder."""
+    also check the chips and every stage folder already in the runs folder."""
     from instageo.data.verify import verify
     from instageo.errors import VerificationError
     from instageo.recipe import load_recipe
@@ -151,13 +151,18 @@ def verify_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
     result = verify(loaded, _pipeline(ctx), runs_dir)
     typer.echo(f"{loaded.name}: {len(result.identical)} chip(s) rebuilt identical, "
                f"{len(result.differing)} differing, {len(result.missing)} missing, "
-               f"{len(result.extra)} extra; {len(result.altered)} file(s) altered in {runs_dir}")
+               f"{len(result.extra)} extra; {len(result.altered)} file(s) altered in {runs_dir}; "
+               f"{len(result.stages) - len(result.damaged)} of {len(result.stages)} stage folder(s) intact")
     for label, chips in (("differing", result.differing), ("missing", result.missing),
                          ("extra", result.extra), ("altered", result.altered)):
         for chip in chips:
             typer.echo(f"  {label}: {chip}")
+    for folder, why in result.damaged.items():
+        typer.echo(f"  damaged: {folder}: {why}")
     if not result.ok:
-        raise VerificationError(f"{loaded.name}: chips differ from the lock file")
+        chips = result.differing or result.missing or result.extra or result.altered
+        what = "chips differ from the lock file" if chips else "stage folders differ from their manifests"
+        raise VerificationError(f"{loaded.name}: {what}; `instarun {recipe}` recomputes what is damaged")
 
 
 @app.command("serve")

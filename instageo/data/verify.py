@@ -1,7 +1,10 @@
-"""`instarun verify`: rebuild a recipe's chips from its lock file and compare checksums.
+"""`instarun verify`: rebuild a recipe's chips from its lock file and compare checksums, and
+check every stage folder of the runs folder against its manifest.
 
 The rebuild runs in a temporary runs folder, reads its scenes from the lock (no catalogue
-query) and leaves the lock untouched; every chip must come out byte-identical.
+query) and leaves the lock untouched; every chip must come out byte-identical. Each stage
+folder already in the runs folder must still hold the files its stage wrote (the manifest's
+sizes and SHA-256s).
 """
 
 from __future__ import annotations
@@ -27,11 +30,16 @@ class Verification:
     differing: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # pinned, but not rebuilt
     extra: list[str] = field(default_factory=list)  # rebuilt, but not pinned
-    altered: list[str] = field(default_factory=list)  # files in the runs folder that changed
+    altered: list[str] = field(default_factory=list)  # chips in the runs folder that changed
+    stages: dict[str, str | None] = field(default_factory=dict)  # stage folder -> why altered
+
+    @property
+    def damaged(self) -> dict[str, str]:
+        return {folder: why for folder, why in self.stages.items() if why}
 
     @property
     def ok(self) -> bool:
-        return not (self.differing or self.missing or self.extra or self.altered)
+        return not (self.differing or self.missing or self.extra or self.altered or self.damaged)
 
 
 def verify(recipe: Recipe, pipeline: Sequence[Stage], runs_dir: Path | None = None,
@@ -64,7 +72,9 @@ def verify(recipe: Recipe, pipeline: Sequence[Stage], runs_dir: Path | None = No
             result.differing.append(chip_id)
     result.extra = sorted(set(rebuilt) - set(pinned))
     if runs_dir is not None:
-        result.altered = _altered_on_disk(RunStore(Path(runs_dir) / recipe.name), lock.chips["key"], pinned)
+        store = RunStore(Path(runs_dir) / recipe.name)
+        result.altered = _altered_on_disk(store, lock.chips["key"], pinned)
+        result.stages = {str(folder): store.check(folder) for folder in store.entries()}
     return result
 
 

@@ -4,9 +4,12 @@
     runs/<recipe>/stages/.partial-<stage>-<key12>/   in progress (kept after a kill to resume)
 
 A stage writes into its partial folder; only when it succeeds does the manifest go in and
-the folder get renamed to its final name (a rename is atomic on one file system). A final
-folder whose manifest is unreadable, of another key or missing outputs is a miss, with a
-warning, and is replaced when the stage runs again.
+the folder get renamed to its final name (a rename is atomic on one file system). The
+manifest records every file of the folder with its size, mtime and SHA-256. A final folder
+whose manifest is unreadable or of another key, or whose files no longer match it, is a
+miss, with a warning naming the file, and is replaced when the stage runs again. Matching is
+cheap in the common case (as dvc does it): size and mtime first, the hash only when the
+mtime differs (a copy, a touch).
 """
 
 from __future__ import annotations
@@ -21,13 +24,48 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from instageo.files import fsync_dir, remove_temporaries, write_json_atomic
+from instageo.files import fsync_dir, remove_temporaries, sha256_file, write_json_atomic
 from instageo.errors import RunLockedError
 from instageo.runner.stage import StageResult
 
 log = logging.getLogger("instageo")
 
 MANIFEST = "manifest.json"
+
+
+class FileSum(BaseModel):
+    """What a stage wrote into one file, to tell later whether it still holds that."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+def file_sums(folder: Path) -> dict[str, FileSum]:
+    """Every file under ``folder`` (the manifest aside), by path relative to it."""
+    sums = {}
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and path.name != MANIFEST:
+            stat = path.stat()
+            sums[path.relative_to(folder).as_posix()] = FileSum(
+                size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=sha256_file(path))
+    return sums
+
+
+def first_mismatch(folder: Path, sums: dict[str, FileSum]) -> str | None:
+    """Why the files under ``folder`` are not the ones ``sums`` recorded, or None if they are."""
+    for name, expected in sums.items():
+        try:
+            stat = (folder / name).stat()
+        except OSError:
+            return f"output {name} missing"
+        if stat.st_size != expected.size:
+            return f"output {name} changed ({stat.st_size} bytes, {expected.size} written)"
+        if stat.st_mtime_ns != expected.mtime_ns and sha256_file(folder / name) != expected.sha256:
+            return f"output {name} changed since the stage wrote it (checksum differs)"
+    return None
 
 
 class Manifest(BaseModel):
@@ -39,6 +77,7 @@ class Manifest(BaseModel):
     config: dict[str, Any]
     inputs: dict[str, str]
     files: dict[str, str]
+    checksums: dict[str, FileSum] = {}  # filled in by RunStore.commit
     summary: dict[str, Any]
     variants: list[str]
     started: str
@@ -70,10 +109,27 @@ class RunStore:
             return self._corrupt(folder, "manifest.json missing or unreadable")
         if manifest.key != key:
             return self._corrupt(folder, f"manifest is for key {manifest.key[:12]}")
-        missing = [f for f in manifest.files.values() if not (folder / f).exists()]
+        missing = [f for f in manifest.files.values() if f not in manifest.checksums]
         if missing:
-            return self._corrupt(folder, f"output {missing[0]} missing")
+            return self._corrupt(folder, f"output {missing[0]} has no checksum")
+        mismatch = first_mismatch(folder, manifest.checksums)
+        if mismatch:
+            return self._corrupt(folder, mismatch)
         return manifest.model_dump(), None
+
+    def entries(self) -> list[Path]:
+        """The complete-looking stage folders of this runs folder (manifests not checked)."""
+        if not self.stages_dir.is_dir():
+            return []
+        return sorted(p for p in self.stages_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def check(self, folder: Path) -> str | None:
+        """Why the stage folder no longer holds what its stage wrote, or None if it does."""
+        try:
+            manifest = Manifest.model_validate_json((folder / MANIFEST).read_bytes())
+        except (OSError, ValidationError):
+            return "manifest.json missing or unreadable"
+        return first_mismatch(folder, manifest.checksums)
 
     def _corrupt(self, folder: Path, why: str) -> tuple[None, str]:
         log.warning("cache entry %s is corrupt (%s); it will be recomputed", folder, why)
@@ -98,6 +154,7 @@ class RunStore:
         missing = [f for f in manifest.files.values() if not (partial / f).exists()]
         if missing:
             raise FileNotFoundError(f"stage {manifest.stage} reported {missing[0]} but did not write it")
+        manifest = manifest.model_copy(update={"checksums": file_sums(partial)})
         write_json_atomic(partial / MANIFEST, manifest.model_dump(mode="json"))
         if final.exists():  # a corrupt entry found at lookup: move it out of the way first
             trash = self.stages_dir / f".trash-{final.name}-{os.getpid()}"

@@ -7,7 +7,9 @@
 3. a COG server answering 404 for one asset or cutting one answer short: another acquisition
    or a skip with a reason, never a wrong chip, and the run completes;
 4. a full disk during a stage: one clear line, the completed stages untouched, nothing half
-   written published, and a rerun with space finishes the job.
+   written published, and a rerun with space finishes the job;
+5. a stage's file damaged after the fact (garbage, zeros, cut short, one bit): `verify` names
+   it, and the next run recomputes that stage (the manifest's checksums), not "cached".
 
 ``FAULTS`` counts what was injected and survived; with FAULTS_TABLE=path set, the module
 writes the table there when it ends.
@@ -112,7 +114,7 @@ def error_lines(stderr: str) -> list[str]:
 
 # --- what a run folder holds ----------------------------------------------------------------
 
-TIMINGS = {"seconds", "started", "throughput"}  # wall-clock fields of manifests
+TIMINGS = {"seconds", "started", "throughput", "mtime_ns"}  # wall-clock fields of manifests
 
 
 def untimed(value):
@@ -618,3 +620,58 @@ def test_temporaries_a_killed_run_left_beside_the_recipe_are_removed_by_the_next
     assert not (tmp_path / ".tiny.lock.json.tmp-4242").exists()
     assert not (tmp_path / "runs" / "tiny" / ".report.json.tmp-4242").exists()
     assert (tmp_path / "notes.tmp-4242").exists()
+
+
+# --- 5. damaged cache files -----------------------------------------------------------------
+
+# a stage's file -> what is done to it: another file's bytes, zeros, cut short, one bit flipped
+DAMAGE = {
+    "search": ("items.json", "garbage"),
+    "chips": ("index.csv", "zeros"),
+    "teacher": ("teacher.pt", "truncated"),
+    "export": ("bundle/model.onnx", "bit"),
+}
+
+
+def damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "garbage":
+        data = os.urandom(len(data))
+    elif how == "zeros":
+        data = bytes(len(data))
+    elif how == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data = data[:-100] + bytes([data[-100] ^ 1]) + data[-99:]
+    stamp = path.stat()
+    path.write_bytes(data)
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1))
+
+
+def test_a_damaged_cache_file_is_named_by_verify_and_recomputed_by_the_next_run(baseline, tmp_path):
+    """Garbage, zeros, half a file and one flipped bit in four stages' outputs: each was
+    reported "cached", and the next stage failed with a decoding error."""
+    base_root, base_dir, base_files = baseline
+    (tmp_path / "tiny.yaml").write_text(RECIPE)
+    shutil.copy(base_root / "tiny.lock.json", tmp_path / "tiny.lock.json")
+    run_dir = tmp_path / "runs" / "tiny"
+    copy_stages(base_dir, run_dir, STAGES)
+    folders = {stage: next((run_dir / "stages").glob(f"{stage}-*")) for stage in DAMAGE}
+    for stage, (name, how) in DAMAGE.items():
+        damage(folders[stage] / name, how)
+    verify = subprocess.run([sys.executable, "-m", "instageo.cli", "verify", tmp_path / "tiny.yaml",
+                             "--runs-dir", tmp_path / "runs"], capture_output=True, text=True, timeout=300)
+    assert verify.returncode == 1, verify.stderr
+    assert f"{len(STAGES) - len(DAMAGE)} of {len(STAGES)} stage folder(s) intact" in verify.stdout, verify.stdout
+    for stage, folder in folders.items():
+        assert f"damaged: {folder}: output {DAMAGE[stage][0]} changed" in verify.stdout, verify.stdout
+    code, err = instarun(tmp_path / "tiny.yaml", "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    for stage, (name, _) in DAMAGE.items():
+        assert f"output {name} " in err, err  # the warning names the file
+    report = json.loads((run_dir / "report.json").read_text())
+    ran = {s["name"] for s in report["stages"] if not s["cached"]}
+    assert ran == set(DAMAGE), ran
+    assert assert_nothing_looks_complete_that_is_not(run_dir, base_files) == sorted(STAGES)
+    tally("damaged cache file (garbage, zeros, truncated, one bit)", len(DAMAGE), len(DAMAGE),
+          lost(run_dir, base_files))

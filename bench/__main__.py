@@ -4,9 +4,9 @@
 
 import sys
 
-from bench import chips, heldout, models, predict, rerun
+from bench import chips, heldout, models, predict, rerun, search
 
-BENCHMARKS = {"chips": chips, "models": models, "predict": predict, "rerun": rerun, "heldout": heldout}
+BENCHMARKS = {"chips": chips, "models": models, "predict": predict, "rerun": rerun, "search": search, "heldout": heldout}
 
 for name in sys.argv[1:] or BENCHMARKS:
     print(f"== bench/{name}.py", flush=True)

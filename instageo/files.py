@@ -52,8 +52,8 @@ def remove_temporaries(folder: Path, recursive: bool = True, pattern: str = TEMP
     return leftovers
 
 
-def write_json_atomic(path: Path, value: Any) -> None:
-    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+def write_json_atomic(path: Path, value: Any, indent: int | None = 2) -> None:
+    text = json.dumps(value, indent=indent, sort_keys=True, ensure_ascii=False, default=str) + "\n"
     write_bytes_atomic(path, text.encode("utf-8"))
 
 

@@ -20,7 +20,7 @@ def default_pipeline() -> list[Stage]:
     teacher, student = _module("instageo.model.teacher"), _module("instageo.model.student")
     export, predict, viewer = (_module(f"instageo.deploy.{name}") for name in ("export", "predict", "viewer"))
     return [
-        Stage("search", search.run, version="2", report_into="dataset", after=search.after,
+        Stage("search", search.run, version="3", report_into="dataset", after=search.after,
               sections=("data.source", "data.observations", "data.chips.size",
                         "data.chips.resolution", "data.chips.bands", "data.chips.time")),
         Stage("chips", chips.run, version="4", needs=("search",), report_into="dataset",

@@ -13,11 +13,10 @@ instead, so one-off runs never rewrite the shared lock.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from instageo import __version__
 from instageo.errors import InputError
@@ -30,8 +29,11 @@ class LockedSearch(BaseModel):
     key: str  # the search stage's cache key the lock was made for
     catalogue: str
     items: list[dict[str, Any]]  # STAC items, trimmed to the assets the recipe reads
-    candidates: dict[str, list[str]]  # observation id -> item ids
-    sha256: str  # of items + candidates: an edited lock is refused, not silently used
+    sha256: str  # of the items: an edited lock is refused, not silently used
+    # Which items serve which observation is not stored: the search recomputes it from these
+    # items (a pure function of them and the recipe); 100k observations made the lock 150 MB.
+    # Locks written before that carry it (and their checksum covers it); it is not used.
+    candidates: dict[str, list[str]] | None = Field(default=None, exclude=True)
 
 
 class Lock(BaseModel):
@@ -57,8 +59,9 @@ def lock_for(recipe, run_dir: Path) -> Path | None:
     return lock_path(recipe.path, recipe.name)
 
 
-def content_sha256(items: list[dict], candidates: dict[str, list[str]]) -> str:
-    return hashlib.sha256(canonical_json([items, candidates]).encode("utf-8")).hexdigest()
+def content_sha256(items: list[dict], candidates: dict | None = None) -> str:
+    content = items if candidates is None else [items, candidates]
+    return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
 
 
 def read_lock(path: Path) -> Lock | None:
@@ -88,8 +91,10 @@ def update_lock(path: Path, name: str, replace_bad: bool = False, **sections: An
         if not replace_bad or path.is_dir():
             raise
         lock = None
+    unchanged = lock is not None and all(getattr(lock, k) == v for k, v in sections.items()) \
+        and lock.instageo_version == __version__
+    if unchanged:
+        return
     lock = lock or Lock(recipe=name, instageo_version=__version__)
     updated = lock.model_copy(update={**sections, "instageo_version": __version__})
-    if path.exists() and json.loads(path.read_text()) == updated.model_dump(mode="json"):
-        return
     write_json_atomic(path, updated.model_dump(mode="json"))

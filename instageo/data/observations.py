@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from instageo.data.catalogue import point_inside, split_at_antimeridian
 from instageo.errors import InputError
 from instageo.recipe.models import DateRange, PolygonObservations, RasterObservations
 
@@ -326,6 +327,7 @@ def read_polygons(spec: PolygonObservations, labels: Labels, out: Path | None) -
         raise InputError(f"{path}: no property '{spec.date}' (data.observations.date: a property, or a "
                          f"YYYY-MM-DD date for every feature); it has {sorted(fields)}")
     observations, polygons = [], []
+    seen: dict[tuple[bytes, dt.date], int] = {}
     for index, wkb in enumerate(layer["geometry"]):
         where = f"{path}: feature {index}"
         try:
@@ -334,6 +336,12 @@ def read_polygons(spec: PolygonObservations, labels: Labels, out: Path | None) -
             raise InputError(f"{where}: no valid geometry") from None
         if geometry is None or geometry.is_empty:
             raise InputError(f"{where}: empty geometry")
+        if geometry.geom_type not in ("Polygon", "MultiPolygon"):
+            raise InputError(f"{where}: a {geometry.geom_type}, not a polygon (data.observations.kind: polygons)")
+        if not geometry.is_valid:  # a label's area is ambiguous: the user fixes it, knowing which
+            raise InputError(f"{where}: invalid polygon ({shapely.is_valid_reason(geometry)}); fix it "
+                             "(e.g. QGIS 'Fix geometries' or ST_MakeValid) and run again")
+        geometry = split_at_antimeridian(geometry)
         if not (_in_world(*geometry.bounds[:2]) and _in_world(*geometry.bounds[2:])):
             raise InputError(f"{where}: coordinates outside the world in {crs}")
         label = labels(_plain(fields[spec.label][index]), f"{where} ({spec.label})")
@@ -349,10 +357,14 @@ def read_polygons(spec: PolygonObservations, labels: Labels, out: Path | None) -
                 raise InputError(f"{where}: {spec.date} {text!r} is not YYYY-MM-DD") from None
             if not 1900 <= date.year <= 2100:
                 raise InputError(f"{where}: {spec.date} {text!r} is not between 1900 and 2100")
-        centre = geometry.representative_point()
+        signature = (shapely.normalize(geometry).wkb, date)
+        if signature in seen:
+            raise InputError(f"{where}: duplicate of feature {seen[signature]} (the same polygon and date)")
+        seen[signature] = index
+        lon, lat = point_inside(geometry)
         identifier = f"{path.stem}-{index:05d}"
         source = out.name if out is not None else path.name
-        observations.append(Observation(identifier, centre.x, centre.y, date, float(label), None, source, "polygon"))
+        observations.append(Observation(identifier, lon, lat, date, float(label), None, source, "polygon"))
         polygons.append({"type": "Feature", "geometry": mapping(geometry), "properties": {"class": label}})
     if not observations:
         raise InputError(f"{path}: no polygons" + (" with a class the remap keeps" if spec.remap else ""))

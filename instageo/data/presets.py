@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from instageo.errors import InputError
@@ -45,6 +45,14 @@ class ResolvedItem:
     @property
     def date(self) -> dt.date:
         return dt.date.fromisoformat(self.datetime[:10])
+
+    def as_dict(self) -> dict:
+        """As JSON-ready values: dataclasses.asdict, but the geometry not deep-copied (it
+        cost 0.25 ms an item)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["bands"] = {name: asdict(asset) for name, asset in self.bands.items()}
+        values["mask"] = None if self.mask is None else asdict(self.mask)
+        return values
 
 
 @dataclass(frozen=True)

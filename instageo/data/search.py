@@ -15,12 +15,14 @@ import csv
 import datetime as dt
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from instageo.data.catalogue import ApiCatalogue, LocalCatalogue, Query, item_date
+from instageo.data.catalogue import (ApiCatalogue, LocalCatalogue, PinnedCatalogue, Query, footprint, item_date,
+                                     lonlat_box)
 from instageo.data.grid import union_boxes
 from instageo.data.lock import LockedSearch, content_sha256, lock_for, read_lock, update_lock
 from instageo.data.observations import Labels, Observation, read_points, read_polygons, read_rasters
@@ -58,15 +60,14 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     lock = read_lock(lock_file) if lock_file and not ctx.forced else None
     if lock is not None and lock.search is not None and lock.search.key == ctx.key:
         ctx.log.info("using %d items pinned in %s (no catalogue request)", len(lock.search.items), lock_file)
-        raw_items = {item["id"]: item for item in lock.search.items}
-        candidates = lock.search.candidates
-    else:
-        raw_items, candidates = _query(catalogue, observations, recipe, preset, ctx)
-    resolved = {i: asdict(preset.resolve(item, recipe.data.chips.bands)) for i, item in raw_items.items()}
+        catalogue = PinnedCatalogue(lock.search.items, lock.search.catalogue)
+    raw_items, candidates = _query(catalogue, observations, recipe, preset, ctx)
+    resolved = {i: preset.resolve(item, recipe.data.chips.bands).as_dict() for i, item in raw_items.items()}
     _write_observations(ctx.workdir / "observations.csv", observations)
-    write_json_atomic(ctx.workdir / "stac_items.json", [raw_items[i] for i in sorted(raw_items)])
-    write_json_atomic(ctx.workdir / "items.json", resolved)
-    write_json_atomic(ctx.workdir / "candidates.json", candidates)
+    # compact: these grow with the observations (indented JSON is 5x slower to write)
+    write_json_atomic(ctx.workdir / "stac_items.json", [raw_items[i] for i in sorted(raw_items)], indent=None)
+    write_json_atomic(ctx.workdir / "items.json", resolved, indent=None)
+    write_json_atomic(ctx.workdir / "candidates.json", candidates, indent=None)
     without = sum(1 for o in observations if not candidates.get(o.id))
     files = {"observations": "observations.csv", "items": "items.json",
              "candidates": "candidates.json", "stac_items": "stac_items.json"}
@@ -87,10 +88,8 @@ def after(recipe: Recipe, result: StageResult) -> None:
     import json
 
     items = json.loads(result.path("stac_items").read_text())
-    candidates = json.loads(result.path("candidates").read_text())
     search = LockedSearch(key=result.key, catalogue=result.summary["search"]["catalogue"],
-                          items=items, candidates=candidates,
-                          sha256=content_sha256(items, candidates))
+                          items=items, sha256=content_sha256(items))
     update_lock(lock_for(recipe, result.dir.parent.parent), recipe.name, replace_bad=True, search=search)
 
 
@@ -136,7 +135,7 @@ def search_area(catalogue, bbox: tuple[float, float, float, float], date: dt.dat
     start, end = window(date, recipe)
     query = Query(bbox, start, end, collections, getattr(source, "max_cloud_cover", 100.0))
     bands = recipe.data.chips.bands
-    return {item["id"]: asdict(preset.resolve(_trim(item, preset, bands), bands))
+    return {item["id"]: preset.resolve(_trim(item, preset, bands), bands).as_dict()
             for item in catalogue.search(query)}
 
 
@@ -148,16 +147,17 @@ def _query(catalogue, observations: list[Observation], recipe: Recipe, preset: P
                                total=len(groups), description="catalogue queries"))
     raw_items: dict[str, dict] = {}
     candidates: dict[str, list[str]] = {}
+    footprints: dict[str, Any] = {}  # item id -> geometry, made once (groups share items)
     for group, items in zip(groups, found):
         if not items:
             ctx.log.warning("no items for %d observation(s) near (%.3f, %.3f): %s",
                             len(group.observations), group.observations[0].lon,
                             group.observations[0].lat, group.query.describe())
-        for observation in group.observations:
-            chosen = [item for item in items if _serves(item, observation, recipe)]
+        for observation, chosen in zip(group.observations, serving(items, group.observations, recipe, footprints)):
             candidates[observation.id] = [item["id"] for item in chosen]
             for item in chosen:
-                raw_items[item["id"]] = _trim(item, preset, recipe.data.chips.bands)
+                if item["id"] not in raw_items:
+                    raw_items[item["id"]] = _trim(item, preset, recipe.data.chips.bands)
     if not raw_items:
         raise DataSourceError(
             f"{catalogue.name}: no items for any of {len(observations)} observation(s) in "
@@ -207,13 +207,35 @@ def chip_extent(observation: Observation, recipe: Recipe) -> tuple[float, float,
     return (west - dlon, south - dlat, east + dlon, north + dlat)
 
 
-def _serves(item: dict, observation: Observation, recipe: Recipe) -> bool:
-    from shapely.geometry import box, shape
+def serving(items: list[dict], observations: Sequence[Observation], recipe: Recipe,
+            footprints: dict[str, Any] | None = None) -> list[list[dict]]:
+    """For each observation, the items (in their order) dated in its window whose footprint
+    meets its chip: the footprints (memoised in ``footprints``) in an STRtree, all chips
+    queried at once."""
+    import numpy as np
+    import shapely
 
-    start, end = window(observation.date, recipe)
-    when = item_date(item)
-    return when is not None and start <= when <= end and shape(item["geometry"]).intersects(
-        box(*chip_extent(observation, recipe)))
+    if not items or not observations:
+        return [[] for _ in observations]
+    footprints = {} if footprints is None else footprints
+    for item in items:
+        if item["id"] not in footprints:
+            footprints[item["id"]] = footprint(item)
+    tree = shapely.STRtree([footprints[item["id"]] for item in items])
+    extents = np.array([chip_extent(o, recipe) for o in observations])
+    chips = shapely.box(*extents.T)
+    for i in np.flatnonzero((extents[:, 0] < -180) | (extents[:, 2] > 180)):
+        chips[i] = lonlat_box(*extents[i])
+    chip_of, item_of = tree.query(chips, predicate="intersects")
+    dates = np.array([(item_date(item) or dt.date.min).toordinal() for item in items])
+    windows = np.array([[d.toordinal() for d in window(o.date, recipe)] for o in observations])
+    keep = (dates[item_of] >= windows[chip_of, 0]) & (dates[item_of] <= windows[chip_of, 1])
+    chip_of, item_of = chip_of[keep], item_of[keep]
+    order = np.lexsort((item_of, chip_of))
+    chosen: list[list[dict]] = [[] for _ in observations]
+    for chip, item in zip(chip_of[order].tolist(), item_of[order].tolist()):
+        chosen[chip].append(items[item])
+    return chosen
 
 
 def _trim(item: dict[str, Any], preset: Preset, bands: list[str]) -> dict[str, Any]:

@@ -478,6 +478,13 @@ def _feature(**changes) -> dict:
     return feature
 
 
+BOWTIE = _feature(geometry={"type": "Polygon", "coordinates": [[[39.90, 1.43], [39.91, 1.44], [39.91, 1.43],
+                                                                [39.90, 1.44], [39.90, 1.43]]]})
+POINT = _feature(geometry={"type": "Point", "coordinates": [39.9, 1.43]})
+LINE = _feature(geometry={"type": "LineString", "coordinates": [[39.9, 1.43], [39.91, 1.44]]})
+
+
+
 @pytest.mark.parametrize("content", [
     "", "not json", "[]", "{}", '{"features": 5}', '{"features": [1]}', _polygons(),
     _polygons(_feature(geometry=None)), _polygons(_feature(geometry={"type": "Polygon"})),
@@ -486,11 +493,24 @@ def _feature(**changes) -> dict:
     _polygons(_feature(label="cloud")), _polygons(_feature(label=7)), _polygons(_feature(date="someday")),
     _polygons(_feature(date="2023-02-30")), _polygons(_feature(properties=[1])),
     _polygons(_feature(), crs="EPSG:4326"), _polygons(_feature(), crs={"properties": {"name": "EPSG:99999"}}),
-    b"\xff\xfe{}",
+    b"\xff\xfe{}", *(_polygons(feature) for feature in (BOWTIE, POINT, LINE)), _polygons(_feature(), _feature()),
 ])
 def test_malformed_polygon_files_are_refused(files, scene, content):
     category = "polygons (GeoJSON)"
     check_observations(category, files, scene, content, suffix=".geojson", kind="polygons")
+
+
+@pytest.mark.parametrize("features, reason", [
+    ([BOWTIE], "feature 0: invalid polygon (Self-intersection"),
+    ([POINT], "feature 0: a Point, not a polygon"),
+    ([_feature(), _feature(label="vegetation")], "feature 1: duplicate of feature 0"),
+])
+def test_invalid_and_duplicate_polygons_are_refused_with_the_reason(files, scene, features, reason, capsys):
+    """Were accepted: a self-intersecting polygon (its area is ambiguous), a point as a
+    polygon, and one polygon twice (as duplicate points are refused)."""
+    bad = files.write(_polygons(*features), ".geojson")
+    code, _, err = run_until(files, observation_recipe(files, scene, f"{{kind: polygons, path: {bad}}}"), "search")
+    assert code == 2 and f"{bad}: {reason}" in err, err
 
 
 def test_a_bad_label_stops_the_run_before_the_search_stage(files, scene, rows):

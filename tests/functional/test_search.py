@@ -123,7 +123,7 @@ def test_a_lock_file_pins_items_and_a_rerun_needs_no_catalogue(api_recipe, tmp_p
     recipe = api_recipe()
     assert search(recipe, tmp_path / "first")[0] == 0
     lock = json.loads((tmp_path / "faulty.lock.json").read_text())
-    assert len(lock["search"]["items"]) == 6 and len(lock["search"]["candidates"]) == 30
+    assert len(lock["search"]["items"]) == 6 and "candidates" not in lock["search"]  # recomputed from the items
     api_recipe.proxy.__exit__(None, None, None)  # the catalogue is gone
     code, report = search(recipe, tmp_path / "second")
     assert code == 0 and report["dataset"]["search"]["items"] == 6
@@ -135,13 +135,14 @@ def test_an_edited_lock_is_refused(api_recipe, tmp_path, capsys):
     assert search(recipe, tmp_path / "first")[0] == 0
     lock_path = tmp_path / "faulty.lock.json"
     lock = json.loads(lock_path.read_text())
-    lock["search"]["candidates"]["obs00000"] = []
+    pinned = lock["search"]["items"][0]
+    pinned["geometry"]["coordinates"][0][0][0] += 1.0  # a footprint moved by hand
     lock_path.write_text(json.dumps(lock))
     assert search(recipe, tmp_path / "second")[0] == 2
     err = capsys.readouterr().err
     assert "items were edited by hand" in err and "rerun with --force search" in err
     assert search(recipe, tmp_path / "second", "--force", "search")[0] == 0  # the flag it names works
-    assert json.loads(lock_path.read_text())["search"]["candidates"]["obs00000"] != []
+    assert json.loads(lock_path.read_text())["search"]["items"][0]["geometry"] != pinned["geometry"]
     assert search(recipe, tmp_path / "third")[0] == 0  # and the rewritten lock is used
 
 

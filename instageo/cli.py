@@ -82,6 +82,11 @@ def run_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
 
     loaded = load_recipe(recipe, set_)
     observations = check_observations(loaded)  # a bad label fails here, before any search
+    if observations is not None and until not in ("search", "chips"):
+        from instageo.model.budget import check_training_memory
+
+        for variant in expand(loaded):  # at most one chip per point or polygon
+            check_training_memory(variant.recipe, len(observations), "one per observation at most")
     if until is None or until in ("predict", "teacher_predict", "viewer"):
         from instageo.deploy.predict import check_areas
 
@@ -170,6 +175,8 @@ def serve_command(
     run_dir: Annotated[Path, typer.Argument(help="runs/<recipe> folder of a finished run")],
     host: Annotated[str, typer.Option(help="address to bind; 127.0.0.1 keeps it on this machine")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    header_timeout: Annotated[float, typer.Option(min=0.1, max=600, help="seconds a client has to send a "
+                                                  "request's headers before it is disconnected")] = 10.0,
 ) -> None:
     """Serve the viewer and dynamic tiles of a run on 127.0.0.1."""
     from instageo.errors import InputError
@@ -178,10 +185,14 @@ def serve_command(
         raise InputError(f"{run_dir}: no report.json; give a runs/<recipe> folder of a finished run")
     import uvicorn
 
-    from instageo.deploy.server import create_app
+    from instageo.deploy.server import create_app, guarded_protocol
 
+    application = create_app(run_dir)
     typer.echo(f"serving {run_dir} on http://{host}:{port}/")
-    uvicorn.run(create_app(run_dir), host=host, port=port, log_level="warning")
+    # idle keep-alive connections close after 5 s, slow request heads after header_timeout;
+    # past 200 connections at once, new requests are answered 503
+    uvicorn.run(application, host=host, port=port, log_level="warning", http=guarded_protocol(header_timeout),
+                timeout_keep_alive=5, limit_concurrency=200)
 
 
 @app.command("schema")

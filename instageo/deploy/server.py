@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from instageo.errors import InputError
+
 MAX_ZOOM = 22
 MAX_URL = 1024  # bytes of path and query; nothing this app serves needs more
 LAYERS = ("prediction", "confidence", "rgb")
@@ -76,12 +78,21 @@ def create_app(run_dir: Path):
     def current_report() -> dict:
         """report.json as it is now (a rerun rewrites it while the server runs)."""
         path = root / "report.json"
-        mtime = path.stat().st_mtime_ns
-        if mtime != cached["mtime"]:
-            cached["report"], cached["mtime"] = json.loads(path.read_text()), mtime
+        try:
+            mtime = path.stat().st_mtime_ns
+            if mtime != cached["mtime"]:
+                report = json.loads(path.read_bytes())
+                if not isinstance(report, dict):
+                    raise ValueError("not a JSON object")
+                cached["report"], cached["mtime"] = report, mtime
+        except (OSError, ValueError) as exc:
+            raise Unreadable(f"{path}: not a readable report ({exc})") from None
         return cached["report"]
 
-    current_report()  # a run folder without a readable report fails at start
+    try:
+        current_report()  # a run folder without a readable report fails at start
+    except Unreadable as exc:
+        raise InputError(f"{exc}; rerun the recipe to write it again") from None
 
     def home(request):
         report = current_report()
@@ -124,6 +135,35 @@ def create_app(run_dir: Path):
         exception_handlers={NotFound: errors(404), TileOutsideBounds: errors(404),
                             BadRequest: errors(400), Unreadable: errors(500)},
     )
+
+
+def guarded_protocol(head_seconds: float):
+    """uvicorn's HTTP protocol with a deadline for each request head: a connection that has
+    not sent a whole request line and headers ``head_seconds`` after it opened (or after its
+    last answer) is closed. uvicorn has idle keep-alive timeouts but none for a slow head,
+    so 300 connections sending a byte at a time stayed open."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Guarded(H11Protocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def _arm(self) -> None:
+            waiting_for = self.cycle  # a new request replaces the cycle
+            self._head_timer = self.loop.call_later(
+                head_seconds, lambda: self.cycle is waiting_for and self.transport.close())
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._head_timer.cancel()
+            self._arm()
+
+        def connection_lost(self, exc) -> None:
+            self._head_timer.cancel()
+            super().connection_lost(exc)
+
+    return Guarded
 
 
 class RequestLimits:

@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from instageo.data.chips import read_index
+from instageo.model.budget import check_training_memory
 from instageo.model.data import Split, load_splits, train_stats
 from instageo.model.network import PixelModel
 from instageo.model.specs import backbone_spec
@@ -49,6 +51,8 @@ def normalization(recipe: Recipe, chips: StageResult) -> dict:
 def splits(recipe: Recipe, chips: StageResult, norm: dict) -> dict[str, Split]:
     """The chips as tensors, per split, normalised with ``norm`` (see ``normalization``)."""
     chips_spec = recipe.data.chips
+    rows = read_index(chips.path("index"))
+    check_training_memory(recipe, sum(row["split"] in ("train", "val", "test") for row in rows), "built")
     return load_splits(chips.dir, chips_spec.time.steps, list(chips_spec.bands), regression(recipe),
                        norm["mean"], norm["std"])
 

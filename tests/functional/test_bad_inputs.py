@@ -572,6 +572,19 @@ def test_new_fields_are_refused_with_their_name(files, key, value, says):
     assert code == 2 and says in err, err
 
 
+def test_more_chips_than_memory_holds_is_refused_before_any_work(files, scene):
+    """Was accepted, then the teacher stage grew memory until the machine gave out."""
+    recipe = Path(str(observation_recipe(files, scene, f"{{kind: points, path: {scene.observations}}}")))
+    text = recipe.read_text().replace("size: 16, resolution: 30, time: {steps: 1,", "size: 4096, resolution: 30, "
+                                      "time: {steps: 64,")
+    recipe.write_text(text)
+    code, _, err = instarun("run", recipe, "--runs-dir", files.folder / "memory-runs")
+    assert code == 2 and "data.observations: " in err and "GiB to train" in err and "data.chips.size" in err, err
+    assert not (files.folder / "memory-runs" / "bad-observations" / "stages").exists()  # nothing started
+    code, _, err = instarun("plan", recipe, "--runs-dir", files.folder / "memory-runs")
+    assert code == 0, err  # planning is not training
+
+
 @pytest.mark.parametrize("observations, says", [
     ("{kind: points, path: OBS, remap: {0: forest}}", "label 'forest' is not one of task.classes"),
     ("{kind: points, path: OBS, date: survey}", "missing column(s) ['survey']"),

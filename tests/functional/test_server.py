@@ -25,6 +25,9 @@ def get(url: str) -> tuple[int, bytes, str]:
         return error.code, error.read(), ""
 
 
+HEAD_SECONDS = 2
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     folder = tmp_path_factory.mktemp("serve")
@@ -34,7 +37,8 @@ def served(tmp_path_factory):
     (run_dir / "outside-link").symlink_to("/etc/hostname")
     port = free_port()
     process = subprocess.Popen([str(Path(sys.executable).parent / "instarun"), "serve", str(run_dir),
-                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                "--port", str(port), "--header-timeout", str(HEAD_SECONDS)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -152,3 +156,45 @@ def test_the_report_is_read_again_after_a_rerun_and_a_damaged_cog_is_one_500(ser
         report_path.write_text(original)
         damaged.unlink()
     assert get(f"{url}/tiles/prediction/{tile.z}/{tile.x}/{tile.y}.png")[0] == 200
+
+
+def test_a_damaged_report_is_one_line_at_start_and_a_500_while_serving(served, tmp_path):
+    url, run_dir = served
+    copy = tmp_path / "run"
+    (copy).mkdir()
+    (copy / "report.json").write_text('{"viewer": "vie')  # cut short
+    serve = subprocess.run([str(Path(sys.executable).parent / "instarun"), "serve", str(copy), "--port",
+                            str(free_port())], capture_output=True, text=True, timeout=60)
+    assert serve.returncode == 2 and "Traceback" not in serve.stderr, serve.stderr
+    assert serve.stderr.strip().splitlines()[-1].startswith(f"error: {copy / 'report.json'}: not a readable report")
+    report_path = run_dir / "report.json"
+    original = report_path.read_text()
+    try:
+        report_path.write_text("\0" * len(original))  # zeroed while the server runs
+        status, body, _ = get(url + "/")
+        assert status == 500 and body.startswith(b"500: ") and b"not a readable report" in body
+    finally:
+        report_path.write_text(original)
+    assert get(url + "/")[0] == 200
+
+
+def test_connections_that_never_finish_their_headers_are_closed(served):
+    """Were kept open for ever (300 slow-header connections held): now HEAD_SECONDS."""
+    import socket
+
+    url, _ = served
+    port = int(url.rsplit(":", 1)[1])
+    slow = []
+    for _ in range(50):
+        connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+        connection.sendall(b"GET /files/report.json HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        slow.append(connection)
+    started = time.monotonic()
+    try:
+        assert get(url + "/files/report.json")[0] == 200  # the server still answers others
+        for connection in slow:
+            assert connection.recv(1024) == b""  # closed by the server, with nothing sent
+        assert HEAD_SECONDS - 0.5 < time.monotonic() - started < HEAD_SECONDS + 5
+    finally:
+        for connection in slow:
+            connection.close()

@@ -76,8 +76,15 @@ def disk_full(exc: BaseException | None) -> OSError | None:
 
 
 def not_writable_message(error: OSError) -> str:
-    return (f"cannot write {error.filename}: {error.strerror} (a read-only or protected place; choose another "
-            "--runs-dir, or make it writable)")
+    import re
+
+    # an all-or-nothing write's temporary (.<name>.tmp-<pid>) is named as the file it makes
+    path = re.sub(r"(^|/)\.([^/]+)\.tmp-\d+$", r"\1\2", str(error.filename))
+    if path.endswith(".lock.json"):
+        advice = "the lock file is written beside the recipe: copy the recipe to a writable folder"
+    else:
+        advice = "choose another --runs-dir, or make it writable"
+    return f"cannot write {path}: {error.strerror} (a read-only or protected place; {advice})"
 
 
 def disk_full_message(error: OSError, where) -> str:

@@ -686,3 +686,14 @@ def test_bad_catalogue_assets_skip_their_chips_with_a_reason(files, kind, tmp_pa
     ok = "Traceback" not in err and code == 2 and last.startswith("error: no chip could be built") and (
         "unreadable" in last or "no_data" in last)
     check("rasters: catalogue assets", ok, f"{kind}: exit {code}\n{err}")
+
+
+@pytest.mark.parametrize("override", ["data.chips.size=abc", "student.depth=true", "task.classes=[a, a]",
+                                      "data.chips.nope=3", "data.chips.crs=foo", "export.predict.date=9999-12-31"])
+def test_a_bad_set_value_is_blamed_on_the_set_option_not_a_recipe_line(override):
+    """Were reported at a line of the recipe file, which holds no such value."""
+    code, _, err = instarun("validate", REPO / "recipes" / "tiny.yaml", "--set", override)
+    field = override.split("=")[0]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and f"--set {field}: " in lines[0], err
+    assert "tiny.yaml:" not in err, err

@@ -675,3 +675,24 @@ def test_a_damaged_cache_file_is_named_by_verify_and_recomputed_by_the_next_run(
     assert assert_nothing_looks_complete_that_is_not(run_dir, base_files) == sorted(STAGES)
     tally("damaged cache file (garbage, zeros, truncated, one bit)", len(DAMAGE), len(DAMAGE),
           lost(run_dir, base_files))
+
+
+@pytest.mark.parametrize("place", ["runs folder", "recipe folder"])
+def test_a_read_only_file_system_is_one_line_naming_the_path(tmpfs, tmp_path, place):
+    """A real read-only mount (EROFS): the runs folder on it, or the recipe (whose lock is
+    written beside it). Was a traceback, or the clean-up's error instead of the write's."""
+    recipe_dir = tmpfs if place == "recipe folder" else tmp_path
+    shutil.copy(REPO / "recipes" / "tiny.yaml", recipe_dir / "tiny.yaml")
+    runs = tmpfs / "runs" if place == "runs folder" else tmp_path / "runs"
+    if place == "runs folder":
+        runs.mkdir()
+    assert subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], capture_output=True).returncode == 0
+    try:
+        code, err = instarun(recipe_dir / "tiny.yaml", "--runs-dir", runs, "--until", "search")
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(tmpfs)], capture_output=True)
+    lines = error_lines(err)
+    assert code != 0 and len(lines) == 1 and "Read-only file system" in lines[0], err
+    named = tmpfs / "tiny.lock.json" if place == "recipe folder" else runs / "tiny"
+    assert f"cannot write {named}: " in lines[0], lines[0]  # the file itself, not a temporary
+    tally(f"read-only {place} (EROFS mount)", 1, 1, 0)

@@ -4,6 +4,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 import rasterio
 from rasterio.shutil import exists
 from rasterio.warp import transform_bounds
@@ -51,10 +52,13 @@ def test_blend_window_ramps_only_in_the_overlap():
     assert np.allclose(window, window.T) and np.allclose(window, window[::-1, ::-1])
 
 
-def test_an_area_too_large_for_memory_is_refused_before_reading(tmp_path, capsys):
+@pytest.mark.parametrize("bbox", ["[30.0,-10.0,50.0,10.0]", "[-180,-85,180,85]", "[-179.9,60,179.9,61]"])
+def test_an_area_too_large_for_memory_is_refused_before_reading(tmp_path, capsys, bbox):
+    """The whole globe and a band round it passed once (width measured as a great-circle
+    distance: about 0 from -180 to 180) and grew memory at 50 MB/s."""
     shutil.copy(REPO / "recipes" / "tiny.yaml", tmp_path / "tiny.yaml")
     code = main([str(tmp_path / "tiny.yaml"), "--runs-dir", str(tmp_path / "runs"),
-                 "--set", "export.predict.bbox=[30.0,-10.0,50.0,10.0]"])
+                 "--set", f"export.predict.bbox={bbox}"])
     assert code == 2
     assert "set export.predict.bbox to a smaller area" in capsys.readouterr().err
 

@@ -32,9 +32,11 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
 	$(INSTALL) -e '.[dev]'
 	touch $@ $(VENV)/.installed
 
-# regenerate the recipe JSON Schema after changing instageo/recipe/models.py
+# regenerate the JSON Schemas after changing instageo/recipe/models.py or instageo/outputs.py
 schema: $(VENV)/.installed
-	$(VENV)/bin/instarun schema > schemas/recipe.schema.json
+	$(VENV)/bin/instarun schema recipe > schemas/recipe.schema.json
+	$(VENV)/bin/instarun schema report > schemas/report.schema.json
+	$(VENV)/bin/instarun schema bundle > schemas/bundle.schema.json
 
 # regenerate docs/recipes.md (the reference of every recipe field) from the same model
 docs: $(VENV)/.installed

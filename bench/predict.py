@@ -94,8 +94,8 @@ def main() -> None:
         # the same tiles, read once and normalised in memory, for the model-only timing
         tiling = predict.plan_tiles(recipe, search, len(CLASSES), context("plan"))
         bundle = json.loads((bundle_dir / "bundle.json").read_text())
-        mean = np.array(bundle["mean"], np.float32)[None, :, None, None]
-        std = np.array(bundle["std"], np.float32)[None, :, None, None]
+        mean = np.array(bundle["normalization"]["mean"], np.float32)[None, :, None, None]
+        std = np.array(bundle["normalization"]["std"], np.float32)[None, :, None, None]
         started = time.perf_counter()
         stacks = [read_stack(job, reader_for(job)) for job in tiling.jobs]
         reading = time.perf_counter() - started

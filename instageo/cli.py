@@ -5,6 +5,7 @@ Exit codes: 0 ok, 2 bad recipe or bad input, 3 data source unreachable or empty,
 
 from __future__ import annotations
 
+import difflib
 import errno
 import logging
 import sys
@@ -18,10 +19,12 @@ from typer.core import TyperGroup
 
 from instageo.errors import InstageoError, RecipeError
 from instageo.redact import RedactingFilter, redact
+from instageo.runner import FILE_ONLY
 
 
 class _RecipeFirstGroup(TyperGroup):
-    """`instarun RECIPE ...` means `instarun run RECIPE ...`."""
+    """`instarun RECIPE ...` means `instarun run RECIPE ...`; a word close to a command that
+    is not a file is taken for a mistyped command."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         for index, arg in enumerate(args):
@@ -29,6 +32,10 @@ class _RecipeFirstGroup(TyperGroup):
                 break
             if not arg.startswith("-"):
                 if arg not in self.commands:
+                    close = difflib.get_close_matches(arg, list(self.commands), n=1, cutoff=0.6)
+                    if close and not Path(arg).exists():
+                        ctx.fail(f"no such command '{arg}'; did you mean '{close[0]}'? "
+                                 "(or give a recipe file: instarun RECIPE)")
                     args = [*args[:index], "run", *args[index:]]
                 break
         return super().parse_args(ctx, args)
@@ -105,6 +112,51 @@ def run_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
                f"report: {run_dir / 'report.md'}")
     if report.get("viewer"):
         typer.echo(f"viewer: {run_dir / 'viewer' / 'index.html'} (open it in a browser; no server needed)")
+
+
+@app.command("predict")
+def predict_command(
+    bundle: Annotated[Path, typer.Argument(help="an export stage's bundle/ folder (model.onnx + bundle.json)")],
+    bbox: Annotated[str, typer.Option("--bbox", help="west,south,east,north in degrees", show_default=False)],
+    date: Annotated[str, typer.Option("--date", help="YYYY-MM-DD to predict for", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="folder for prediction.tif, confidence.tif, rgb.tif")],
+    catalog: Annotated[Optional[Path], typer.Option("--catalog", help="a local STAC catalog.json to read "
+                                                    "instead of the bundle's source")] = None,
+    stac: Annotated[Optional[str], typer.Option("--stac", help="a STAC API URL to read instead")] = None,
+    collection: Annotated[Optional[list[str]], typer.Option("--collection", help="collection id (repeatable)")] = None,
+    overlap: Annotated[float, typer.Option(min=0.0, max=0.99, help="fraction of a chip neighbouring tiles share")] = 0.5,
+    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="tiles per ONNX call")] = 8,
+) -> None:
+    """Run an exported bundle over a new area and date: the predict stage's selection,
+    reading and COGs, without the recipe."""
+    import datetime as dt
+
+    from instageo.deploy.standalone import predict_bundle
+    from instageo.errors import InputError
+    from instageo.progress import Progress
+
+    try:
+        box = tuple(float(v) for v in bbox.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4 or not (-180 <= box[0] < box[2] <= 180 and -90 <= box[1] < box[3] <= 90):
+        raise InputError(f"--bbox {bbox}: should be west,south,east,north in degrees, west < east, south < north")
+    try:
+        day = dt.date.fromisoformat(date)
+    except ValueError:
+        raise InputError(f"--date {date}: not YYYY-MM-DD") from None
+    if catalog is not None and stac is not None:
+        raise InputError("--catalog and --stac: give one")
+    progress = Progress()
+    handler = _console_log_handler(progress)
+    logging.getLogger("instageo").addHandler(handler)
+    try:
+        with progress:
+            summary = predict_bundle(bundle, box, day, out, progress, catalog, stac, collection, overlap, batch_size)
+    finally:
+        logging.getLogger("instageo").removeHandler(handler)
+    typer.echo(f"{out / 'prediction.tif'}: {summary['width']} x {summary['height']} px, {summary['tiles']} tiles, "
+               f"{summary['items']} item(s) from {summary['catalogue']}")
 
 
 @app.command("validate")
@@ -196,11 +248,16 @@ def serve_command(
 
 
 @app.command("schema")
-def schema_command() -> None:
-    """Print the recipe JSON Schema (what schemas/recipe.schema.json holds)."""
+def schema_command(
+    of: Annotated[str, typer.Argument(help="recipe, report (report.json) or bundle (bundle.json)")] = "recipe",
+) -> None:
+    """Print a JSON Schema: the recipe's, report.json's or bundle.json's (schemas/<of>.schema.json)."""
+    from instageo.errors import InputError
     from instageo.recipe import schema_text
 
-    typer.echo(schema_text(), nl=False)
+    if of not in ("recipe", "report", "bundle"):
+        raise InputError(f"schema {of}: should be one of recipe, report, bundle")
+    typer.echo(schema_text(of), nl=False)
 
 
 @app.command("demo-data")
@@ -273,16 +330,25 @@ def _console_log_handler(progress) -> logging.Handler:
         handler.setFormatter(logging.Formatter("%(message)s"))
     handler.setLevel(logging.INFO)
     handler.addFilter(RedactingFilter())
+    # the failure's traceback goes to the run's log only: the console gets one line (main)
+    handler.addFilter(lambda record: not getattr(record, FILE_ONLY, False))
     return handler
+
+
+INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 
 
 def main(argv: Sequence[str] | None = None, pipeline=None) -> int:
     """Entry point. ``pipeline`` replaces the product stages (tests use their own)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args[1:]:  # a global option, taken anywhere on the line
+        args = ["--debug", *(a for a in args if a != "--debug")]
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="instarun", standalone_mode=False,
                               obj={"pipeline": pipeline})
+        if result == INTERRUPTED:  # typer turns Ctrl-C into Exit(130), returned here
+            raise KeyboardInterrupt
         return result if isinstance(result, int) else 0
     except RecipeError as exc:
         for problem in exc.problems:
@@ -317,8 +383,8 @@ def main(argv: Sequence[str] | None = None, pipeline=None) -> int:
         exc.show()  # type: ignore[attr-defined]
         return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print("interrupted; rerun to resume (finished stages stay cached)", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

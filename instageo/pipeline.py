@@ -13,32 +13,36 @@ def _teacher_exported(recipe) -> bool:
 
 
 def default_pipeline() -> list[Stage]:
-    """search -> chips -> teacher -> student -> export -> predict -> viewer; with
+    """search -> chips -> teacher -> student -> export -> predict -> viewer, and speed (every
+    model of the sweep timed side by side, once); with
     export.onnx.teacher, teacher -> teacher_export -> teacher_predict too (once per teacher).
     Stage functions are imported when called: a cached rerun or a plan never loads torch."""
     search, chips = _module("instageo.data.search"), _module("instageo.data.chips")
     teacher, student = _module("instageo.model.teacher"), _module("instageo.model.student")
-    export, predict, viewer = (_module(f"instageo.deploy.{name}") for name in ("export", "predict", "viewer"))
+    export, predict, viewer, speed = (_module(f"instageo.deploy.{name}")
+                                      for name in ("export", "predict", "viewer", "speed"))
     return [
         Stage("search", search.run, version="3", report_into="dataset", after=search.after,
               sections=("data.source", "data.observations", "data.chips.size",
                         "data.chips.resolution", "data.chips.bands", "data.chips.time")),
         Stage("chips", chips.run, version="4", needs=("search",), report_into="dataset",
               after=chips.after, sections=("data.chips", "data.split", "task")),
-        Stage("teacher", teacher.run, version="3", needs=("chips",), report_into="teacher",
+        Stage("teacher", teacher.run, version="4", needs=("chips",), report_into="teacher",
               sections=("teacher", "task", "seed")),
-        Stage("student", student.run, version="4", needs=("chips", "teacher"), report_into="variant",
+        Stage("student", student.run, version="5", needs=("chips", "teacher"), report_into="variant",
               sections=("student", "task", "seed")),
-        Stage("teacher_export", export.run_teacher, version="1", needs=("chips", "teacher"),
+        Stage("teacher_export", export.run_teacher, version="2", needs=("chips", "teacher"),
               report_into="teacher", sections=("export.onnx",), when=_teacher_exported),
-        Stage("export", export.run, version="4", needs=("chips", "teacher", "student"), report_into="variant",
-              optional=("teacher_export",), sections=("export.onnx",)),
-        Stage("teacher_predict", predict.run_teacher, version="1", needs=("search", "teacher_export"),
+        Stage("export", export.run, version="5", needs=("chips", "teacher", "student"), report_into="variant",
+              sections=("export.onnx",)),
+        Stage("teacher_predict", predict.run_teacher, version="2", needs=("search", "teacher_export"),
               report_into="teacher", sections=PREDICT_SECTIONS),
-        Stage("predict", predict.run, version="5", needs=("search", "export"), report_into="variant",
+        Stage("predict", predict.run, version="6", needs=("search", "export"), report_into="variant",
               sections=PREDICT_SECTIONS),
         Stage("viewer", viewer.run, version="1", needs=("export", "predict"), report_into="variant",
               sections=("export.viewer",)),
+        Stage("speed", speed.run, version="1", needs=("chips", "teacher", "student", "export"),
+              optional=("teacher_export",), gather=True, report_into="run", sections=("export.onnx",)),
     ]
 
 

@@ -52,17 +52,6 @@ task: {{classes: [land, water]}}
 """ + extra)
 
 
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold: the cut that maximises the between-class variance of a histogram."""
-    hist, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    below = np.cumsum(hist)
-    above = below[-1] - below
-    mean_below = np.cumsum(hist * centres) / np.maximum(below, 1)
-    mean_above = (np.sum(hist * centres) - np.cumsum(hist * centres)) / np.maximum(above, 1)
-    return float(centres[np.argmax(below * above * (mean_below - mean_above) ** 2)])
-
-
 def vv_and_labels(stage: Path, rows: list[dict], split: str) -> tuple[np.ndarray, np.ndarray]:
     """VV values and labels of every labelled pixel of a split's chips."""
     import rasterio
@@ -91,7 +80,9 @@ def held_out_run(folder: Path, seeds: list[int]) -> dict:
     report = json.loads((folder / "runs" / "floods" / "report.json").read_text())
     stage = next((folder / "runs" / "floods" / "stages").glob("chips-*"))
     rows = list(csv.DictReader(open(stage / "index.csv")))
-    threshold = otsu_threshold(vv_and_labels(stage, rows, "train")[0])  # water: low VV backscatter
+    from skimage.filters import threshold_otsu
+
+    threshold = threshold_otsu(vv_and_labels(stage, rows, "train")[0], nbins=256)  # water: low VV backscatter
     vv, truth = vv_and_labels(stage, rows, "test")
     teachers = report["teacher"]["seeds"] if len(seeds) > 1 else [report["teacher"]]
     return {"report": report, "stage": stage, "rows": rows, "test_pixels": len(truth),

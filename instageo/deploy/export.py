@@ -8,7 +8,6 @@ colours, the recipe excerpt and the metrics.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from instageo.data.quicklook import class_colours
 from instageo.deploy import onnx
@@ -16,57 +15,38 @@ from instageo.errors import StageError
 from instageo.files import write_json_atomic
 from instageo.model import tasks
 from instageo.model.specs import backbone_spec
+from instageo.outputs import Tensor
 from instageo.recipe.models import Recipe
 from instageo.runner.stage import StageContext, StageOutput, StageResult
-from instageo.timing import throughputs
 
 PARITY_CHIPS = 32
 
 
-FILES = {"onnx": "bundle/model.onnx", "bundle": "bundle/bundle.json"}
+FILES = {"onnx": "bundle/model.onnx", "bundle": "bundle/bundle.json", "stac_item": "bundle/item.json"}
 
 
 def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
-    """A student's bundle (the `export` stage); timed beside the teacher's ONNX model when the
-    `teacher_export` stage made one (it is exported once, not per student)."""
+    """A student's bundle (the `export` stage), with its int8 twin when asked (the `speed`
+    stage times them all)."""
     spec = recipe.export.onnx
     model, meta, split, sample = _load(recipe, inputs["chips"], inputs["student"])
-    session, summary = _export_bundle(model, meta, sample, ctx.workdir, recipe, inputs["student"].summary)
-    batch = tuple(t.numpy() for t in sample)
-    runners = [lambda b: _torch(model, b), lambda b: onnx.run(session, b, len(b[0]))]
+    session, summary = _export_bundle(model, meta, sample, ctx.workdir, recipe, inputs["student"].summary,
+                                      inputs["chips"], int8=spec.quantize)
     files = dict(FILES)
-    teacher_export = inputs.get("teacher_export")
-    if teacher_export is not None:
-        teacher = onnx.session(teacher_export.path("onnx"))
-        runners.append(lambda b: onnx.run(teacher, b, len(b[0])))
     if spec.quantize:
         bundle = ctx.workdir / "bundle"
         onnx.quantize(bundle / "model.onnx", bundle / "model.int8.onnx")
         int8 = onnx.session(bundle / "model.int8.onnx")
-        runners.append(lambda b: onnx.run(int8, b, len(b[0])))
         summary["int8"] = _int8_delta(session, int8, split, recipe)
         files["onnx_int8"] = "bundle/model.int8.onnx"
-    # torch and ONNX timed side by side here; the student's torch_img_s (timed beside its
-    # teacher) stays as the student stage measured it
-    speeds = throughputs(runners, batch, len(batch[0]))
-    summary["throughput"] = {"onnx_img_s": speeds[1], "onnx_vs_torch": round(speeds[1] / speeds[0], 3)}
-    if teacher_export is not None:
-        teacher_speed = speeds[2]
-        summary["throughput"].update(teacher_onnx_img_s=teacher_speed,
-                                     onnx_vs_teacher_onnx=round(speeds[1] / teacher_speed, 3))
-    if spec.quantize:
-        summary["throughput"].update(onnx_int8_img_s=speeds[-1], int8_vs_onnx=round(speeds[-1] / speeds[1], 3))
     return StageOutput(files=files, summary=summary)
 
 
 def run_teacher(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
     """The teacher's bundle (the `teacher_export` stage, when export.onnx.teacher): once per
-    teacher, for its own prediction map and for the students' exports to be timed beside."""
+    teacher, for its own prediction map and for the students to be timed beside."""
     model, meta, _, sample = _load(recipe, inputs["chips"], inputs["teacher"])
-    session, summary = _export_bundle(model, meta, sample, ctx.workdir, recipe, inputs["teacher"].summary)
-    batch = tuple(t.numpy() for t in sample)
-    speeds = throughputs([lambda b: _torch(model, b), lambda b: onnx.run(session, b, len(b[0]))], batch, len(batch[0]))
-    summary["throughput"] = {"onnx_img_s": speeds[1], "onnx_vs_torch": round(speeds[1] / speeds[0], 3)}
+    _, summary = _export_bundle(model, meta, sample, ctx.workdir, recipe, inputs["teacher"].summary, inputs["chips"])
     return StageOutput(files=dict(FILES), summary=summary)
 
 
@@ -78,9 +58,13 @@ def _load(recipe: Recipe, chips: StageResult, trained: StageResult):
     return model, meta, split, split.inputs(slice(0, PARITY_CHIPS))
 
 
-def _export_bundle(model, meta: dict, sample, workdir, recipe: Recipe, trained: dict):
-    """bundle/model.onnx, checked against PyTorch (beyond the tolerance the stage fails), and
-    bundle/bundle.json. Returns the session and the summary of the check."""
+def _export_bundle(model, meta: dict, sample, workdir, recipe: Recipe, trained: dict, chips: StageResult,
+                   int8: bool = False):
+    """bundle/model.onnx, checked against PyTorch (beyond the tolerance the stage fails),
+    bundle/bundle.json and bundle/item.json (STAC MLM). Returns the session and the summary
+    of the check."""
+    from instageo.deploy.stac_meta import training_extent, write_model_item
+
     spec = recipe.export.onnx
     (workdir / "bundle").mkdir(exist_ok=True)
     onnx.export(model, sample, workdir / FILES["onnx"], spec.opset)
@@ -89,14 +73,13 @@ def _export_bundle(model, meta: dict, sample, workdir, recipe: Recipe, trained: 
     if check["max_abs_diff"] > spec.tolerance:
         raise StageError(f"ONNX output differs from PyTorch by {check['max_abs_diff']:.2e} "
                          f"(export.onnx.tolerance {spec.tolerance:g})")
-    write_json_atomic(workdir / FILES["bundle"], _bundle(recipe, meta, trained))
+    bundle = _bundle(recipe, meta, trained, int8)
+    write_json_atomic(workdir / FILES["bundle"], bundle)
+    weights = recipe.teacher.weights
+    write_model_item(workdir / "bundle", bundle, trained["params"], *training_extent(chips.path("index")),
+                     pretrained=None if weights is None else weights.name)
     return session, {"onnx": "@onnx", "onnx_max_abs_diff": round(check["max_abs_diff"], 9),
                      "onnx_argmax_agreement": check["argmax_agreement"]}
-
-
-def _torch(model, batch: tuple[np.ndarray, ...]):
-    with torch.no_grad():
-        return model(*(torch.from_numpy(array) for array in batch))
 
 
 def _int8_delta(session, int8, split, recipe: Recipe) -> dict:
@@ -115,27 +98,46 @@ def _int8_delta(session, int8, split, recipe: Recipe) -> dict:
     return {"miou": scores[1], "delta_miou": round(scores[1] - scores[0], 6)}
 
 
-def _bundle(recipe: Recipe, meta: dict, student: dict) -> dict:
+def _bundle(recipe: Recipe, meta: dict, trained: dict, int8: bool) -> dict:
+    """bundle.json (``instageo.outputs.Bundle``, schemas/bundle.schema.json)."""
+    from instageo.data.presets import preset_for
+    from instageo.outputs import Bundle
+
     spec = recipe.data.chips
-    classes = list(recipe.task.classes)
-    norm = meta["normalization"]
+    bands, classes, norm = list(spec.bands), list(recipe.task.classes), meta["normalization"]
     coordinates = backbone_spec(meta["backbone"]).coords
-    return {
-        "format": "instageo-bundle/1",
-        "model": "model.onnx",
-        "input": "chips: (batch, bands, steps, height, width) float32, normalised as below, nodata as 0"
-                 + ("; temporal_coords: (batch, steps, 2) float32 year, day of year of each step; "
-                    "location_coords: (batch, 2) float32 lat, lon of the chip centre" if coordinates else ""),
-        "coordinates": coordinates,
-        "bands": list(spec.bands), "mean": norm["mean"], "std": norm["std"],
-        "normalization": norm["source"],
-        "chip": {"size": spec.size, "resolution": spec.resolution, "crs": spec.crs,
-                 "steps": spec.time.steps, "step_days": spec.time.step_days,
-                 "tolerance_days": spec.time.tolerance_days, "prefer": spec.time.prefer,
-                 "mask": spec.mask.model_dump(mode="json")},
-        "task": recipe.task.kind, "classes": classes,
-        "colours": class_colours(len(classes), recipe.task.colors),
-        "backbone": meta["backbone"], "depth": meta["depth"],
-        "source": recipe.data.source.model_dump(mode="json", exclude={"path"}),
-        "metrics": student.get("metrics", {}),
-    }
+    chips = Tensor(name="chips", shape=["batch", len(bands), spec.time.steps, spec.size, spec.size],
+                   description="(batch, bands, steps, height, width): each band normalised as `normalization` "
+                               "says, in `bands` order, steps oldest first")
+    inputs = [chips] + ([
+        Tensor(name="temporal_coords", shape=["batch", spec.time.steps, 2],
+               description="year and day of year (1-366) of each step's acquisition"),
+        Tensor(name="location_coords", shape=["batch", 2], description="latitude, longitude of the chip centre"),
+    ] if coordinates else [])
+    outputs = tasks.outputs(recipe)
+    output = Tensor(name="logits", shape=["batch", outputs, spec.size, spec.size],
+                    description="class scores per pixel (argmax: the class id; softmax: confidence)"
+                    if recipe.task.kind == "segmentation" else "the predicted value per pixel (channel 0)")
+    preset = preset_for(recipe.data.source)
+    origin = f"preset {preset.name}: {preset.description}" if preset else "the catalogue's raster:bands"
+    return Bundle(
+        model="model.onnx", model_int8="model.int8.onnx" if int8 else None, inputs=inputs, output=output,
+        bands=bands,
+        units=f"each band as the chip reader writes it: the file's value x scale + offset ({origin}; an item's "
+              "raster:bands and the recipe's data.source scale/offset win), float32",
+        normalization={"mean": norm["mean"], "std": norm["std"], "source": norm["source"],
+                       "formula": "(value - mean[band]) / std[band]",
+                       "nodata": "a pixel with no data (NaN: outside the scene, masked cloud, fill) is 0 "
+                                 "after normalisation, i.e. the band mean"},
+        chip={"size": spec.size, "resolution": spec.resolution, "crs": spec.crs, "steps": spec.time.steps,
+              "step_days": spec.time.step_days, "tolerance_days": spec.time.tolerance_days,
+              "prefer": spec.time.prefer, "mask": spec.mask.model_dump(mode="json"),
+              "file": {"layout": "step-major: all bands of step 0, then all bands of step 1, ...; read (steps * "
+                                 "bands, H, W), reshape to (steps, bands, H, W), transpose to (bands, steps, H, W)",
+                       "band_index": "1 + step * len(bands) + band (band descriptions t<step>_<band>)",
+                       "nodata": "NaN"}},
+        task=recipe.task.kind, classes=classes, colours=class_colours(len(classes), recipe.task.colors),
+        ignore_index=spec.label.ignore_index, coordinates=coordinates, backbone=meta["backbone"],
+        depth=meta["depth"], source=recipe.data.source.model_dump(mode="json", exclude={"path"}),
+        metrics=trained.get("metrics", {}), metrics_split=trained.get("metrics_split", "test"),
+    ).model_dump(mode="json")

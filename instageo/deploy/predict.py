@@ -37,6 +37,7 @@ from instageo.data.grid import ChipGrid, boxes_touch, centres_lonlat, tiled_grid
 from instageo.data.presets import preset_for
 from instageo.data.search import chip_extent, open_catalogue, search_area
 from instageo.deploy import onnx
+from instageo.deploy.stac_meta import write_prediction_item
 from instageo.errors import InputError
 from instageo.model import coordinates
 from instageo.files import write_json_atomic
@@ -93,25 +94,47 @@ def areas_of(recipe: Recipe, search: StageResult) -> list[Area]:
 
 
 def plan_tiles(recipe: Recipe, search: StageResult, classes: int, ctx: StageContext, area: Area | None = None) -> Tiling:
-    chips, spec = recipe.data.chips, recipe.export.predict
+    """The predict stage's tiling: the area and date the recipe says (default: the
+    observations' extent and latest date), read from the search stage's items when they
+    cover it."""
     observations = _observations(search)
-    area_spec = area or areas_of(recipe, search)[0]
-    outline, area, area_name = area_spec.outline, area_spec.bbox, area_spec.declared
-    date = spec.date or max(dt.date.fromisoformat(o["date"]) for o in observations)
-    overlap = int(round(chips.size * spec.overlap))
-    stride = max(chips.size - overlap, 1)
-    _check_size(area, chips.resolution, chips.size, stride, classes, area_name)
-    items, items_from = _items(recipe, search, area, date, ctx)
-    grids = tiled_grids(area, chips.size, chips.resolution, chips.crs, stride)
+    area = area or areas_of(recipe, search)[0]
+    date = recipe.export.predict.date or max(dt.date.fromisoformat(o["date"]) for o in observations)
+    check_area_size(recipe, area, classes)
+    items, items_from = _items(recipe, search, area.bbox, date, ctx)
+    return tile_area(recipe, area, date, items, items_from, search.dir, ctx.log)
+
+
+def check_area_size(recipe: Recipe, area: Area, classes: int) -> None:
+    chips = recipe.data.chips
+    _check_size(area.bbox, chips.resolution, chips.size, _stride(recipe), classes, area.declared)
+
+
+def _overlap(recipe: Recipe) -> int:
+    """Pixels that neighbouring tiles share."""
+    return int(round(recipe.data.chips.size * recipe.export.predict.overlap))
+
+
+def _stride(recipe: Recipe) -> int:
+    return max(recipe.data.chips.size - _overlap(recipe), 1)
+
+
+def tile_area(recipe: Recipe, area: Area, date: dt.date, items: dict[str, dict], items_from: str,
+              base_dir: Path, log) -> Tiling:
+    """Tiles over ``area`` on ``date``, each to be read from ``items`` (by id; relative
+    hrefs from ``base_dir``) with the chips stage's acquisition choice and masks."""
+    chips = recipe.data.chips
+    grids = tiled_grids(area.bbox, chips.size, chips.resolution, chips.crs, _stride(recipe))
     preset = preset_for(recipe.data.source)
-    steps = candidates_for(list(masked_items(items, recipe, ctx.log).values()), date, chips.time)
+    steps = candidates_for(list(masked_items(items, recipe, log).values()), date, chips.time)
     jobs = [ChipJob(f"tile{i:05d}", "", lon, lat, date.isoformat(), None, None, grid, steps,
                     bands=list(chips.bands), mask_classes=list(chips.mask.classes),
                     strategy=chips.mask.strategy, max_fraction=chips.mask.max_fraction, buffer=0,
-                    ignore_index=chips.label.ignore_index, regression=False, base_dir=str(search.dir),
+                    ignore_index=chips.label.ignore_index, regression=False, base_dir=str(base_dir),
                     signing=preset.signing, auth=preset.auth)
             for i, (grid, (lon, lat)) in enumerate(zip(grids, centres_lonlat(grids)))]
-    return Tiling(area, area_name, outline, date, items, items_from, jobs, Layout.of(grids), overlap)
+    return Tiling(area.bbox, area.declared, area.outline, date, items, items_from, jobs, Layout.of(grids),
+                  _overlap(recipe))
 
 
 def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
@@ -170,12 +193,20 @@ def _area_index(areas: list[Area], summaries: list[dict], files: dict[str, str])
 def predict_area(recipe: Recipe, search: StageResult, export: StageResult, bundle: dict, area: Area,
                  folder: Path, ctx: StageContext) -> tuple[dict[str, str], dict, dict | None]:
     """One area's COGs in ``folder``: (files, summary, the items of a fresh search or None)."""
-    chips, spec = recipe.data.chips, recipe.export.predict
     tiling = plan_tiles(recipe, search, len(bundle["classes"]), ctx, area)
+    files, summary = predict_tiling(recipe, tiling, export.path("onnx"), bundle, folder, ctx)
+    return files, summary, (tiling.items if tiling.items_from != "search" else None)
+
+
+def predict_tiling(recipe: Recipe, tiling: Tiling, model_path: Path, bundle: dict, folder: Path,
+                   ctx: StageContext) -> tuple[dict[str, str], dict]:
+    """Read, predict, blend and write the COGs of a tiling into ``folder``: (files, summary).
+    The predict stage and `instarun predict` both come here."""
+    chips, spec = recipe.data.chips, recipe.export.predict
     layout = tiling.layout
     bands = list(chips.bands)
     rgb_bands = [bands.index(b) for b in ("red", "green", "blue")] if {"red", "green", "blue"} <= set(bands) else None
-    model = TileModel(export.path("onnx"), bundle, chips.size, tiling.overlap, rgb_bands)
+    model = TileModel(model_path, bundle, chips.size, tiling.overlap, rgb_bands)
     outputs = Outputs(folder, layout, bundle, rgb=rgb_bands is not None,
                       outline=_project(tiling.outline, layout.crs) if tiling.outline is not None else None)
     strip = Strip(layout, len(bundle["classes"]), chips.size, rgb=rgb_bands is not None)
@@ -205,7 +236,10 @@ def predict_area(recipe: Recipe, search: StageResult, export: StageResult, bundl
     summary = {"bbox": list(tiling.area), "date": tiling.date.isoformat(), "tiles": len(tiling.jobs),
                "items_from": tiling.items_from, "items": len(tiling.items), "width": layout.width,
                "height": layout.height, "class_pixels": dict(zip(bundle["classes"], outputs.class_pixels.tolist()))}
-    return outputs.finish(), summary, (tiling.items if tiling.items_from != "search" else None)
+    files = outputs.finish()
+    files["item"] = write_prediction_item(folder, files, tiling.date.isoformat(),
+                                          f"{bundle['backbone']} depth {bundle['depth']}")
+    return files, summary
 
 
 def check_areas(recipe: Recipe, observations: list | None) -> None:
@@ -214,8 +248,7 @@ def check_areas(recipe: Recipe, observations: list | None) -> None:
     asks for export.predict.bbox) and, for a local catalogue, overlaps its items."""
     from instageo.data.search import chip_extent
 
-    chips, spec = recipe.data.chips, recipe.export.predict
-    stride = max(chips.size - int(round(chips.size * spec.overlap)), 1)
+    spec = recipe.export.predict
     if spec.areas is not None or spec.bbox or spec.geojson:
         areas = areas_of(recipe, None)
     elif observations:
@@ -223,7 +256,7 @@ def check_areas(recipe: Recipe, observations: list | None) -> None:
     else:
         return  # the demo's or label rasters' extent: known after the search stage
     for area in areas:
-        _check_size(area.bbox, chips.resolution, chips.size, stride, len(recipe.task.classes), area.declared)
+        check_area_size(recipe, area, len(recipe.task.classes))
         _check_tiles(area, recipe.export.viewer.zoom)
     if recipe.data.source.kind == "catalog":
         boxes = _catalogue_boxes(recipe.data.source.path)
@@ -478,8 +511,8 @@ class TileModel:
 
     def __init__(self, path: Path, bundle: dict, size: int, overlap: int, rgb_bands: list[int] | None):
         self.session = onnx.session(path)
-        self.mean = np.array(bundle["mean"], np.float32)[None, :, None, None]
-        self.std = np.maximum(np.array(bundle["std"], np.float32), 1e-6)[None, :, None, None]
+        self.mean = np.array(bundle["normalization"]["mean"], np.float32)[None, :, None, None]
+        self.std = np.maximum(np.array(bundle["normalization"]["std"], np.float32), 1e-6)[None, :, None, None]
         self.weight = blend_window(size, overlap)
         self.rgb_bands = rgb_bands
 

@@ -20,6 +20,7 @@ def segmentation_metrics(pred: np.ndarray, truth: np.ndarray, classes: int,
         "f1": float(f1[present].mean()) if present.any() else 0.0,
         "accuracy": float(tp.sum() / max(confusion.sum(), 1)),
         "pixels": int(confusion.sum()),
+        "confusion": confusion.tolist(),  # rows: true class, columns: predicted
     }
     if classes == 2 and scores is not None and 0 < truth.sum() < truth.size:
         metrics["roc_auc"] = roc_auc(scores, truth)

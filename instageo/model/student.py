@@ -31,11 +31,11 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
         parameter.requires_grad_(True)
     loss = distillation_loss(recipe, tasks.supervised_loss(recipe, chips), teacher)
     result = fit(_WithTokens(student), data, student_spec.train, loss, tasks.val_score(recipe),
-                 recipe.seed, ctx.workdir, ctx.track, ctx.log)
+                 recipe.seed, ctx.workdir, ctx.bar, ctx.log)
     student.load_state_dict(result.state)
     tasks.save(ctx.workdir / "student.pt", student, {**meta, "depth": student_spec.depth})
     (ctx.workdir / "train_state.pt").unlink(missing_ok=True)
-    evaluation = tasks.summary(student, data, recipe, student_spec.train.batch_size, teacher)
+    evaluation = tasks.summary(student, data, recipe, student_spec.train.batch_size)
     return StageOutput(
         files={"model": "student.pt"},
         summary={"student_depth": student_spec.depth, **evaluation, "best_epoch": result.best_epoch},

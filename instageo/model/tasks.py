@@ -13,7 +13,7 @@ from instageo.model.budget import check_training_memory
 from instageo.model.data import Split, load_splits, train_stats
 from instageo.model.network import PixelModel
 from instageo.model.specs import backbone_spec
-from instageo.model.train import cost, evaluate, score, throughput
+from instageo.model.train import cost, evaluate, score
 from instageo.recipe.models import Recipe
 from instageo.runner.stage import StageResult
 
@@ -77,11 +77,10 @@ def val_score(recipe: Recipe):
     return lambda model, split: score(evaluate(model, split, outputs(recipe), ignore, regression(recipe), 32))
 
 
-def summary(model: PixelModel, data: dict[str, Split], recipe: Recipe, batch_size: int,
-            teacher: PixelModel | None = None) -> dict:
+def summary(model: PixelModel, data: dict[str, Split], recipe: Recipe, batch_size: int) -> dict:
     """Test metrics (val, then train, when the split is empty), reported; val metrics, which
-    the report chooses students by; parameters, GFLOPs and chips/s (a student's timed in
-    alternation with its teacher's, so their ratio is measured)."""
+    the report chooses students by; parameters and GFLOPs. (Speed is measured once for all
+    models, side by side, by the `speed` stage.)"""
     name = next(n for n in ("test", "val", "train") if n in data)
     split = data[name]
 
@@ -89,14 +88,18 @@ def summary(model: PixelModel, data: dict[str, Split], recipe: Recipe, batch_siz
         return evaluate(model, part, outputs(recipe), recipe.data.chips.label.ignore_index,
                         regression(recipe), batch_size)
 
-    metrics = metrics_on(split)
-    chosen_on = {"val_metrics": metrics_on(data["val"])} if "val" in data else {}
+    metrics = {**metrics_on(split), "chips": len(split)}
+    chosen_on = {"val_metrics": {**metrics_on(data["val"]), "chips": len(data["val"])}} if "val" in data else {}
     sample = split.inputs(slice(0, batch_size))
-    speeds = throughput([model] + ([teacher] if teacher is not None else []), sample, batch_size)
-    speed = {"torch_img_s": speeds[0]}
-    if teacher is not None:
-        speed.update(teacher_torch_img_s=speeds[1], speedup=round(speeds[0] / speeds[1], 3))
-    return {"metrics": metrics, "metrics_split": name, **chosen_on, **cost(model, sample), "throughput": speed}
+    return {"metrics": metrics, "metrics_split": name, **chosen_on, **cost(model, sample)}
+
+
+def baselines(recipe: Recipe, data: dict[str, Split], norm: dict) -> dict:
+    """The baselines of ``instageo.model.baselines`` on this recipe's splits."""
+    from instageo.model.baselines import baselines as compute
+
+    return compute(data, list(recipe.data.chips.bands), norm["mean"], norm["std"], outputs(recipe),
+                   recipe.data.chips.label.ignore_index, regression(recipe))
 
 
 def build(meta: dict) -> PixelModel:

@@ -26,7 +26,7 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
             "normalization": norm}
     model = initial_model(meta, teacher.weights, ctx.log)
     result = fit(model, data, teacher.train, tasks.supervised_loss(recipe, chips), tasks.val_score(recipe),
-                 recipe.seed, ctx.workdir, ctx.track, ctx.log)
+                 recipe.seed, ctx.workdir, ctx.bar, ctx.log)
     model.load_state_dict(result.state)
     tasks.save(ctx.workdir / "teacher.pt", model, meta)
     (ctx.workdir / "train_state.pt").unlink(missing_ok=True)  # only needed to resume
@@ -35,7 +35,8 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
         files={"model": "teacher.pt"},
         summary={"backbone": teacher.backbone, "depth": spec.depth, "weights": None if teacher.weights is None
                  else teacher.weights.name, "normalization": norm, **evaluation,
-                 "best_epoch": result.best_epoch, "history": result.history},
+                 "best_epoch": result.best_epoch, "history": result.history,
+                 "baselines": tasks.baselines(recipe, data, norm)},
     )
 
 

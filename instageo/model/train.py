@@ -52,7 +52,10 @@ def accelerator():
 
 
 def fit(model: nn.Module, splits: dict[str, Split], spec: TrainSpec, loss_fn: LossFn,
-        score_fn: Callable[[nn.Module, Split], float], seed: int, workdir: Path, track, log) -> FitResult:
+        score_fn: Callable[[nn.Module, Split], float], seed: int, workdir: Path, bar, log) -> FitResult:
+    """Train with early stopping on ``score_fn`` over val; resumable per epoch from workdir.
+    ``bar(description, total)`` makes the progress bar (``Progress.bar``): it counts batches,
+    so its ETA comes from the work, and notes each epoch's loss and validation score."""
     train = splits["train"]
     check = splits.get("val") or train
     acc = accelerator()
@@ -80,8 +83,10 @@ def fit(model: nn.Module, splits: dict[str, Split], spec: TrainSpec, loss_fn: Lo
         start, waited = saved["epoch"] + 1, saved["waited"]
         result = FitResult(saved["best_state"], saved["best_epoch"], saved["best_score"], saved["history"])
         log.info("resuming training at epoch %d", start + 1)
-    for epoch in track(range(start, spec.epochs), total=spec.epochs - start, description="epochs"):
+    progress = bar(f"epochs {start + 1}-{spec.epochs} (batches)", (spec.epochs - start) * per_epoch)
+    for epoch in range(start, spec.epochs):
         if waited >= spec.patience:
+            log.info("epoch %d: stopping, no better val score for %d epochs", epoch + 1, waited)
             break
         started = time.perf_counter()
         model.train()
@@ -99,6 +104,7 @@ def fit(model: nn.Module, splits: dict[str, Split], spec: TrainSpec, loss_fn: Lo
             scheduler.step()
             optimizer.zero_grad()
             losses.append(float(loss.detach()))
+            progress.step()
         raw = score_fn(acc.unwrap_model(model), check)
         window = [h["val_score"] for h in result.history[-(spec.smooth - 1):]] if spec.smooth > 1 else []
         score = float(np.mean(window + [raw]))
@@ -117,7 +123,12 @@ def fit(model: nn.Module, splits: dict[str, Split], spec: TrainSpec, loss_fn: Lo
             "waited": waited, "best_state": result.state, "best_epoch": result.best_epoch,
             "best_score": result.best_score, "history": result.history,
         })
-        log.debug("epoch %d: loss %.4f, val %.4f (smoothed %.4f)", epoch + 1, np.mean(losses), raw, score)
+        smoothed = f", smoothed {score:.4f}" if spec.smooth > 1 else ""
+        best = f"best {result.best_score:.4f} at epoch {result.best_epoch}" if result.best_epoch > 0 else "no best yet"
+        line = f"epoch {epoch + 1}/{spec.epochs}: loss {np.mean(losses):.4f}, val {raw:.4f}{smoothed} ({best})"
+        progress.note(line)
+        log.info("%s, %.1fs", line, result.history[-1]["seconds"])
+    progress.close()
     return result
 
 
@@ -167,16 +178,3 @@ def cost(model: nn.Module, sample: tuple[torch.Tensor, ...]) -> dict:
         model(*(t[:1] for t in sample))
     return {"params": sum(p.numel() for p in model.parameters()),
             "gflops": round(counter.get_total_flops() / 1e9, 6)}
-
-
-@torch.no_grad()
-def throughput(models: list[nn.Module], sample: tuple[torch.Tensor, ...], batch_size: int) -> list[float]:
-    """Chips/s of each model on the same batch (model inputs ``sample``, repeated to
-    ``batch_size``), timed in alternation (see instageo.timing)."""
-    from instageo.timing import throughputs
-
-    repeats = batch_size // len(sample[0]) + 1
-    batch = tuple(torch.cat([t] * repeats)[:batch_size] for t in sample)
-    for model in models:
-        model.eval()
-    return throughputs([lambda b, m=model: m(*b) for model in models], batch, batch_size)

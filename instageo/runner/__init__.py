@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from instageo.errors import InstageoError
+from instageo.errors import InputError, InstageoError
 from instageo.files import remove_temporaries, sha256_file
 from instageo.progress import Progress
 from instageo.redact import RedactingFilter, redact
@@ -43,7 +43,7 @@ def run_recipe(recipe: Recipe, pipeline: Sequence[Stage], runs_dir: Path,
     ``publish=False`` leaves files outside the runs folder (the lock file) untouched."""
     run_dir = Path(runs_dir).resolve() / recipe.name  # stages see absolute paths
     progress = progress or Progress(enabled=False)
-    with RunLock(run_dir), _run_log(run_dir):
+    with RunLock(run_dir), _run_log(run_dir) as log_file:
         beside_recipe = (remove_temporaries(recipe.path.parent, False, f".{recipe.name}.lock.json.tmp-*")
                          if recipe.path else [])  # the lock's only: that folder is the user's
         for leftover in remove_temporaries(run_dir, recursive=False) + beside_recipe:
@@ -52,16 +52,35 @@ def run_recipe(recipe: Recipe, pipeline: Sequence[Stage], runs_dir: Path,
         records: list[StageRecord] = []
         try:
             with progress:
-                records = execute(decisions, RunStore(run_dir), progress, publish)
+                execute(decisions, RunStore(run_dir), progress, publish, records)
         except (Exception, KeyboardInterrupt) as exc:
-            try:
-                write_report(build_report(plan, records, run_dir, "failed", redact(str(exc))), run_dir)
-            except OSError as failed:  # e.g. the disk is full: the run's own error is the news
-                log.warning("could not write the report of the failed run: %s", failed)
+            _report_failure(exc, plan, decisions, records, run_dir, log_file)
             raise
         report = build_report(plan, records, run_dir, "ok")
         write_report(report, run_dir)
         return report
+
+
+def _report_failure(exc: BaseException, plan: Plan, decisions: list[Decision], records: list[StageRecord],
+                    run_dir: Path, log_file: Path) -> None:
+    """The trail of a run that did not finish: the error and its traceback in the run's log
+    (never on the console: the command line prints one line), and a report listing the
+    stages that finished, the one that failed, its error and where the traceback is."""
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    failing = decisions[len(records)].planned if len(records) < len(decisions) else None
+    where = f"stage {failing.name} [{', '.join(failing.variants)}]" if failing else "the run"
+    if interrupted:
+        error = "interrupted (Ctrl-C); rerun to resume"
+    else:  # our errors say what went wrong; anything else is named by its type
+        error = redact(str(exc) if isinstance(exc, InstageoError) else f"{type(exc).__name__}: {exc}")
+    log.error("%s: %s", where, error, exc_info=not interrupted, extra={FILE_ONLY: True})
+    failure = {"stage": failing and failing.name, "variants": failing and failing.variants, "error": error,
+               "log": str(log_file.relative_to(run_dir))}
+    try:
+        write_report(build_report(plan, records, run_dir, "interrupted" if interrupted else "failed",
+                                  error, failure), run_dir)
+    except OSError as failed:  # e.g. the disk is full: the run's own error is the news
+        log.warning("could not write the report of the failed run: %s", failed)
 
 
 def input_digest(path: Path) -> str:
@@ -75,7 +94,10 @@ def _check_force(pipeline: Sequence[Stage], force: Sequence[str]) -> None:
     names = [stage.name for stage in pipeline]
     for name in force:
         if name not in names:
-            raise InstageoError(f"--force {name}: no such stage, should be one of {names}")
+            raise InputError(f"--force {name}: no such stage, should be one of {names}")
+
+
+FILE_ONLY = "file_only"  # a log record's extra: for the run's log file, not the console
 
 
 class _RunLogHandler(logging.FileHandler):
@@ -91,22 +113,36 @@ class _RunLogHandler(logging.FileHandler):
     def handleError(self, record: logging.LogRecord) -> None:
         self.broken = True
 
+    def close(self) -> None:
+        try:  # the last flush can hit the full disk too; the run's own error is the news
+            super().close()
+        except OSError:
+            self.broken = True
+
 
 class _run_log:
-    """Log the run to runs/<recipe>/logs/<time>.log at DEBUG level."""
+    """Log the run to runs/<recipe>/logs/<time>.log: instageo at DEBUG level, and the warnings
+    of the libraries (their loggers and Python warnings), which the console never shows: the
+    user cannot act on them. Attached to the root logger, so that a library calling
+    ``logging.warning`` finds a handler and does not install its own on the console (which
+    printed a stray warning, then every line twice)."""
 
     def __init__(self, run_dir: Path):
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        self.handler = _RunLogHandler(run_dir / "logs" / f"{stamp}.log")
+        self.path = run_dir / "logs" / f"{stamp}.log"
+        self.handler = _RunLogHandler(self.path)
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         self.handler.setLevel(logging.DEBUG)
         self.handler.addFilter(RedactingFilter())
 
-    def __enter__(self):
-        log.addHandler(self.handler)
+    def __enter__(self) -> Path:
+        logging.getLogger().addHandler(self.handler)
         log.setLevel(logging.DEBUG)
+        logging.captureWarnings(True)
+        return self.path
 
     def __exit__(self, *exc):
-        log.removeHandler(self.handler)
+        logging.captureWarnings(False)
+        logging.getLogger().removeHandler(self.handler)
         self.handler.close()

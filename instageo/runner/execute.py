@@ -27,12 +27,14 @@ class StageRecord:
 
 
 def execute(decisions: list[Decision], store: RunStore, progress: Progress,
-            publish: bool = True) -> list[StageRecord]:
-    """Run the decided stages in order; returns one record per stage (cached ones included).
-    ``publish=False`` skips the stages' ``after`` hooks (nothing written outside the run)."""
+            publish: bool = True, records: list[StageRecord] | None = None) -> list[StageRecord]:
+    """Run the decided stages in order; returns one record per stage (cached ones included),
+    appended to ``records`` as each finishes, so that a failure leaves the finished ones there
+    (the failing stage is ``decisions[len(records)]``). ``publish=False`` skips the stages'
+    ``after`` hooks (nothing written outside the run)."""
     results: dict[str, StageResult] = {}
-    records: list[StageRecord] = []
-    overall = progress.add("stages", len(decisions))
+    records = [] if records is None else records
+    overall = progress.add("stages", len(decisions), eta=False)
     for decision in decisions:
         planned = decision.planned
         label = _label(planned.name, planned.variants)

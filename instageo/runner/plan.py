@@ -54,12 +54,16 @@ class Plan:
 def check_pipeline(pipeline: Sequence[Stage]) -> None:
     """Stage names unique, dependencies listed before their dependants, sections real fields."""
     seen: set[str] = set()
+    gathered = {stage.name for stage in pipeline if stage.gather}
     for stage in pipeline:
         if stage.name in seen:
             raise InstageoError(f"pipeline: stage '{stage.name}' is defined twice")
         missing = [need for need in stage.needs + stage.optional if need not in seen]
         if missing:
             raise InstageoError(f"pipeline: stage '{stage.name}' needs {missing}, not defined before it")
+        gathering = [need for need in stage.needs + stage.optional if need in gathered]
+        if gathering:
+            raise InstageoError(f"pipeline: stage '{stage.name}' needs {gathering}, which gather the sweep")
         for section in stage.sections:
             _check_section(stage.name, section)
         seen.add(stage.name)
@@ -113,7 +117,8 @@ def make_plan(
     for variant in variants:
         own: dict[str, str] = {}
         for stage in stages:
-            if (stage.when is not None and not stage.when(variant.recipe)) or any(n not in own for n in stage.needs):
+            if stage.gather or (stage.when is not None and not stage.when(variant.recipe)) \
+                    or any(n not in own for n in stage.needs):
                 continue
             config = stage_config(variant.recipe, stage, digest)
             inputs = {need: own[need] for need in stage.needs + stage.optional if need in own}
@@ -122,6 +127,17 @@ def make_plan(
             node = planned.setdefault(key, PlannedStage(stage, key, config, inputs, variant.recipe))
             node.variants.append(variant.name)
         keys[variant.name] = own
+    for stage in (s for s in stages if s.gather):
+        members = [v for v in variants if all(n in keys[v.name] for n in stage.needs)]
+        if not members:
+            continue
+        inputs = {f"{need}@{v.name}": keys[v.name][need] for v in members
+                  for need in stage.needs + stage.optional if need in keys[v.name]}
+        config = stage_config(members[0].recipe, stage, digest)
+        key = stage_key(stage, config, inputs)
+        planned[key] = PlannedStage(stage, key, config, inputs, members[0].recipe, [v.name for v in members])
+        for v in members:
+            keys[v.name][stage.name] = key
     return Plan(variants[0].recipe.name, variants, list(planned.values()), keys)
 
 

@@ -12,15 +12,21 @@ from instageo.runner.plan import Plan
 
 
 def build_report(plan: Plan, records: list[StageRecord], run_dir: Path, status: str,
-                 error: str | None = None) -> dict[str, Any]:
+                 error: str | None = None, failure: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``failure``: {stage, variants, error, log} of the stage a failed or interrupted run
+    stopped in (``records`` are the stages that finished before it)."""
     variants = {
         v.name: {"name": v.name, "sweep": v.params, "student_depth": v.recipe.student.depth, "seed": v.recipe.seed}
         for v in plan.variants
     }
     teachers: dict[Any, dict[str, Any]] = {}  # seed -> what its teacher stages report
-    report: dict[str, Any] = {"recipe": plan.recipe_name, "status": status, "stages": []}
+    task = plan.variants[0].recipe.task
+    report: dict[str, Any] = {"recipe": plan.recipe_name, "status": status, "stages": [],
+                              "task": {"kind": task.kind, "classes": list(task.classes)}}
     if error:
         report["error"] = error
+    if failure:
+        report["failure"] = failure
     for record in records:
         planned, result = record.decision.planned, record.result
         report["stages"].append({
@@ -50,8 +56,25 @@ def build_report(plan: Plan, records: list[StageRecord], run_dir: Path, status: 
         per_seed = list(teachers.values())
         report["teacher"] = per_seed[0] if len(per_seed) == 1 else across_seeds(per_seed)
     report["variants"] = list(variants.values())
+    _throughputs(report)
     _headline(report)
     return report
+
+
+def _throughputs(report: dict[str, Any]) -> None:
+    """DESIGN.md's `throughput` sections (chips/s, medians), filled from the `speed` stage's
+    one side-by-side measurement, so they always agree with the table and the plot."""
+    measured = report.get("speed", {}).get("variants", {})
+    for variant in report["variants"]:
+        entry = measured.get(variant["name"])
+        if entry:
+            variant["throughput"] = {f"{runtime}_img_s": entry[key]["median"]
+                                     for runtime, key in (("torch", "torch"), ("onnx", "onnx"), ("onnx_int8", "int8"))
+                                     if key in entry}
+    first = next(iter(measured.values()), None)
+    if first and "teacher" in report:
+        report["teacher"]["throughput"] = {f"{runtime}_img_s": first[f"teacher_{runtime}"]["median"]
+                                           for runtime in ("torch", "onnx") if f"teacher_{runtime}" in first}
 
 
 def _headline(report: dict[str, Any]) -> None:
@@ -117,7 +140,11 @@ def render_markdown(report: dict[str, Any], plot: str | None = None) -> str:
     from instageo.runner.sweep import sweep_markdown
 
     lines = [f"# {report['recipe']}: {report['status']}", ""]
-    if report.get("error"):
+    failure = report.get("failure")
+    if failure and failure.get("stage"):
+        lines += [f"Stopped in stage **{failure['stage']}** ({', '.join(failure['variants'])}): {failure['error']}",
+                  "", f"Traceback: {failure['log']}; the stages below finished and stay cached.", ""]
+    elif report.get("error"):
         lines += [f"Error: {report['error']}", ""]
     lines += ["| stage | variants | key | cached | seconds | reason |", "|---|---|---|---|---|---|"]
     for stage in report["stages"]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
+    from instageo.progress import Bar
     from instageo.recipe.models import Recipe
 
 T = TypeVar("T")
@@ -61,6 +62,10 @@ class StageContext:
         """Iterate ``items`` with a progress bar (with ETA) under the stage's line."""
         return self._progress.track(items, total=total, description=description)
 
+    def bar(self, description: str, total: int | None) -> Bar:
+        """A progress bar advanced by hand (``step``), with a note beside it (``note``)."""
+        return self._progress.bar(description, total)
+
 
 StageRun = Callable[["Recipe", dict[str, StageResult], StageContext], StageOutput]
 # Called after the stage completed or was found cached, to publish outside the runs folder
@@ -75,8 +80,10 @@ class Stage:
     ``sections`` are the dotted recipe fields whose values configure the stage (and so go
     into its cache key); ``needs`` are the stages whose outputs it reads; ``optional`` are
     stages it reads when they are planned. ``when`` says whether a recipe wants the stage at
-    all (a stage whose need is not planned is not planned either). Bump ``version`` when a
-    code change alters the stage's outputs, so cached results are recomputed.
+    all (a stage whose need is not planned is not planned either). A ``gather`` stage runs
+    once for the whole sweep and reads its needs from every variant, as inputs named
+    ``<need>@<variant>``; nothing may need it. Bump ``version`` when a code change alters the
+    stage's outputs, so cached results are recomputed.
     """
 
     name: str
@@ -88,3 +95,4 @@ class Stage:
     version: str = "1"
     report_into: ReportSection | None = None
     after: StageAfter | None = None
+    gather: bool = False

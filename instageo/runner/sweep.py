@@ -23,12 +23,11 @@ def across_seeds(teachers: list[dict[str, Any]]) -> dict[str, Any]:
     """One teacher section from a teacher per seed: mean metrics, their spread, and each seed's."""
     first = teachers[0]
     merged = {key: value for key, value in first.items() if key not in ("metrics", "val_metrics", "history",
-                                                                       "best_epoch", "seed", "throughput")}
+                                                                       "best_epoch", "seed")}
     for key in ("metrics", "val_metrics"):
         if all(key in t for t in teachers):
             merged[key] = _mean_metrics([t[key] for t in teachers])
             merged[f"{key}_spread"] = _spread_metrics([t[key] for t in teachers])
-    merged["throughput"] = {"torch_img_s": round(statistics.mean(t["throughput"]["torch_img_s"] for t in teachers), 2)}
     merged["seeds"] = [{k: t[k] for k in ("seed", "metrics", "val_metrics", "best_epoch") if k in t} for t in teachers]
     return merged
 
@@ -69,6 +68,9 @@ def sweep_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         others = {k: v for k, v in variant.get("sweep", {}).items() if k != "seed"}
         groups.setdefault(canonical_json([variant["student_depth"], others]), []).append(variant)
+    speeds = report.get("speed", {}).get("variants", {})
+    floor = baseline_floor(report)
+    teacher_val = _miou(report.get("teacher", {}), "val_metrics")
     rows = []
     for variants in sorted(groups.values(), key=lambda vs: vs[0]["student_depth"]):
         row = {"depth": variants[0]["student_depth"], "params": variants[0]["params"],
@@ -79,11 +81,41 @@ def sweep_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             row[f"{split}_miou"], row[f"{split}_spread"] = _mean_spread([m for m in mine if m is not None])
             paired = [100 * (m - t) for m, t in zip(mine, theirs) if m is not None and t is not None]
             row[f"{split}_delta_pp"], row[f"{split}_delta_spread"] = _mean_spread(paired)
-        speeds = [v.get("throughput", {}) for v in variants]
-        row["img_s"] = _mean_spread([s["torch_img_s"] for s in speeds if s.get("torch_img_s")])[0]
-        row["speedup"] = _mean_spread([s["speedup"] for s in speeds if s.get("speedup")])[0]
+        row.update(_speed_of([speeds.get(v["name"]) for v in variants]))
+        row["below_baseline"] = floor is not None and row["val_miou"] is not None and row["val_miou"] <= floor[1]
+        row["teacher_below_baseline"] = floor is not None and teacher_val is not None and teacher_val <= floor[1]
         rows.append(row)
     return rows
+
+
+def baseline_floor(report: dict[str, Any]) -> tuple[str, float] | None:
+    """The best baseline on val (name, mIoU): a model at or below it has learnt nothing a
+    threshold or the majority class does not know."""
+    scored = [(name, b["val_metrics"]["miou"]) for name, b in report.get("teacher", {}).get("baselines", {}).items()
+              if "miou" in b.get("val_metrics", {})]
+    return max(scored, key=lambda item: item[1]) if scored else None
+
+
+def _speed_of(measured: list[dict | None]) -> dict[str, Any]:
+    """A row's speeds, all from the `speed` stage's one side-by-side measurement (its first
+    variant's: speed depends on the architecture, the same for every seed)."""
+    entry = next((m for m in measured if m), None)
+    if entry is None:
+        return {"img_s": None, "teacher_img_s": None, "speedup": None, "speedup_range": None,
+                "onnx_speedup": None, "onnx_speedup_range": None, "same_as_teacher": False}
+    return {"img_s": entry["torch"]["median"], "img_s_range": (entry["torch"]["min"], entry["torch"]["max"]),
+            "teacher_img_s": entry.get("teacher_torch", {}).get("median"),
+            "speedup": entry.get("speedup_torch"), "speedup_range": _ratio_range(entry, "torch"),
+            "onnx_speedup": entry.get("speedup_onnx"), "onnx_speedup_range": _ratio_range(entry, "onnx"),
+            "same_as_teacher": entry["same_as_teacher"]}
+
+
+def _ratio_range(entry: dict, runtime: str) -> tuple[float, float] | None:
+    """The slowest student round against the fastest teacher round, and the reverse."""
+    mine, theirs = entry.get(runtime), entry.get(f"teacher_{runtime}")
+    if not mine or not theirs:
+        return None
+    return round(mine["min"] / theirs["max"], 3), round(mine["max"] / theirs["min"], 3)
 
 
 def tolerance_pp(row: dict[str, Any]) -> float:
@@ -94,8 +126,12 @@ def tolerance_pp(row: dict[str, Any]) -> float:
 
 
 def recommended(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The smallest student whose val mIoU is within ``tolerance_pp`` of the teacher's."""
-    keeping = [r for r in rows if r["val_delta_pp"] is not None and r["val_delta_pp"] >= -tolerance_pp(r)]
+    """The smallest student whose val mIoU is within ``tolerance_pp`` of the teacher's and
+    above the best baseline's; none when the teacher itself does not beat the baselines."""
+    if any(r.get("teacher_below_baseline") for r in rows):
+        return None
+    keeping = [r for r in rows if r["val_delta_pp"] is not None and r["val_delta_pp"] >= -tolerance_pp(r)
+               and not r.get("below_baseline")]
     return min(keeping, key=lambda r: r["params"]) if keeping else None
 
 
@@ -106,29 +142,43 @@ def sweep_markdown(report: dict[str, Any], plot: str | None) -> list[str]:
     teacher = report["teacher"]
     seeds = max(r["seeds"] for r in rows)
     note = f" (mean ± spread over {seeds} seeds)" if seeds > 1 else ""
+    timed = next((r for r in rows if r["teacher_img_s"] is not None), None)
     lines = ["", "## Students", "",
              f"Chosen on val mIoU, reported on test mIoU{note}; changes are against the teacher of the same seed.", "",
              "| depth | params | GFLOPs/chip | val mIoU | vs teacher (val, pp) | test mIoU | vs teacher (test, pp) "
-             "| chips/s | speed-up |",
-             "|---|---|---|---|---|---|---|---|---|",
-             f"| teacher ({teacher.get('depth', '?')}) | {teacher['params']:,} | {teacher['gflops']:.4f} | "
+             "| chips/s (PyTorch) | speed-up (PyTorch) | speed-up (ONNX) |",
+             "|---|---|---|---|---|---|---|---|---|---|",
+             f"| teacher ({teacher.get('depth', '?')}){' (below baseline)' if rows[0]['teacher_below_baseline'] else ''} "
+             f"| {teacher['params']:,} | {teacher['gflops']:.4f} | "
              f"{_with_spread(_miou(teacher, 'val_metrics'), teacher.get('val_metrics_spread', {}).get('miou'))} | 0 | "
              f"{_with_spread(_miou(teacher, 'metrics'), teacher.get('metrics_spread', {}).get('miou'))} | 0 | "
-             f"{teacher['throughput']['torch_img_s']:.1f} | 1.00x |"]
-    # speed-ups are measured by each student stage, timing student and teacher in alternation
+             f"{_number(timed and timed['teacher_img_s'], '.1f')} | 1.00x | 1.00x |"]
     for row in rows:
+        depth = f"{row['depth']} (= teacher)" if row["same_as_teacher"] else str(row["depth"])
+        depth += " (below baseline)" if row["below_baseline"] else ""
         lines.append(
-            f"| {row['depth']} | {row['params']:,} | {row['gflops']:.4f} | {_with_spread(row['val_miou'], row['val_spread'])} | "
+            f"| {depth} | {row['params']:,} | {row['gflops']:.4f} | {_with_spread(row['val_miou'], row['val_spread'])} | "
             f"{_with_spread(row['val_delta_pp'], row['val_delta_spread'], '+.2f')} | "
             f"{_with_spread(row['test_miou'], row['test_spread'])} | "
             f"{_with_spread(row['test_delta_pp'], row['test_delta_spread'], '+.2f')} | "
-            f"{_number(row['img_s'], '.1f')} | {_number(row['speedup'], '.2f')}x |")
+            f"{_number(row['img_s'], '.1f')} | {_speedup(row)} | {_speedup(row, 'onnx_')} |")
+    speed = report.get("speed")
+    if speed:
+        lines += ["", f"Speeds: every model timed in one process (CPU, {speed['threads']} threads) on the same "
+                  f"{speed['batch']} test chips, in alternation over {speed['rounds']} rounds; median, and in "
+                  "brackets the range from the slowest to the fastest round. A student of the teacher's depth "
+                  "has its architecture: its speed-up is noise."]
+    else:
+        lines += ["", "Speeds: not measured in this run (the `speed` stage did not run)."]
     best = recommended(rows)
     lines.append("")
     if best:
         lines.append(f"Smallest student within {tolerance_pp(best):.2g} pp val mIoU of the teacher: **depth "
-                     f"{best['depth']}** ({best['params']:,} parameters, {_number(best['speedup'], '.2f')}x the "
-                     "teacher's chips/s).")
+                     f"{best['depth']}** ({best['params']:,} parameters, {_speedup(best)} the teacher's chips/s).")
+    elif any(r["teacher_below_baseline"] for r in rows):
+        name, value = baseline_floor(report)
+        lines.append(f"**The teacher does not beat the {name} baseline** (val mIoU {_miou(teacher, 'val_metrics'):.4f} "
+                     f"vs {value:.4f}), so no student is recommended: check the labels, the bands and the training.")
     elif all(r["val_delta_pp"] is None for r in rows):
         lines.append("No val split, so no student is recommended (test metrics are never used to choose).")
     else:
@@ -137,6 +187,40 @@ def sweep_markdown(report: dict[str, Any], plot: str | None) -> list[str]:
         lines.append("One seed: differences of a few pp may be noise; `seed: [0, 1, 2]` measures the spread.")
     if plot:
         lines += ["", f"![mIoU and speed-up against depth]({plot})"]
+    return lines + baselines_markdown(report)
+
+
+def baselines_markdown(report: dict[str, Any]) -> list[str]:
+    """The baselines beside the teacher, and the teacher's confusion matrix and class IoUs."""
+    teacher = report.get("teacher", {})
+    found = teacher.get("baselines", {})
+    if not found:
+        return []
+    lines = ["", "## Baselines", "", "On the same val and test pixels as the models; fit on the train split.", "",
+             "| model | val mIoU | test mIoU | how |", "|---|---|---|---|",
+             f"| teacher | {_number(_miou(teacher, 'val_metrics'), '.4f')} | {_number(_miou(teacher, 'metrics'), '.4f')} "
+             "| trained |"]
+    for name, baseline in found.items():
+        lines.append(f"| {name} | {_number(_miou(baseline, 'val_metrics'), '.4f')} | "
+                     f"{_number(_miou(baseline, 'metrics'), '.4f')} | {baseline['method']} |")
+    models = [("Teacher", teacher)] + [(f"Student depth {v['student_depth']} ({v['name']})", v)
+                                        for v in report.get("variants", []) if "metrics" in v]
+    for title, model in models:
+        lines += _confusion_markdown(title, model, report.get("task", {}).get("classes"))
+    return lines
+
+
+def _confusion_markdown(title: str, model: dict[str, Any], classes: list[str] | None) -> list[str]:
+    metrics = model.get("metrics", {})
+    confusion = metrics.get("confusion")
+    if not confusion:
+        return []
+    classes = classes or [str(i) for i in range(len(confusion))]
+    lines = ["", f"{title} on the {model.get('metrics_split', 'test')} split: {metrics.get('chips', '?')} chips, "
+             f"{metrics['pixels']:,} labelled pixels; rows true, columns predicted.", "",
+             "| true \\ predicted | " + " | ".join(classes) + " | IoU |", "|---" * (len(classes) + 2) + "|"]
+    for name, row, iou in zip(classes, confusion, metrics["iou"]):
+        lines.append(f"| {name} | " + " | ".join(f"{v:,}" for v in row) + f" | {iou:.4f} |")
     return lines
 
 
@@ -148,6 +232,14 @@ def _with_spread(value, spread, spec: str = ".4f") -> str:
 
 def _number(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _speedup(row: dict[str, Any], runtime: str = "") -> str:
+    """'2.50x [1.80-3.33]': the median speed-up and its range over the rounds."""
+    if row[f"{runtime}speedup"] is None:
+        return "-"
+    low, high = row[f"{runtime}speedup_range"] or (None, None)
+    return f"{row[f'{runtime}speedup']:.2f}x" + (f" [{low:.2f}-{high:.2f}]" if low is not None else "")
 
 
 def sweep_plot(report: dict[str, Any], path: Path) -> bool:
@@ -180,7 +272,12 @@ def _draw(rows: list[dict], report: dict[str, Any], path: Path) -> None:
     left.set_ylabel("mIoU (test)", color="#2166ac")
     left.set_xticks(depths)
     right = left.twinx()
-    right.plot(depths, [r["speedup"] or float("nan") for r in rows], "s-", color="#d95f02", label="speed-up")
+    speedups = [r["speedup"] or float("nan") for r in rows]
+    ranges = [r["speedup_range"] or (s, s) for r, s in zip(rows, speedups)]
+    right.errorbar(depths, speedups, yerr=[[s - low for s, (low, _) in zip(speedups, ranges)],
+                                          [high - s for s, (_, high) in zip(speedups, ranges)]],
+                   fmt="s-", color="#d95f02", capsize=3, label="speed-up (PyTorch; bars: slowest-fastest round)")
+    right.set_ylim(bottom=0)  # from zero: a 1.3-1.4 axis made noise look like a trend
     right.set_ylabel("speed-up vs teacher (chips/s)", color="#d95f02")
     lines = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     left.legend(lines, [h.get_label() for h in lines], loc="lower right", fontsize=8)

@@ -41,10 +41,12 @@ def test_validate_ok_lists_variants():
     )
 
 
-def test_schema_command_prints_the_committed_schema():
-    result = instarun("schema")
-    assert result.returncode == 0
-    assert result.stdout == (REPO / "schemas" / "recipe.schema.json").read_text()
+def test_schema_command_prints_the_committed_schemas():
+    for of in ("recipe", "report", "bundle"):
+        result = instarun("schema", of)
+        assert result.returncode == 0 and result.stdout == (REPO / "schemas" / f"{of}.schema.json").read_text(), \
+            f"schemas/{of}.schema.json is stale: run `make schema`"
+    assert instarun("schema").stdout == (REPO / "schemas" / "recipe.schema.json").read_text()
 
 
 def test_help_and_validate_do_not_import_heavy_libraries():
@@ -71,9 +73,25 @@ def test_a_cached_rerun_loads_neither_torch_nor_matplotlib(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
     assert result.stdout.strip().endswith("exit 0 heavy: []"), result.stdout + result.stderr
-    assert "0 stage(s) run, 7 cached" in result.stderr + result.stdout
+    assert "0 stage(s) run, 8 cached" in result.stderr + result.stdout
 
 
 def test_unknown_option_is_a_usage_error():
     result = instarun("recipes/tiny.yaml", "--frobnicate")
     assert result.returncode == 2 and "No such option" in result.stderr
+
+
+def test_a_mistyped_command_names_the_close_one():
+    result = instarun("plna", "recipes/tiny.yaml")
+    assert result.returncode == 2 and "no such command 'plna'; did you mean 'plan'?" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_works_anywhere_on_the_line(write_recipe):
+    bad = write_recipe("name: r\ndata:\n  source: {kind: demo}\n")
+    for line in (["--debug", "plan", str(bad), "--force", "nope"], ["plan", str(bad), "--force", "nope", "--debug"],
+                 [str(bad), "--debug", "--force", "nope"]):
+        result = instarun(*line)
+        assert result.returncode == 2 and "--force nope: no such stage" in result.stderr, line
+        assert "Traceback (most recent call last)" in result.stderr, line  # --debug shows it
+    assert "Traceback" not in instarun("plan", str(bad), "--force", "nope").stderr

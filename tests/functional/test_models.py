@@ -11,6 +11,7 @@ from instageo.cli import main
 from instageo.model import tasks
 from instageo.model.data import load_splits
 from instageo.model.train import fit
+from instageo.progress import Bar, Progress
 from instageo.recipe import load_recipe
 from instageo.recipe.models import TrainSpec
 from tests.conftest import REPO
@@ -37,7 +38,7 @@ def test_teacher_and_students_report_metrics_cost_and_speed(tiny):
     assert depths == [1, 2]
     params = [v["params"] for v in report["variants"]]
     assert params[0] < params[1] < teacher["params"]
-    assert all(v["throughput"]["speedup"] > 0 for v in report["variants"])
+    assert all(report["speed"]["variants"][v["name"]]["speedup_torch"] > 0 for v in report["variants"])
     markdown = (tiny / "runs" / "tiny" / "report.md").read_text()
     assert "## Students" in markdown and "![mIoU and speed-up against depth](sweep.png)" in markdown
     assert (tiny / "runs" / "tiny" / "sweep.png").stat().st_size > 5000
@@ -53,7 +54,7 @@ def test_student_blocks_start_from_the_teacher(tiny):
     assert student.encoder.patch_embed.proj.weight.shape == teacher.encoder.patch_embed.proj.weight.shape
 
 
-def _fit(tiny, workdir, track):
+def _fit(tiny, workdir, bar):
     recipe = load_recipe(tiny / "tiny.yaml")
     chips = stage_dir(tiny, "chips")[0]
     stats = json.loads((chips / "stats.json").read_text())
@@ -65,21 +66,22 @@ def _fit(tiny, workdir, track):
     spec = TrainSpec(epochs=3, batch_size=8, lr=1e-3, patience=10)
     import logging
     return fit(model, data, spec, tasks.supervised_loss(recipe, result_chips), tasks.val_score(recipe),
-               0, workdir, track, logging.getLogger("test"))
+               0, workdir, bar, logging.getLogger("test"))
 
 
 def test_training_is_deterministic_and_resumes_per_epoch(tiny, tmp_path):
-    plain = lambda items, **kw: items
+    plain = Progress(enabled=False).bar
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir(), (tmp_path / "c").mkdir()
     first = _fit(tiny, tmp_path / "a", plain)
     second = _fit(tiny, tmp_path / "b", plain)
     assert first.history == [dict(h, seconds=s["seconds"]) for h, s in zip(second.history, first.history)]
 
-    def killed_after_one_epoch(items, **kw):
-        for index, item in enumerate(items):
-            if index == 1:
-                raise KeyboardInterrupt
-            yield item
+    class KilledAfterOneEpoch(Bar):  # the first epoch's note comes after its state is saved
+        def note(self, text):
+            raise KeyboardInterrupt
+
+    def killed_after_one_epoch(description, total):
+        return KilledAfterOneEpoch(Progress(enabled=False), description, total)
 
     with pytest.raises(KeyboardInterrupt):
         _fit(tiny, tmp_path / "c", killed_after_one_epoch)
@@ -131,7 +133,7 @@ def test_a_tl_teacher_from_an_official_checkpoint_runs_to_the_map(tiny, tmp_path
     assert set(norm["source"].values()) == {"pretrained"} and norm["mean"][0] == pytest.approx(0.1087)
     bundle_path = run / report["variants"][0]["onnx"]
     bundle = json.loads((bundle_path.parent / "bundle.json").read_text())
-    assert bundle["coordinates"] and bundle["mean"] == norm["mean"]
+    assert bundle["coordinates"] and bundle["normalization"]["mean"] == norm["mean"]
     session = ort.InferenceSession(str(bundle_path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["chips", "temporal_coords", "location_coords"]
     assert report["variants"][0]["onnx_max_abs_diff"] < 1e-4 and (run / report["prediction"]).is_file()
@@ -151,6 +153,9 @@ def test_sen1floods11_teacher_beats_otsu_on_held_out_scenes_in_every_seed(tmp_pa
     assert len(scene) == len(rows)  # no chip in two splits
     assert all(t["metrics"]["pixels"] == result["test_pixels"] for t in result["report"]["teacher"]["seeds"])
     assert all(teacher > result["otsu"] for teacher in result["teacher"])
+    # the report's own VV baseline is that Otsu threshold (it reads a gap as the band mean)
+    shown = result["report"]["teacher"]["baselines"]["vv_threshold"]["metrics"]
+    assert shown["miou"] == pytest.approx(result["otsu"], abs=0.01) and shown["pixels"] == result["test_pixels"]
     assert result["report"]["teacher"]["metrics_spread"]["miou"] > 0
     check_holdout_prediction_matches_chip_metrics(tmp_path, result["stage"], "Spain_7370579")
 
@@ -181,7 +186,7 @@ def check_holdout_prediction_matches_chip_metrics(folder, chips_dir, scene: str)
     bundle = folder / "runs" / "floods" / report["variants"][0]["onnx"]
 
     norm = json.loads((bundle.parent / "bundle.json").read_text())
-    test = load_splits(chips_dir, 1, ["vv", "vh"], False, norm["mean"], norm["std"])["test"]
+    test = load_splits(chips_dir, 1, ["vv", "vh"], False, norm["normalization"]["mean"], norm["normalization"]["std"])["test"]
     mine = [i for i, chip_id in enumerate(test.ids) if chip_id.startswith(scene)]
     logits = onnx.run(onnx.session(bundle), (test.x[mine].numpy(),))
     truth = test.y[mine].numpy()
@@ -207,5 +212,5 @@ def test_feature_matching_and_regression_run_through(tiny, tmp_path):
     assert main([str(tmp_path / "tiny.yaml"), *runs, "--set", "student.distill.feature_weight=0.5"]) == 0
     assert main([str(tmp_path / "tiny.yaml"), *runs, "--set", "task.kind=regression"]) == 0
     report = json.loads((tmp_path / "runs" / "tiny" / "report.json").read_text())
-    assert set(report["teacher"]["metrics"]) == {"rmse", "mae", "r2", "pixels"}
+    assert set(report["teacher"]["metrics"]) == {"rmse", "mae", "r2", "pixels", "chips"}
     assert report["variants"][0]["metrics"]["rmse"] > 0

@@ -106,7 +106,8 @@ def test_validate_and_plan_pass_offline_with_the_users_files(name, tmp_path, cap
     shared = [(stage, ", ".join(variants)) for stage in ("search", "chips", "teacher")]
     per_student = [(stage, variant) for variant in variants
                    for stage in ("student", "export", "predict", "viewer")]
-    assert [(row[0], row[1]) for row in rows] == shared + per_student
+    timed = [("speed", ", ".join(variants))]  # every model of the sweep, side by side, once
+    assert [(row[0], row[1]) for row in rows] == shared + per_student + timed
     optional = {"teacher_export", "teacher_predict"}  # only with export.onnx.teacher
     assert {row[0] for row in rows} == {stage.name for stage in default_pipeline()} - optional
     assert all(re.fullmatch(r"[0-9a-f]{12}", row[2]) for row in rows)

@@ -44,6 +44,15 @@ def test_prediction_is_a_cog_with_classes_colours_and_overviews(tmp_path):
     labelled = classes != 255
     assert np.all((probability[labelled] > 1 / 3 - 1e-6) & (probability[labelled] <= 1 + 1e-6))
     assert report["variants"][0]["prediction_area"]["tiles"] > 10
+    # a STAC item for the COGs (checked by stac-pydantic), its box the COG's own
+    from stac_pydantic import Item
+
+    item = json.loads(prediction.with_name("item.json").read_text())
+    Item.model_validate(item)
+    assert item["properties"]["datetime"].startswith(report["variants"][0]["prediction_area"]["date"])
+    assert {"prediction", "confidence", "rgb"} == set(item["assets"]) and item["properties"]["proj:epsg"] == 32637
+    assert all(prediction.with_name(a["href"]).is_file() for a in item["assets"].values())
+    assert item["bbox"] == pytest.approx([west, south, east, north], abs=1e-6)
 
 
 def test_blend_window_ramps_only_in_the_overlap():
@@ -143,3 +152,42 @@ def test_a_viewer_zoom_range_of_too_many_tiles_is_refused_before_any_work(tmp_pa
     err = capsys.readouterr().err
     assert code == 2 and "export.viewer.zoom [0, 22]:" in err and "tiles per layer" in err, err
     assert not (tmp_path / "runs" / "tiny" / "stages").exists() or not list((tmp_path / "runs" / "tiny" / "stages").iterdir())
+
+
+def test_instarun_predict_on_the_demo_bundle_makes_the_predict_stage_cogs_byte_for_byte(tmp_path):
+    """The bundle alone (no recipe, no runs folder) over the stage's area and date: the same
+    items chosen, the same reads, the same blending, the same bytes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    runs = tmp_path / "runs"
+    assert main([str(REPO / "recipes" / "demo.yaml"), "--runs-dir", str(runs), "--until", "predict",
+                 "--set", "student.depth=1", "--set", "teacher.train.epochs=1", "--set", "student.train.epochs=1"]) == 0
+    report = json.loads((runs / "demo" / "report.json").read_text())
+    variant = report["variants"][0]
+    bundle = (runs / "demo" / variant["onnx"]).parent
+    area = variant["prediction_area"]
+    instarun = str(Path(sys.executable).parent / "instarun")
+    out = tmp_path / "out"
+    result = subprocess.run([instarun, "predict", str(bundle), "--bbox", ",".join(map(repr, area["bbox"])),
+                             "--date", area["date"], "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    stage = (runs / "demo" / report["prediction"]).parent
+    for name in ("prediction.tif", "confidence.tif", "rgb.tif"):
+        assert (out / name).read_bytes() == (stage / name).read_bytes(), name
+    assert not list(out.glob(".partial-*"))  # the temporary folder is gone
+    summary = json.loads((out / "prediction.json").read_text())
+    assert summary["tiles"] == area["tiles"] and summary["class_pixels"] == area["class_pixels"]
+
+    for args, message in ((["--bbox", "1,2,3"], "--bbox 1,2,3: should be west,south,east,north"),
+                          (["--bbox", "40,1,39,2"], "west < east"),
+                          (["--date", "2023-13-01"], "--date 2023-13-01: not YYYY-MM-DD")):
+        line = {"--bbox": ",".join(map(repr, area["bbox"])), "--date": area["date"]}
+        line.update(dict(zip(args[::2], args[1::2])))
+        bad = subprocess.run([instarun, "predict", str(bundle), *[v for kv in line.items() for v in kv],
+                              "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    not_a_bundle = subprocess.run([instarun, "predict", str(tmp_path), "--bbox", "1,1,2,2", "--date", "2023-01-01",
+                                   "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=60)
+    assert not_a_bundle.returncode == 2 and "cannot read the bundle" in not_a_bundle.stderr

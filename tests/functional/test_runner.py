@@ -12,7 +12,7 @@ import pytest
 from instageo.cli import main
 from instageo.runner.cache import RunLock
 from tests.conftest import REPO
-from tests.fake_stages import BROKEN_PIPELINE, ITEMS, PIPELINE
+from tests.fake_stages import BROKEN_FOURTH, BROKEN_PIPELINE, ITEMS, NOISY_PIPELINE, PIPELINE
 
 RECIPE = """
 name: r
@@ -133,6 +133,68 @@ def test_a_failing_stage_leaves_no_complete_folder_and_reports_failure(recipe, t
     assert list((tmp_path / "r" / "stages").glob(".partial-distill-*"))
 
 
+def test_a_run_failing_in_its_fourth_stage_leaves_the_finished_stages_the_error_and_the_traceback(
+        recipe, tmp_path, capsys):
+    code, report = run(recipe, tmp_path, pipeline=BROKEN_FOURTH)
+    assert code == 1 and report["status"] == "failed"
+    assert [s["name"] for s in report["stages"]] == ["prepare", "fit", "distill"]
+    failure = report["failure"]
+    assert failure["stage"] == "package" and failure["error"] == "stage package failed: RuntimeError: simulated failure"
+    log = (tmp_path / "r" / failure["log"]).read_text()
+    assert "Traceback (most recent call last)" in log and "RuntimeError: simulated failure" in log
+    assert "stage package [default]: stage package failed" in log
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert markdown.startswith("# r: failed") and "Stopped in stage **package** (default)" in markdown
+    assert f"Traceback: {failure['log']}" in markdown
+    assert all(f"| {name} | default |" in markdown for name in ("prepare", "fit", "distill"))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("simulated failure") == 1  # one line on the console
+
+
+def test_library_warnings_go_to_the_log_file_and_no_line_is_printed_twice(recipe, tmp_path):
+    """onnxruntime's quantiser once printed a stray root-logger warning, after which every
+    line came twice (logging.warning installs a console handler on a root without one)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    code = KILLABLE.replace("PIPELINE", "NOISY_PIPELINE")
+    result = subprocess.run([sys.executable, "-c", code, str(recipe), "--runs-dir", str(tmp_path)], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert "noisy: our own line" in lines and len(lines) == len(set(lines)), result.stderr
+    assert "library" not in result.stderr
+    (log_file,) = (tmp_path / "r" / "logs").glob("*.log")
+    logged = log_file.read_text()
+    assert "WARNING root: a library's warning on the root logger" in logged
+    assert "RuntimeWarning: a library's RuntimeWarning" in logged
+    assert logged.count("noisy: our own line") == 1
+
+
+def test_ctrl_c_prints_one_line_and_the_report_says_interrupted(recipe, tmp_path):
+    env = {**os.environ, "FAKE_STAGE_SLEEP": "60", "FAKE_SLOW_STAGE": "distill", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(recipe), "--runs-dir", str(tmp_path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "r" / "stages").glob(".partial-distill-*/started")):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == "interrupted; rerun to resume (finished stages stay cached)"
+    assert "Traceback" not in err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["status"] == "interrupted" and [s["name"] for s in report["stages"]] == ["prepare", "fit"]
+    assert report["failure"]["stage"] == "distill"
+    assert (tmp_path / "r" / "report.md").read_text().startswith("# r: interrupted")
+    assert "interrupted" in (tmp_path / "r" / report["failure"]["log"]).read_text()
+    code, again = run(recipe, tmp_path)  # and a rerun resumes: the finished stages are cached
+    assert code == 0 and [name for name, _ in ran(again)] == ["distill", "package"]
+
+
 def test_a_corrupt_stage_folder_is_a_miss_with_a_warning(recipe, tmp_path, capsys):
     _, report = run(recipe, tmp_path)
     fit_dir = tmp_path / "r" / report["stages"][1]["outputs"]["model"].rsplit("/", 1)[0]
@@ -158,7 +220,9 @@ def test_unknown_stage_names_are_clear_errors(recipe, tmp_path, capsys):
 
 
 KILLABLE = """
+import signal
 import sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (a background job)
 from instageo.cli import main
 from tests.fake_stages import PIPELINE
 sys.exit(main(sys.argv[1:], pipeline=PIPELINE))

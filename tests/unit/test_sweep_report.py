@@ -7,13 +7,12 @@ from instageo.runner.sweep import across_seeds, recommended, sweep_rows
 
 def variant(depth, params, val, test, seed=0):
     return {"name": f"d{depth}s{seed}", "student_depth": depth, "seed": seed, "params": params, "gflops": 0.1,
-            "sweep": {"student.depth": depth, "seed": seed}, "metrics": {"miou": test}, "val_metrics": {"miou": val},
-            "throughput": {"torch_img_s": 100.0, "speedup": 2.0}}
+            "sweep": {"student.depth": depth, "seed": seed}, "metrics": {"miou": test}, "val_metrics": {"miou": val}}
 
 
 def teacher(val, test, seed=0):
     return {"seed": seed, "depth": 12, "params": 1000, "gflops": 1.0, "metrics": {"miou": test},
-            "val_metrics": {"miou": val}, "throughput": {"torch_img_s": 50.0}}
+            "val_metrics": {"miou": val}}
 
 
 def report(variants, teachers):
@@ -56,3 +55,61 @@ def test_seeds_give_mean_and_spread_and_pair_each_student_with_its_own_teacher()
     (row,) = sweep_rows(noisy)
     assert row["val_delta_spread"] > -row["val_delta_pp"] and recommended([row])["depth"] == 2
     assert "± " in render_markdown(noisy)
+
+
+def timing(median, low, high):
+    return {"median": median, "min": low, "max": high}
+
+
+def test_every_chips_per_second_and_speed_up_comes_from_the_one_side_by_side_measurement():
+    """The table once showed a student slower than its teacher (15.5 vs 20.9 chips/s) and a
+    "2.48x" speed-up: the columns came from different measurements."""
+    crafted = report([variant(2, 100, 0.79, 0.7), variant(12, 1000, 0.8, 0.7)], [teacher(0.8, 0.7)])
+    teacher_torch, teacher_onnx = timing(20.0, 18.0, 25.0), timing(30.0, 29.0, 31.0)
+    crafted["speed"] = {"batch": 16, "rounds": 7, "threads": 2, "device": "cpu", "variants": {
+        "d2s0": {"depth": 2, "same_as_teacher": False, "torch": timing(50.0, 45.0, 60.0), "teacher_torch": teacher_torch,
+                 "speedup_torch": 2.5, "onnx": timing(90.0, 80.0, 95.0), "teacher_onnx": teacher_onnx,
+                 "speedup_onnx": 3.0},
+        "d12s0": {"depth": 12, "same_as_teacher": True, "torch": timing(21.0, 19.0, 22.0),
+                  "teacher_torch": teacher_torch, "speedup_torch": 1.05},
+    }}
+    rows = {r["depth"]: r for r in sweep_rows(crafted)}
+    assert rows[2]["img_s"] == 50.0 and rows[2]["teacher_img_s"] == 20.0 and rows[2]["speedup"] == 2.5
+    assert rows[2]["speedup_range"] == (round(45 / 25, 3), round(60 / 18, 3))
+    text = render_markdown(crafted)
+    assert "| teacher (12) | 1,000 | 1.0000 | 0.8000 | 0 | 0.7000 | 0 | 20.0 | 1.00x | 1.00x |" in text
+    assert "| 50.0 | 2.50x [1.80-3.33] | 3.00x [2.58-3.28] |" in text
+    assert "| 12 (= teacher) |" in text and "| 21.0 | 1.05x [0.76-1.22] | - |" in text
+    assert "same 16 test chips, in alternation over 7 rounds" in text
+
+
+def test_without_the_speed_stage_no_speed_is_shown():
+    text = render_markdown(report([variant(2, 100, 0.79, 0.7)], [teacher(0.8, 0.7)]))
+    assert "| - | - | - |" in text and "not measured in this run" in text
+
+
+def baselines(val, test):
+    return {"majority": {"method": "class 0 everywhere", "val_metrics": {"miou": 0.3}, "metrics": {"miou": 0.3}},
+            "vv_threshold": {"method": "Otsu", "val_metrics": {"miou": val}, "metrics": {"miou": test}}}
+
+
+def test_a_student_that_does_not_beat_the_best_baseline_is_flagged_and_never_recommended():
+    # depth 2 is within 1 pp of the teacher but at Otsu's val mIoU; depth 4 beats Otsu
+    crafted = report([variant(2, 100, 0.75, 0.7), variant(4, 200, 0.758, 0.78)], [teacher(0.757, 0.8)])
+    assert recommended(sweep_rows(crafted))["depth"] == 2  # with no baselines known
+    crafted["teacher"]["baselines"] = baselines(0.75, 0.74)
+    rows = {r["depth"]: r for r in sweep_rows(crafted)}
+    assert rows[2]["below_baseline"] and not rows[4]["below_baseline"]
+    assert recommended(list(rows.values()))["depth"] == 4
+    text = render_markdown(crafted)
+    assert "| 2 (below baseline) |" in text and "## Baselines" in text and "| vv_threshold | 0.7500 | 0.7400 | Otsu |" in text
+
+
+def test_when_the_teacher_is_no_better_than_a_baseline_no_student_is_recommended():
+    """Students scoring +37 pp over a broken teacher were once "recommended"."""
+    crafted = report([variant(2, 100, 0.62, 0.6)], [teacher(0.25, 0.25)])
+    crafted["teacher"]["baselines"] = baselines(0.5, 0.5)
+    rows = sweep_rows(crafted)
+    assert rows[0]["teacher_below_baseline"] and recommended(rows) is None
+    text = render_markdown(crafted)
+    assert "The teacher does not beat the vv_threshold baseline" in text and "teacher (12) (below baseline)" in text

@@ -1,0 +1,124 @@
+"""`instarun predict BUNDLE`: an exported bundle over a new area and date, without its recipe.
+
+bundle.json holds what the predict stage takes from the recipe (bands, chip spec, cloud mask,
+classes, colours, the data source); this module rebuilds those parts of a recipe from it and
+runs the predict stage's own code (``predict.tile_area`` and ``predict.predict_tiling``):
+the same acquisition choice, reading, blending and COGs. The catalogue searched is the
+bundle's own unless ``--catalog`` or ``--stac`` names another (one serving the same bands).
+Outputs are written into a temporary folder inside OUT and moved into place when complete.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from pydantic import TypeAdapter, ValidationError
+
+from instageo.deploy import predict
+from instageo.errors import InputError
+from instageo.files import write_json_atomic
+from instageo.outputs import BUNDLE_FORMAT
+from instageo.recipe.models import (
+    AssetsSpec, ChipSpec, Data, Export, LocalExecutor, PredictSpec, Recipe, Source, SplitSpec, Student, Task,
+    Teacher,
+)
+from instageo.runner.stage import StageContext
+
+log = logging.getLogger("instageo.predict")
+
+
+def read_bundle(folder: Path) -> dict:
+    """bundle.json of a bundle folder (or the file itself), checked to be one we can run."""
+    path = folder / "bundle.json" if folder.is_dir() else folder
+    try:
+        bundle = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read the bundle ({exc}); give an export stage's bundle/ folder") from None
+    if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
+        found = bundle.get("format") if isinstance(bundle, dict) else None
+        raise InputError(f"{path}: format {found!r}, not {BUNDLE_FORMAT!r}; re-export it with this instageo")
+    return bundle
+
+
+def source_for(bundle: dict, catalog: Path | None, stac: str | None, collections: list[str] | None) -> dict:
+    """The data source to read: the bundle's, or the same bands from another catalogue."""
+    own = bundle["source"]
+    assets = {k: own[k] for k in AssetsSpec.model_fields if k in own}
+    if catalog is not None:
+        return {"kind": "catalog", "path": str(catalog), **assets, "preset": own.get("preset"),
+                "collections": collections or (own.get("collections") if own["kind"] == "catalog" else None)}
+    if stac is not None:
+        chosen = collections or (own.get("collections") if own["kind"] == "stac" else None)
+        if not chosen:
+            raise InputError("--stac: give --collection (the bundle was not trained on a STAC API)")
+        return {"kind": "stac", "url": stac, "collections": chosen, **assets, "preset": own.get("preset")}
+    if own["kind"] == "catalog":
+        raise InputError("the bundle was trained on a local catalogue (its path is not kept in the bundle): "
+                         "give --catalog PATH/catalog.json, or --stac URL")
+    return dict(own, collections=collections or own.get("collections")) if own["kind"] == "stac" else dict(own)
+
+
+def recipe_for(bundle: dict, source: dict, bbox, date: dt.date, overlap: float, batch_size: int) -> Recipe:
+    """The parts of a recipe the predict stage reads, from the bundle. Observations are not
+    needed to predict, so the data section is assembled without that check."""
+    chip = bundle["chip"]
+    try:
+        chips = ChipSpec.model_validate({
+            "size": chip["size"], "resolution": chip["resolution"], "crs": chip["crs"], "bands": bundle["bands"],
+            "time": {k: chip[k] for k in ("steps", "step_days", "tolerance_days", "prefer")},
+            "mask": chip["mask"], "label": {"ignore_index": bundle["ignore_index"]}})
+        data = Data.model_construct(source=TypeAdapter(Source).validate_python(source), chips=chips,
+                                    observations=None, split=SplitSpec(), executor=LocalExecutor())
+        export = Export(predict=PredictSpec(bbox=bbox, date=date, overlap=overlap, batch_size=batch_size))
+        task = Task(kind=bundle["task"], classes=bundle["classes"], colors=bundle["colours"])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InputError(f"{where}: {first['msg']}") from None
+    return Recipe.model_construct(name="predict", seed=0, data=data, task=task, teacher=Teacher(),
+                                  student=Student(), export=export)
+
+
+def predict_bundle(bundle_dir: Path, bbox, date: dt.date, out: Path, progress, catalog: Path | None = None,
+                   stac: str | None = None, collections: list[str] | None = None, overlap: float = 0.5,
+                   batch_size: int = 8) -> dict:
+    """prediction.tif, confidence.tif (and rgb.tif), items.json and prediction.json in ``out``."""
+    bundle_dir = bundle_dir if bundle_dir.is_dir() else bundle_dir.parent
+    bundle = read_bundle(bundle_dir)
+    recipe = recipe_for(bundle, source_for(bundle, catalog, stac, collections), bbox, date, overlap, batch_size)
+    area = predict.Area("area", tuple(bbox), None, "--bbox")
+    predict.check_area_size(recipe, area, len(bundle["classes"]))
+    out.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=".partial-predict-", dir=out))
+    try:
+        base = partial / "source"  # the demo scene, when the bundle's source is the demo
+        if recipe.data.source.kind == "demo":
+            from instageo.data import demo
+
+            source = recipe.data.source
+            demo.generate(base / "scene", source.seed, source.size, source.acquisitions, source.points)
+        from instageo.data.search import open_catalogue, search_area
+
+        catalogue = open_catalogue(recipe, base)
+        log.info("searching %s for %s around %s", catalogue.name, tuple(bbox), date)
+        items = search_area(catalogue, tuple(bbox), date, recipe)
+        if not items:
+            raise InputError(f"{catalogue.name} has no items for the area {tuple(bbox)} around {date}")
+        tiling = predict.tile_area(recipe, area, date, items, catalogue.name, base, log)
+        ctx = StageContext(partial, out, log, progress, ("default",), "")
+        files, summary = predict.predict_tiling(recipe, tiling, bundle_dir / bundle["model"], bundle, partial, ctx)
+        summary = {"bundle": str(bundle_dir), "model": bundle["model"], **summary,
+                   "catalogue": catalogue.name, "files": files}
+        write_json_atomic(partial / "items.json", items)
+        write_json_atomic(partial / "prediction.json", summary)
+        for name in [*files.values(), "items.json", "prediction.json"]:
+            os.replace(partial / name, out / name)
+        return summary
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)

@@ -126,6 +126,9 @@ def predict_command(
     collection: Annotated[Optional[list[str]], typer.Option("--collection", help="collection id (repeatable)")] = None,
     overlap: Annotated[float, typer.Option(min=0.0, max=0.99, help="fraction of a chip neighbouring tiles share")] = 0.5,
     batch_size: Annotated[int, typer.Option(min=1, max=4096, help="tiles per ONNX call")] = 8,
+    int8_tolerance_pp: Annotated[float, typer.Option(min=0, max=100, help="use the bundle's int8 model when it "
+                                                     "lost at most this much val mIoU (pp)")] = 0.5,
+    float32: Annotated[bool, typer.Option("--float32", help="never the int8 model")] = False,
 ) -> None:
     """Run an exported bundle over a new area and date: the predict stage's selection,
     reading and COGs, without the recipe."""
@@ -152,11 +155,13 @@ def predict_command(
     logging.getLogger("instageo").addHandler(handler)
     try:
         with progress:
-            summary = predict_bundle(bundle, box, day, out, progress, catalog, stac, collection, overlap, batch_size)
+            summary = predict_bundle(bundle, box, day, out, progress, catalog, stac, collection, overlap, batch_size,
+                                     None if float32 else int8_tolerance_pp)
     finally:
         logging.getLogger("instageo").removeHandler(handler)
     typer.echo(f"{out / 'prediction.tif'}: {summary['width']} x {summary['height']} px, {summary['tiles']} tiles, "
-               f"{summary['items']} item(s) from {summary['catalogue']}")
+               f"{summary['items']} item(s) from {summary['catalogue']}; model {summary['model']} "
+               f"({summary['model_why']})")
 
 
 @app.command("validate")

@@ -61,12 +61,27 @@ class Chip(_Closed):
     file: ChipFile
 
 
+class SplitChange(_Closed):
+    float32: float = Field(description="the float32 model's metric")
+    int8: float = Field(description="the int8 model's")
+    delta: float = Field(description="int8 minus float32 (mIoU as a fraction: -0.005 is -0.5 pp)")
+
+
+class Int8Check(_Closed):
+    """What quantisation cost, per split; prediction decides on val, never on test."""
+
+    metric: Literal["miou", "rmse"]
+    val: SplitChange | None = None
+    test: SplitChange | None = None
+
+
 class Bundle(_Closed):
     """bundle.json: what a program needs to run model.onnx with onnxruntime alone."""
 
     format: Literal["instageo-bundle/2"] = BUNDLE_FORMAT
     model: str = Field(description="the float32 ONNX model, beside this file")
     model_int8: str | None = Field(None, description="its dynamically quantised int8 twin, when exported")
+    int8: Int8Check | None = None
     inputs: list[Tensor]
     output: Tensor
     bands: list[str] = Field(description="the input channels, in order")

@@ -22,23 +22,17 @@ from instageo.runner.stage import StageContext, StageOutput, StageResult
 PARITY_CHIPS = 32
 
 
+FILE_INT8 = "bundle/model.int8.onnx"
 FILES = {"onnx": "bundle/model.onnx", "bundle": "bundle/bundle.json", "stac_item": "bundle/item.json"}
 
 
 def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
     """A student's bundle (the `export` stage), with its int8 twin when asked (the `speed`
     stage times them all)."""
-    spec = recipe.export.onnx
-    model, meta, split, sample = _load(recipe, inputs["chips"], inputs["student"])
-    session, summary = _export_bundle(model, meta, sample, ctx.workdir, recipe, inputs["student"].summary,
-                                      inputs["chips"], int8=spec.quantize)
-    files = dict(FILES)
-    if spec.quantize:
-        bundle = ctx.workdir / "bundle"
-        onnx.quantize(bundle / "model.onnx", bundle / "model.int8.onnx")
-        int8 = onnx.session(bundle / "model.int8.onnx")
-        summary["int8"] = _int8_delta(session, int8, split, recipe)
-        files["onnx_int8"] = "bundle/model.int8.onnx"
+    model, meta, data, sample = _load(recipe, inputs["chips"], inputs["student"])
+    summary = _export_bundle(model, meta, sample, ctx.workdir, recipe, inputs["student"].summary,
+                             inputs["chips"], data if recipe.export.onnx.quantize else None)
+    files = dict(FILES, **({"onnx_int8": FILE_INT8} if recipe.export.onnx.quantize else {}))
     return StageOutput(files=files, summary=summary)
 
 
@@ -46,23 +40,23 @@ def run_teacher(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContex
     """The teacher's bundle (the `teacher_export` stage, when export.onnx.teacher): once per
     teacher, for its own prediction map and for the students to be timed beside."""
     model, meta, _, sample = _load(recipe, inputs["chips"], inputs["teacher"])
-    _, summary = _export_bundle(model, meta, sample, ctx.workdir, recipe, inputs["teacher"].summary, inputs["chips"])
+    summary = _export_bundle(model, meta, sample, ctx.workdir, recipe, inputs["teacher"].summary, inputs["chips"])
     return StageOutput(files=dict(FILES), summary=summary)
 
 
 def _load(recipe: Recipe, chips: StageResult, trained: StageResult):
-    """A trained model, its meta, the split it is checked on, and the parity sample."""
+    """A trained model, its meta, the splits, and the parity sample (test chips first)."""
     model, meta = tasks.load(trained.path("model"))
     data = tasks.splits(recipe, chips, meta["normalization"])
     split = data[next(n for n in ("test", "val", "train") if n in data)]
-    return model, meta, split, split.inputs(slice(0, PARITY_CHIPS))
+    return model, meta, data, split.inputs(slice(0, PARITY_CHIPS))
 
 
 def _export_bundle(model, meta: dict, sample, workdir, recipe: Recipe, trained: dict, chips: StageResult,
-                   int8: bool = False):
-    """bundle/model.onnx, checked against PyTorch (beyond the tolerance the stage fails),
-    bundle/bundle.json and bundle/item.json (STAC MLM). Returns the session and the summary
-    of the check."""
+                   quantize_on: dict | None = None) -> dict:
+    """bundle/model.onnx, checked against PyTorch (beyond the tolerance the stage fails), its
+    int8 twin checked on the splits of ``quantize_on`` when given, bundle/bundle.json and
+    bundle/item.json (STAC MLM). Returns the summary of the checks."""
     from instageo.deploy.stac_meta import training_extent, write_model_item
 
     spec = recipe.export.onnx
@@ -73,32 +67,46 @@ def _export_bundle(model, meta: dict, sample, workdir, recipe: Recipe, trained: 
     if check["max_abs_diff"] > spec.tolerance:
         raise StageError(f"ONNX output differs from PyTorch by {check['max_abs_diff']:.2e} "
                          f"(export.onnx.tolerance {spec.tolerance:g})")
+    int8 = None
+    if quantize_on is not None:
+        onnx.quantize(workdir / FILES["onnx"], workdir / FILE_INT8)
+        int8 = _int8_check(session, onnx.session(workdir / FILE_INT8), quantize_on, recipe)
     bundle = _bundle(recipe, meta, trained, int8)
     write_json_atomic(workdir / FILES["bundle"], bundle)
     weights = recipe.teacher.weights
     write_model_item(workdir / "bundle", bundle, trained["params"], *training_extent(chips.path("index")),
                      pretrained=None if weights is None else weights.name)
-    return session, {"onnx": "@onnx", "onnx_max_abs_diff": round(check["max_abs_diff"], 9),
-                     "onnx_argmax_agreement": check["argmax_agreement"]}
+    return {"onnx": "@onnx", "onnx_max_abs_diff": round(check["max_abs_diff"], 9),
+            "onnx_argmax_agreement": check["argmax_agreement"], **({"int8": int8} if int8 else {})}
 
 
-def _int8_delta(session, int8, split, recipe: Recipe) -> dict:
-    """Test-split metric of the int8 model, and its change against the float model."""
+def _int8_check(session, int8, data: dict, recipe: Recipe) -> dict:
+    """The int8 model's metric and its change against the float model, on val (what predict
+    decides on: test is never used to choose) and on test (reported)."""
     from instageo.model.metrics import regression_metrics, segmentation_metrics
 
-    chips = tuple(t.numpy() for t in split.inputs())
-    outputs = [onnx.run(s, chips) for s in (session, int8)]
-    if tasks.regression(recipe):
-        labelled = ~np.isnan(split.y.numpy())
-        scores = [regression_metrics(o[:, 0][labelled], split.y.numpy()[labelled])["rmse"] for o in outputs]
-        return {"rmse": scores[1], "delta_rmse": round(scores[1] - scores[0], 6)}
-    labelled = split.y.numpy() != recipe.data.chips.label.ignore_index
-    truth = split.y.numpy()[labelled]
-    scores = [segmentation_metrics(o.argmax(1)[labelled], truth, tasks.outputs(recipe))["miou"] for o in outputs]
-    return {"miou": scores[1], "delta_miou": round(scores[1] - scores[0], 6)}
+    regression = tasks.regression(recipe)
+    metric = "rmse" if regression else "miou"
+    found = {"metric": metric}
+    for name in ("val", "test"):
+        if name not in data:
+            continue
+        split = data[name]
+        chips = tuple(t.numpy() for t in split.inputs())
+        outputs = [onnx.run(s, chips) for s in (session, int8)]
+        y = split.y.numpy()
+        if regression:
+            labelled = ~np.isnan(y)
+            scores = [regression_metrics(o[:, 0][labelled], y[labelled])["rmse"] for o in outputs]
+        else:
+            labelled = y != recipe.data.chips.label.ignore_index
+            scores = [segmentation_metrics(o.argmax(1)[labelled], y[labelled], tasks.outputs(recipe))["miou"]
+                      for o in outputs]
+        found[name] = {"float32": scores[0], "int8": scores[1], "delta": round(scores[1] - scores[0], 6)}
+    return found
 
 
-def _bundle(recipe: Recipe, meta: dict, trained: dict, int8: bool) -> dict:
+def _bundle(recipe: Recipe, meta: dict, trained: dict, int8: dict | None) -> dict:
     """bundle.json (``instageo.outputs.Bundle``, schemas/bundle.schema.json)."""
     from instageo.data.presets import preset_for
     from instageo.outputs import Bundle
@@ -121,7 +129,8 @@ def _bundle(recipe: Recipe, meta: dict, trained: dict, int8: bool) -> dict:
     preset = preset_for(recipe.data.source)
     origin = f"preset {preset.name}: {preset.description}" if preset else "the catalogue's raster:bands"
     return Bundle(
-        model="model.onnx", model_int8="model.int8.onnx" if int8 else None, inputs=inputs, output=output,
+        model="model.onnx", model_int8="model.int8.onnx" if int8 else None, int8=int8, inputs=inputs,
+        output=output,
         bands=bands,
         units=f"each band as the chip reader writes it: the file's value x scale + offset ({origin}; an item's "
               "raster:bands and the recipe's data.source scale/offset win), float32",

@@ -190,12 +190,36 @@ def _area_index(areas: list[Area], summaries: list[dict], files: dict[str, str])
     return {"type": "FeatureCollection", "features": features}
 
 
+def choose_model(bundle: dict, tolerance_pp: float | None) -> tuple[str, str]:
+    """The bundle's model file to predict with, and why: int8 when the export made one and it
+    lost at most ``tolerance_pp`` on val (decided on val, never on test)."""
+    check = bundle.get("int8")
+    if not bundle.get("model_int8") or not check:
+        return bundle["model"], "float32: no int8 model in the bundle (export.onnx.quantize)"
+    if tolerance_pp is None:
+        return bundle["model"], "float32: export.predict.int8_tolerance_pp is null"
+    val = check.get("val")
+    if val is None:
+        return bundle["model"], "float32: no val split to judge the int8 model on"
+    if check["metric"] == "miou":
+        lost, allowed = -100 * val["delta"], tolerance_pp
+        said = f"val mIoU {100 * val['delta']:+.2f} pp"
+    else:
+        lost, allowed = val["delta"], tolerance_pp / 100 * val["float32"]
+        said = f"val RMSE {val['delta']:+.4g} ({100 * val['delta'] / max(val['float32'], 1e-12):+.2f}%)"
+    if lost <= allowed:
+        return bundle["model_int8"], f"int8: {said}, within {tolerance_pp:g} (export.predict.int8_tolerance_pp)"
+    return bundle["model"], f"float32: int8 {said}, beyond {tolerance_pp:g} (export.predict.int8_tolerance_pp)"
+
+
 def predict_area(recipe: Recipe, search: StageResult, export: StageResult, bundle: dict, area: Area,
                  folder: Path, ctx: StageContext) -> tuple[dict[str, str], dict, dict | None]:
     """One area's COGs in ``folder``: (files, summary, the items of a fresh search or None)."""
     tiling = plan_tiles(recipe, search, len(bundle["classes"]), ctx, area)
-    files, summary = predict_tiling(recipe, tiling, export.path("onnx"), bundle, folder, ctx)
-    return files, summary, (tiling.items if tiling.items_from != "search" else None)
+    model, why = choose_model(bundle, recipe.export.predict.int8_tolerance_pp)
+    ctx.log.info("predicting with %s (%s)", model, why)
+    files, summary = predict_tiling(recipe, tiling, export.path("onnx").parent / model, bundle, folder, ctx)
+    return files, {**summary, "model": model, "model_why": why}, (tiling.items if tiling.items_from != "search" else None)
 
 
 def predict_tiling(recipe: Recipe, tiling: Tiling, model_path: Path, bundle: dict, folder: Path,

@@ -64,7 +64,8 @@ def source_for(bundle: dict, catalog: Path | None, stac: str | None, collections
     return dict(own, collections=collections or own.get("collections")) if own["kind"] == "stac" else dict(own)
 
 
-def recipe_for(bundle: dict, source: dict, bbox, date: dt.date, overlap: float, batch_size: int) -> Recipe:
+def recipe_for(bundle: dict, source: dict, bbox, date: dt.date, overlap: float, batch_size: int,
+               int8_tolerance_pp: float | None = 0.5) -> Recipe:
     """The parts of a recipe the predict stage reads, from the bundle. Observations are not
     needed to predict, so the data section is assembled without that check."""
     chip = bundle["chip"]
@@ -75,7 +76,8 @@ def recipe_for(bundle: dict, source: dict, bbox, date: dt.date, overlap: float, 
             "mask": chip["mask"], "label": {"ignore_index": bundle["ignore_index"]}})
         data = Data.model_construct(source=TypeAdapter(Source).validate_python(source), chips=chips,
                                     observations=None, split=SplitSpec(), executor=LocalExecutor())
-        export = Export(predict=PredictSpec(bbox=bbox, date=date, overlap=overlap, batch_size=batch_size))
+        export = Export(predict=PredictSpec(bbox=bbox, date=date, overlap=overlap, batch_size=batch_size,
+                                            int8_tolerance_pp=int8_tolerance_pp))
         task = Task(kind=bundle["task"], classes=bundle["classes"], colors=bundle["colours"])
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -87,11 +89,12 @@ def recipe_for(bundle: dict, source: dict, bbox, date: dt.date, overlap: float, 
 
 def predict_bundle(bundle_dir: Path, bbox, date: dt.date, out: Path, progress, catalog: Path | None = None,
                    stac: str | None = None, collections: list[str] | None = None, overlap: float = 0.5,
-                   batch_size: int = 8) -> dict:
+                   batch_size: int = 8, int8_tolerance_pp: float | None = 0.5) -> dict:
     """prediction.tif, confidence.tif (and rgb.tif), items.json and prediction.json in ``out``."""
     bundle_dir = bundle_dir if bundle_dir.is_dir() else bundle_dir.parent
     bundle = read_bundle(bundle_dir)
-    recipe = recipe_for(bundle, source_for(bundle, catalog, stac, collections), bbox, date, overlap, batch_size)
+    recipe = recipe_for(bundle, source_for(bundle, catalog, stac, collections), bbox, date, overlap, batch_size,
+                        int8_tolerance_pp)
     area = predict.Area("area", tuple(bbox), None, "--bbox")
     predict.check_area_size(recipe, area, len(bundle["classes"]))
     out.mkdir(parents=True, exist_ok=True)
@@ -112,8 +115,10 @@ def predict_bundle(bundle_dir: Path, bbox, date: dt.date, out: Path, progress, c
             raise InputError(f"{catalogue.name} has no items for the area {tuple(bbox)} around {date}")
         tiling = predict.tile_area(recipe, area, date, items, catalogue.name, base, log)
         ctx = StageContext(partial, out, log, progress, ("default",), "")
-        files, summary = predict.predict_tiling(recipe, tiling, bundle_dir / bundle["model"], bundle, partial, ctx)
-        summary = {"bundle": str(bundle_dir), "model": bundle["model"], **summary,
+        model, why = predict.choose_model(bundle, recipe.export.predict.int8_tolerance_pp)
+        log.info("predicting with %s (%s)", model, why)
+        files, summary = predict.predict_tiling(recipe, tiling, bundle_dir / model, bundle, partial, ctx)
+        summary = {"bundle": str(bundle_dir), "model": model, "model_why": why, **summary,
                    "catalogue": catalogue.name, "files": files}
         write_json_atomic(partial / "items.json", items)
         write_json_atomic(partial / "prediction.json", summary)

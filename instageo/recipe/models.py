@@ -687,6 +687,10 @@ class PredictSpec(Model):
     date: Date | None = Field(None, description="date to predict for (default: the latest observation's)")
     overlap: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of a chip that neighbouring tiles share (blended; models are least sure near chip edges)")
     batch_size: PositiveInt = Field(8, description="tiles per ONNX call")
+    int8_tolerance_pp: float | None = Field(
+        0.5, ge=0.0, le=100.0, description="predict with the int8 model (export.onnx.quantize) when quantisation "
+        "lost at most this much val mIoU, in percentage points (regression: this % of val RMSE); null: always float32"
+    )
 
     @field_validator("areas")
     @classmethod

@@ -33,7 +33,16 @@ def test_onnx_student_matches_pytorch_and_is_in_the_report(tiny):
     assert variant["onnx_max_abs_diff"] < 1e-4 and variant["onnx_argmax_agreement"] == 1.0
     onnx_path = folder / "runs" / "tiny" / variant["onnx"]
     assert onnx_path.name == "model.onnx" and onnx_path.is_file()
-    assert abs(variant["int8"]["delta_miou"]) <= 1.0
+    int8 = variant["int8"]
+    assert int8["metric"] == "miou" and abs(int8["test"]["delta"]) <= 1.0 and abs(int8["val"]["delta"]) <= 1.0
+    assert int8["test"]["float32"] == pytest.approx(variant["metrics"]["miou"], abs=0.02)  # ONNX vs PyTorch argmax
+    # the predict stage ran the model its rule picks (on val), and says so
+    from instageo.deploy.predict import choose_model
+
+    bundle = json.loads(onnx_path.with_name("bundle.json").read_text())
+    assert bundle["int8"] == int8
+    model, why = choose_model(bundle, 0.5)
+    assert all(a["model"] == model and a["model_why"] == why for a in variant["areas"])
     # the teacher, exported on request once for both students
     teacher = report["teacher"]
     assert (folder / "runs" / "tiny" / teacher["onnx"]).is_file() and teacher["onnx_max_abs_diff"] < 1e-4

@@ -113,3 +113,24 @@ def test_when_the_teacher_is_no_better_than_a_baseline_no_student_is_recommended
     assert rows[0]["teacher_below_baseline"] and recommended(rows) is None
     text = render_markdown(crafted)
     assert "The teacher does not beat the vv_threshold baseline" in text and "teacher (12) (below baseline)" in text
+
+
+def test_predict_takes_the_int8_model_only_within_the_tolerance_on_val():
+    from instageo.deploy.predict import choose_model
+
+    def bundle(val_delta, metric="miou", test_delta=-0.5):
+        return {"model": "model.onnx", "model_int8": "model.int8.onnx",
+                "int8": {"metric": metric, "val": None if val_delta is None else
+                         {"float32": 0.8, "int8": 0.8 + val_delta, "delta": val_delta},
+                         "test": {"float32": 0.8, "int8": 0.3, "delta": test_delta}}}
+
+    assert choose_model(bundle(-0.004), 0.5) == ("model.int8.onnx", "int8: val mIoU -0.40 pp, within 0.5 "
+                                                 "(export.predict.int8_tolerance_pp)")
+    assert choose_model(bundle(-0.006), 0.5)[0] == "model.onnx"  # 0.6 pp lost
+    assert choose_model(bundle(-0.006), 1.0)[0] == "model.int8.onnx"
+    assert choose_model(bundle(0.0, test_delta=-0.5), 0.5)[0] == "model.int8.onnx"  # test never decides
+    assert choose_model(bundle(None), 0.5)[1] == "float32: no val split to judge the int8 model on"
+    assert choose_model(bundle(-0.001), None)[0] == "model.onnx"
+    assert choose_model({"model": "model.onnx"}, 0.5)[0] == "model.onnx"
+    assert choose_model(bundle(0.003, "rmse"), 0.5)[0] == "model.int8.onnx"  # 0.375% of 0.8
+    assert choose_model(bundle(0.005, "rmse"), 0.5)[0] == "model.onnx"

@@ -32,7 +32,7 @@ GDAL_OPTIONS: dict[str, object] = {
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",  # one request for adjacent blocks
     "GDAL_HTTP_MULTIPLEX": "YES",  # HTTP/2 multiplexing where the server offers it
     "GDAL_HTTP_VERSION": "2",
-    "VSI_CACHE": "TRUE",
+    "VSI_CACHE": "FALSE",
     "VSI_CACHE_SIZE": str(64 << 20),
     "GDAL_CACHEMAX": 256 << 20,  # bytes of decoded-block cache (rasterio passes an int as bytes)
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff,.jp2,.JP2",

@@ -12,6 +12,7 @@ lat, lon), the names the official Prithvi-EO-2.0 TL code gives them.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -38,11 +39,19 @@ def export(model, sample: tuple, path: Path, opset: int) -> None:
         )
 
 
+@functools.cache
 def gpu_present() -> bool:
-    # onnxruntime-gpu lists CUDA even without a GPU (see ../shared/NOTES.md): ask torch
-    import torch
+    """Whether a CUDA GPU is usable, asked of the NVIDIA driver library (libcuda) itself:
+    onnxruntime-gpu lists CUDA even without a GPU (../shared/NOTES.md), and importing torch
+    to ask cost prediction 650 MiB and 2 s."""
+    import ctypes
 
-    return torch.cuda.is_available()
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:  # no driver: no GPU
+        return False
+    count = ctypes.c_int(0)
+    return driver.cuInit(0) == 0 and driver.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
 
 
 def session(path: Path, threads: int | None = None):

@@ -2,6 +2,9 @@
 
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,26 +157,40 @@ def test_a_viewer_zoom_range_of_too_many_tiles_is_refused_before_any_work(tmp_pa
     assert not (tmp_path / "runs" / "tiny" / "stages").exists() or not list((tmp_path / "runs" / "tiny" / "stages").iterdir())
 
 
-def test_instarun_predict_on_the_demo_bundle_makes_the_predict_stage_cogs_byte_for_byte(tmp_path):
-    """The bundle alone (no recipe, no runs folder) over the stage's area and date: the same
-    items chosen, the same reads, the same blending, the same bytes."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    runs = tmp_path / "runs"
+@pytest.fixture(scope="module")
+def demo_bundle(tmp_path_factory):
+    """The demo recipe's bundle (one training epoch: the bundle is what matters here)."""
+    runs = tmp_path_factory.mktemp("demo") / "runs"
     assert main([str(REPO / "recipes" / "demo.yaml"), "--runs-dir", str(runs), "--until", "predict",
                  "--set", "student.depth=1", "--set", "teacher.train.epochs=1", "--set", "student.train.epochs=1"]) == 0
-    report = json.loads((runs / "demo" / "report.json").read_text())
+    return runs / "demo", json.loads((runs / "demo" / "report.json").read_text())
+
+
+INSTARUN = str(Path(sys.executable).parent / "instarun")
+# VmHWM, the peak RSS of this process image (ru_maxrss survives exec: it kept pytest's)
+PEAK_RSS = """
+import sys
+from instageo.cli import main
+code = main(sys.argv[1:])
+peak = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(f"peak_rss_kib={peak} torch={'torch' in sys.modules}")
+sys.exit(code)
+"""
+
+
+def test_instarun_predict_on_the_demo_bundle_makes_the_predict_stage_cogs_byte_for_byte(demo_bundle, tmp_path):
+    """The bundle alone (no recipe, no runs folder) over the stage's area and date: the same
+    items chosen, the same reads, the same blending, the same bytes."""
+    run_dir, report = demo_bundle
     variant = report["variants"][0]
-    bundle = (runs / "demo" / variant["onnx"]).parent
+    bundle = (run_dir / variant["onnx"]).parent
     area = variant["prediction_area"]
-    instarun = str(Path(sys.executable).parent / "instarun")
+    instarun = INSTARUN
     out = tmp_path / "out"
     result = subprocess.run([instarun, "predict", str(bundle), "--bbox", ",".join(map(repr, area["bbox"])),
                              "--date", area["date"], "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    stage = (runs / "demo" / report["prediction"]).parent
+    stage = (run_dir / report["prediction"]).parent
     for name in ("prediction.tif", "confidence.tif", "rgb.tif"):
         assert (out / name).read_bytes() == (stage / name).read_bytes(), name
     assert not list(out.glob(".partial-*"))  # the temporary folder is gone
@@ -191,3 +208,31 @@ def test_instarun_predict_on_the_demo_bundle_makes_the_predict_stage_cogs_byte_f
     not_a_bundle = subprocess.run([instarun, "predict", str(tmp_path), "--bbox", "1,1,2,2", "--date", "2023-01-01",
                                    "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=60)
     assert not_a_bundle.returncode == 2 and "cannot read the bundle" in not_a_bundle.stderr
+
+
+def test_predict_memory_does_not_grow_with_the_area_and_torch_is_never_imported(demo_bundle, tmp_path):
+    """Peak RSS of `instarun predict` over a 4x larger area (a 1536 px demo scene): under 10%
+    more, and torch never imported (it cost 650 MiB to look for a GPU). At these sizes the
+    mosaic itself is a few MiB, so this guards the per-file and per-thread costs (a 64 MiB
+    VSI_CACHE per open file made memory grow with the files an area touches); that the
+    mosaic streams one tile row at a time is test_strip_streams_the_mosaic_one_array_would_hold."""
+    run_dir, report = demo_bundle
+    bundle = (run_dir / report["variants"][0]["onnx"]).parent
+    assert main(["demo-data", str(tmp_path / "scene"), "--size", "1536", "--acquisitions", "6",
+                 "--points", "10", "--no-quicklook"]) == 0
+    peaks = []
+    for box in ("40.0,1.2,40.05,1.25", "40.0,1.2,40.1,1.3") * 2:  # 186 px and 372 px squares, twice
+        result = subprocess.run([sys.executable, "-c", PEAK_RSS, "predict", str(bundle), "--bbox", box,
+                                 "--date", "2023-03-24", "--out", str(tmp_path / box),
+                                 "--catalog", str(tmp_path / "scene" / "catalog.json")],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        facts = dict(part.split("=") for part in result.stdout.split()[-2:])
+        assert facts["torch"] == "False"
+        peaks.append(int(facts["peak_rss_kib"]))
+    with rasterio.open(tmp_path / "40.0,1.2,40.1,1.3" / "prediction.tif") as dataset:
+        assert dataset.width * dataset.height > 3.9 * 186 * 186
+    # the lower of two runs each: thread timing moves a single peak by +-20 MiB
+    small, large = min(peaks[0::2]), min(peaks[1::2])
+    print(f"peak RSS {small / 1024:.0f} MiB -> {large / 1024:.0f} MiB for 4x the area (runs: {peaks})")
+    assert large < 1.10 * small, peaks

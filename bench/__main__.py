@@ -4,9 +4,10 @@
 
 import sys
 
-from bench import chips, heldout, models, predict, rerun, search
+from bench import chips, heldout, models, precision, predict, rerun, search
 
-BENCHMARKS = {"chips": chips, "models": models, "predict": predict, "rerun": rerun, "search": search, "heldout": heldout}
+BENCHMARKS = {"chips": chips, "models": models, "predict": predict, "rerun": rerun, "search": search,
+              "heldout": heldout, "precision": precision}
 
 for name in sys.argv[1:] or BENCHMARKS:
     print(f"== bench/{name}.py", flush=True)

@@ -69,14 +69,14 @@ def vv_and_labels(stage: Path, rows: list[dict], split: str) -> tuple[np.ndarray
     return np.concatenate(vv), np.concatenate(labels)
 
 
-def held_out_run(folder: Path, seeds: list[int]) -> dict:
+def held_out_run(folder: Path, seeds: list[int], *sets: str) -> dict:
     """Train on the scenes not held out, for each seed; test on the held-out ones. Returns the
     Otsu baseline's and each seed's teacher and student test mIoU, with the run's files."""
     from instageo.model.metrics import segmentation_metrics
 
     write_recipe(folder, CHIPS, HELD_OUT_SPLIT, extra=TRAINING)
     assert main([str(folder / "floods.yaml"), "--runs-dir", str(folder / "runs"), "--until", "student",
-                 "--set", f"seed={','.join(map(str, seeds))}"]) == 0
+                 "--set", f"seed={','.join(map(str, seeds))}", *(a for s in sets for a in ("--set", s))]) == 0
     report = json.loads((folder / "runs" / "floods" / "report.json").read_text())
     stage = next((folder / "runs" / "floods" / "stages").glob("chips-*"))
     rows = list(csv.DictReader(open(stage / "index.csv")))

@@ -38,7 +38,8 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     evaluation = tasks.summary(student, data, recipe, student_spec.train.batch_size)
     return StageOutput(
         files={"model": "student.pt"},
-        summary={"student_depth": student_spec.depth, **evaluation, "best_epoch": result.best_epoch},
+        summary={"student_depth": student_spec.depth, **evaluation, "best_epoch": result.best_epoch,
+                 "precision": result.precision},
     )
 
 

@@ -35,7 +35,7 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
         files={"model": "teacher.pt"},
         summary={"backbone": teacher.backbone, "depth": spec.depth, "weights": None if teacher.weights is None
                  else teacher.weights.name, "normalization": norm, **evaluation,
-                 "best_epoch": result.best_epoch, "history": result.history,
+                 "best_epoch": result.best_epoch, "precision": result.precision, "history": result.history,
                  "baselines": tasks.baselines(recipe, data, norm)},
     )
 

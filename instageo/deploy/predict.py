@@ -25,7 +25,7 @@ import json
 import math
 import re
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +49,10 @@ MAX_AREA_PIXELS = 2**33  # ~8.6 G pixels (e.g. 2,700 km x 2,700 km at 30 m): hou
 MAX_TILES = 1_000_000
 MAX_STRIP_BYTES = 2 * 2**30  # one tile row across the area: probabilities, weights, colour
 READ_THREADS = 4
+# tiles a read thread takes at once. Runs of neighbours (as the chips stage reads) were tried:
+# over HTTP at 1026 px they made 850-950 requests against 540 and were slower at 50 ms (0.48
+# vs 0.54 of model-only; bench/predict.py), so tiles go to the threads one by one
+READ_RUN = 1
 
 
 @dataclass
@@ -428,18 +432,29 @@ def _items(recipe: Recipe, search: StageResult, area, date: dt.date,
     return found, catalogue.name
 
 
-def read_ahead(pool: ThreadPoolExecutor, jobs: list[ChipJob], prepare, depth: int):
+def read_ahead(pool: ThreadPoolExecutor, jobs: list[ChipJob], prepare, depth: int, threads: int = READ_THREADS):
     """(job, prepare(job, stack)) in order, reading at most ``depth`` tiles ahead of the consumer
-    (a plain pool.map would read the whole area into memory if reading outpaced the model)."""
+    (a plain pool.map would read the whole area into memory if reading outpaced the model),
+    each read task taking ``READ_RUN`` consecutive tiles (0: its share of the read-ahead)."""
+    run = READ_RUN or max(1, depth // threads)
     pending: deque = deque()
-    for job in jobs:
-        pending.append((job, pool.submit(lambda j: prepare(j, read_stack(j, reader_for(j))), job)))
-        if len(pending) > depth:
-            done, future = pending.popleft()
-            yield done, future.result()
-    while pending:
-        done, future = pending.popleft()
-        yield done, future.result()
+
+    def read_run(run_jobs: list[tuple[ChipJob, Future]]) -> None:
+        for job, future in run_jobs:
+            try:
+                future.set_result(prepare(job, read_stack(job, reader_for(job))))
+            except BaseException as exc:  # the consumer raises it at this tile
+                future.set_exception(exc)
+
+    start = 0
+    while start < len(jobs) or pending:
+        while start < len(jobs) and len(pending) < depth:
+            chunk = [(job, Future()) for job in jobs[start:start + run]]
+            start += len(chunk)
+            pending.extend(chunk)
+            pool.submit(read_run, chunk)
+        job, future = pending.popleft()
+        yield job, future.result()
 
 
 def blend_window(size: int, overlap: int) -> np.ndarray:

@@ -5,6 +5,7 @@ Exit codes: 0 ok, 2 bad recipe or bad input, 3 data source unreachable or empty,
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import logging
@@ -83,7 +84,6 @@ def run_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
                 force: ForceOpt = None) -> None:
     """Validate, plan and run a recipe, skipping cached stages."""
     from instageo.data.observations import check_observations
-    from instageo.progress import Progress
     from instageo.recipe import expand, load_recipe
     from instageo.runner import run_recipe
 
@@ -99,13 +99,8 @@ def run_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
 
         for variant in expand(loaded):  # an area too large, or off the catalogue: before training
             check_areas(variant.recipe, observations)
-    progress = Progress()
-    handler = _console_log_handler(progress)
-    logging.getLogger("instageo").addHandler(handler)
-    try:
+    with _console() as progress:
         report = run_recipe(loaded, _pipeline(ctx), runs_dir, until, force or (), progress)
-    finally:
-        logging.getLogger("instageo").removeHandler(handler)
     run_dir = runs_dir / loaded.name
     ran = sum(not stage["cached"] for stage in report["stages"])
     typer.echo(f"{loaded.name}: {ran} stage(s) run, {len(report['stages']) - ran} cached; "
@@ -136,7 +131,6 @@ def predict_command(
 
     from instageo.deploy.standalone import predict_bundle
     from instageo.errors import InputError
-    from instageo.progress import Progress
 
     try:
         box = tuple(float(v) for v in bbox.split(","))
@@ -150,15 +144,9 @@ def predict_command(
         raise InputError(f"--date {date}: not YYYY-MM-DD") from None
     if catalog is not None and stac is not None:
         raise InputError("--catalog and --stac: give one")
-    progress = Progress()
-    handler = _console_log_handler(progress)
-    logging.getLogger("instageo").addHandler(handler)
-    try:
-        with progress:
-            summary = predict_bundle(bundle, box, day, out, progress, catalog, stac, collection, overlap, batch_size,
-                                     None if float32 else int8_tolerance_pp)
-    finally:
-        logging.getLogger("instageo").removeHandler(handler)
+    with _console() as progress, progress:
+        summary = predict_bundle(bundle, box, day, out, progress, catalog, stac, collection, overlap, batch_size,
+                                 None if float32 else int8_tolerance_pp)
     typer.echo(f"{out / 'prediction.tif'}: {summary['width']} x {summary['height']} px, {summary['tiles']} tiles, "
                f"{summary['items']} item(s) from {summary['catalogue']}; model {summary['model']} "
                f"({summary['model_why']})")
@@ -323,6 +311,20 @@ def catalog_build_command(
         typer.echo(f"  asset {key}: bands {', '.join(names)}")
     if result.skipped:
         typer.echo(f"  skipped {len(result.skipped)} unreadable file(s), e.g. {result.skipped[0]}")
+
+
+@contextlib.contextmanager
+def _console():
+    """Progress bars and instageo's log lines on the console while a command works."""
+    from instageo.progress import Progress
+
+    progress = Progress()
+    handler = _console_log_handler(progress)
+    logging.getLogger("instageo").addHandler(handler)
+    try:
+        yield progress
+    finally:
+        logging.getLogger("instageo").removeHandler(handler)
 
 
 def _console_log_handler(progress) -> logging.Handler:

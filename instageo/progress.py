@@ -32,12 +32,14 @@ class Progress:
         self.console = None
         if self.enabled:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn
+            from rich.progress import (
+                BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn,
+            )
 
             self.console = Console(stderr=True)
             self._bars = RichProgress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                _elapsed_column(), _eta_column(), TextColumn("{task.fields[note]}"),
+                TimeElapsedColumn(), _eta_column(), TextColumn("{task.fields[note]}"),
                 console=self.console, transient=False,
             )
 
@@ -126,12 +128,6 @@ class Bar:
 def _clock(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def _elapsed_column():
-    from rich.progress import TimeElapsedColumn
-
-    return TimeElapsedColumn()
 
 
 def _eta_column():

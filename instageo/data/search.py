@@ -93,15 +93,19 @@ def after(recipe: Recipe, result: StageResult) -> None:
     update_lock(lock_for(recipe, result.dir.parent.parent), recipe.name, replace_bad=True, search=search)
 
 
+def demo_scene(source, folder: Path):
+    """A `demo` source's scene, generated into ``folder``/scene, where ``open_catalogue``
+    finds it (its hrefs relative to ``folder``)."""
+    from instageo.data import demo
+
+    return demo.generate(folder / "scene", source.seed, source.size, source.acquisitions, source.points)
+
+
 def _open_source(recipe: Recipe, ctx: StageContext):
     source, spec = recipe.data.source, recipe.data.observations
     observations = None
     if source.kind == "demo":
-        from instageo.data import demo
-
-        # the scene lives in the stage folder; its hrefs are kept relative to that folder
-        scene = demo.generate(ctx.workdir / "scene", source.seed, source.size,
-                              source.acquisitions, source.points)
+        scene = demo_scene(source, ctx.workdir)  # in the stage folder
         observations = read_points(scene.observations, labels=Labels.of(recipe)) if spec is None else None
     catalogue = open_catalogue(recipe, ctx.workdir)
     if spec is not None and spec.kind == "points":

@@ -100,13 +100,11 @@ def predict_bundle(bundle_dir: Path, bbox, date: dt.date, out: Path, progress, c
     out.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=".partial-predict-", dir=out))
     try:
+        from instageo.data.search import demo_scene, open_catalogue, search_area
+
         base = partial / "source"  # the demo scene, when the bundle's source is the demo
         if recipe.data.source.kind == "demo":
-            from instageo.data import demo
-
-            source = recipe.data.source
-            demo.generate(base / "scene", source.seed, source.size, source.acquisitions, source.points)
-        from instageo.data.search import open_catalogue, search_area
+            demo_scene(recipe.data.source, base)
 
         catalogue = open_catalogue(recipe, base)
         log.info("searching %s for %s around %s", catalogue.name, tuple(bbox), date)

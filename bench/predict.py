@@ -4,7 +4,12 @@ End to end is the predict stage as `instarun` runs it: choosing and reading each
 acquisitions from COGs (masks first), normalising, ONNX in batches while the next tiles are
 read, blending, writing three COGs with overviews. Model-only is ONNX Runtime on the same
 tiles already normalised in memory, in the same batches. Both count the area's pixels, so
-their ratio is the share of the model's speed the stage delivers (goal: >= 0.8).
+their ratio is the share of the model's speed the stage delivers.
+
+Measured: the defaults before and now (float32 at overlap 0.5 against int8 at 0.25, and each
+change alone), the reads over HTTP at 0/20/50 ms with and without reading ahead, and the
+peak memory of `instarun predict` for an area and one 4x larger. The map quality of each
+overlap and model is bench/stitching.py's (trained models; these weights are random).
 
 The model is a student (first 2 blocks) of a Prithvi-EO-1.0-100M-shaped teacher with random
 weights: a realistic cost per tile, no download, and speed does not depend on the weights.
@@ -44,16 +49,32 @@ def clear_gdal_http_cache() -> None:
 
 SCENE = int(os.environ.get("BENCH_SCENE", "1024"))
 BACKBONE = os.environ.get("BENCH_BACKBONE", "prithvi_eo_v1_100")
-DEPTH, CHIP, STEPS, BATCH, ROUNDS = 2, int(os.environ.get("BENCH_CHIP", "224")), 3, 8, 5
+DEPTH, CHIP, STEPS, BATCH, ROUNDS = 2, int(os.environ.get("BENCH_CHIP", "224")), 3, 8, 3
 BANDS = ["blue", "green", "red", "nir", "swir16", "swir22"]
 CLASSES = ["other", "water", "vegetation"]
 
 
-def make_bundle(folder: Path) -> Path:
-    """model.onnx and bundle.json of a randomly initialised student, as the export stage lays them out."""
+# name -> (overlap, int8_tolerance_pp): null tolerance means always float32
+CONFIGS = {"before: float32, overlap 0.5": (0.5, None), "int8, overlap 0.5": (0.5, 0.5),
+           "float32, overlap 0.25": (0.25, None), "now: int8, overlap 0.25 (the defaults)": (0.25, 0.5)}
+BEFORE, NOW = "before: float32, overlap 0.5", "now: int8, overlap 0.25 (the defaults)"
+BATCHES = (2, 4, 8)
+PEAK_RSS = """
+import sys
+from instageo.cli import main
+code = main(sys.argv[1:])
+print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')))
+sys.exit(code)
+"""
+
+
+def make_bundle(folder: Path, recipe) -> Path:
+    """model.onnx, model.int8.onnx and bundle.json of a randomly initialised student, as the
+    export stage writes them (the int8 check says it lost nothing: speed is what is measured)."""
     import torch
 
     from instageo.deploy import onnx
+    from instageo.deploy.export import _bundle
     from instageo.model.network import PixelModel, cut_student
     from instageo.model.specs import V1, backbone_spec
 
@@ -62,20 +83,34 @@ def make_bundle(folder: Path) -> Path:
     student = cut_student(PixelModel(spec, len(BANDS), STEPS, len(CLASSES)), DEPTH).eval()
     folder.mkdir(parents=True)
     onnx.export(student, (torch.randn(1, len(BANDS), STEPS, CHIP, CHIP),), folder / "model.onnx", opset=17)
-    stats = V1  # any plausible reflectance statistics: this measures speed
-    bundle = {"format": "instageo-bundle/2", "model": "model.onnx",
-              "normalization": {"mean": list(stats["mean"]), "std": list(stats["std"])}, "classes": CLASSES,
-              "colours": ["#bdbdbd", "#2166ac", "#1b7837"], "backbone": BACKBONE, "depth": DEPTH}
+    onnx.quantize(folder / "model.onnx", folder / "model.int8.onnx")
+    same = {"float32": 0.5, "int8": 0.5, "delta": 0.0}
+    meta = {"normalization": {"mean": list(V1["mean"]), "std": list(V1["std"]), "source": {b: "pretrained" for b in BANDS}},
+            "backbone": BACKBONE, "depth": DEPTH}
+    bundle = _bundle(recipe, meta, {}, {"metric": "miou", "val": same, "test": same})
     (folder / "bundle.json").write_text(json.dumps(bundle))
     return folder
+
+
+def instarun_predict(bundle: Path, bbox: list[float], date: str, catalog: Path, out: Path,
+                     batch: int = BATCH) -> tuple[float, float]:
+    """(peak RSS in MiB (VmHWM), seconds) of `instarun predict` over ``bbox``, in its own process."""
+    import subprocess
+
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", PEAK_RSS, "predict", str(bundle), "--bbox", ",".join(map(str, bbox)),
+                             "--date", date, "--out", str(out), "--catalog", str(catalog), "--batch-size", str(batch)],
+                            capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return int(result.stdout.split()[-1]) / 1024, time.perf_counter() - started
 
 
 def main() -> None:
     import numpy as np
 
     from instageo.cli import main as instarun
+    from instageo.data import demo, reader
     from instageo.data.chip_build import read_stack, reader_for
-    from instageo.data import demo
     from instageo.deploy import onnx, predict
     from instageo.progress import Progress
     from instageo.recipe.loader import load_recipe
@@ -86,21 +121,29 @@ def main() -> None:
         scene = demo.generate(folder / "scene", seed=5, size=SCENE, acquisitions=6, points=60)
         item = next(scene.catalog.parent.glob("hls-demo/*/*.json"))
         bbox = [round(v, 6) for v in json.loads(item.read_text())["bbox"]]  # the whole scene
-        (folder / "bench.yaml").write_text(
-            "name: bench\ndata:\n  source: {kind: catalog, path: scene/catalog.json}\n"
-            "  observations: {kind: points, path: scene/observations.csv}\n"
-            f"  chips: {{size: {CHIP}, bands: {BANDS}, time: {{steps: {STEPS}, step_days: 30,"
-            " tolerance_days: 16}, mask: {max_fraction: 0.5}}\n"
-            f"task: {{classes: {CLASSES}}}\nexport: {{predict: {{batch_size: {BATCH}, bbox: {bbox}}}}}\n")
+        recipes = {}
+        for index, (name, (overlap, tolerance)) in enumerate(CONFIGS.items()):
+            (folder / f"bench{index}.yaml").write_text(
+                f"name: bench{index}\ndata:\n  source: {{kind: catalog, path: scene/catalog.json}}\n"
+                "  observations: {kind: points, path: scene/observations.csv}\n"
+                f"  chips: {{size: {CHIP}, bands: {BANDS}, time: {{steps: {STEPS}, step_days: 30,"
+                " tolerance_days: 16}, mask: {max_fraction: 0.5}}\n"
+                f"task: {{classes: {CLASSES}}}\nexport: {{predict: {{batch_size: {BATCH}, bbox: {bbox},"
+                f" overlap: {overlap}, int8_tolerance_pp: {'null' if tolerance is None else tolerance}}}}}\n")
+            recipes[name] = load_recipe(folder / f"bench{index}.yaml")
         runs = ["--runs-dir", str(folder / "runs")]
-        assert instarun([str(folder / "bench.yaml"), *runs, "--until", "search"]) == 0
-        recipe = load_recipe(folder / "bench.yaml")
-        search_dir = next((folder / "runs" / "bench" / "stages").glob("search-*"))
-        manifest = json.loads((search_dir / "manifest.json").read_text())
-        search = StageResult("search", manifest["key"], search_dir, manifest["files"], manifest.get("summary", {}))
-        bundle_dir = make_bundle(folder / "export" / "bundle")
+        assert instarun([str(folder / "bench0.yaml"), *runs, "--until", "search"]) == 0
+        search_dir = next((folder / "runs" / "bench0" / "stages").glob("search-*"))
+
+        def search_result(stage: Path) -> StageResult:
+            manifest = json.loads((stage / "manifest.json").read_text())
+            return StageResult("search", manifest["key"], stage, manifest["files"], manifest.get("summary", {}))
+
+        search = search_result(search_dir)
+        bundle_dir = make_bundle(folder / "export" / "bundle", recipes[NOW])
         export = StageResult("export", "bench", folder / "export", {"onnx": "bundle/model.onnx",
                                                                      "bundle": "bundle/bundle.json"}, {})
+        bundle = json.loads((bundle_dir / "bundle.json").read_text())
         log = logging.getLogger("bench.predict")
 
         def context(name: str) -> StageContext:
@@ -108,82 +151,113 @@ def main() -> None:
             workdir.mkdir(exist_ok=True)
             return StageContext(workdir, folder, log, Progress(enabled=False), (), "bench")
 
-        # the same tiles, read once and normalised in memory, for the model-only timing
-        tiling = predict.plan_tiles(recipe, search, len(CLASSES), context("plan"))
-        bundle = json.loads((bundle_dir / "bundle.json").read_text())
+        def end_to_end(name: str, search: StageResult) -> None:
+            predict.run(recipes[name], {"search": search, "export": export}, context(f"e2e-{time.monotonic_ns()}"))
+
+        # model only: the same tiles, read once and normalised in memory, through the same model
         mean = np.array(bundle["normalization"]["mean"], np.float32)[None, :, None, None]
         std = np.array(bundle["normalization"]["std"], np.float32)[None, :, None, None]
-        started = time.perf_counter()
-        stacks = [read_stack(job, reader_for(job)) for job in tiling.jobs]
-        reading = time.perf_counter() - started
-        arrays = np.stack([np.nan_to_num((s.image - mean) / std).transpose(1, 0, 2, 3)
-                           for s in stacks if not isinstance(s, str)]).astype(np.float32)
-        session = onnx.session(bundle_dir / "model.onnx")
-        pixels = tiling.layout.width * tiling.layout.height
+        tilings, arrays, sessions = {}, {}, {}
+        for name in (BEFORE, NOW):
+            tilings[name] = predict.plan_tiles(recipes[name], search, len(CLASSES), context("plan"))
+            stacks = [read_stack(job, reader_for(job)) for job in tilings[name].jobs]
+            arrays[name] = np.stack([np.nan_to_num((s.image - mean) / std).transpose(1, 0, 2, 3)
+                                     for s in stacks if not isinstance(s, str)]).astype(np.float32)
+            sessions[name] = onnx.session(bundle_dir / predict.choose_model(bundle, CONFIGS[name][1])[0])
+        pixels = tilings[BEFORE].layout.width * tilings[BEFORE].layout.height
+        assert pixels == tilings[NOW].layout.width * tilings[NOW].layout.height
 
-        def end_to_end() -> None:
-            predict.run(recipe, {"search": search, "export": export}, context(f"e2e-{time.monotonic_ns()}"))
+        def model_only(name: str) -> None:
+            onnx.run(sessions[name], (arrays[name],), BATCH)
 
-        def model_only() -> None:
-            onnx.run(session, (arrays,), BATCH)
-
-        seconds = {"end to end": [], "model only": []}
-        for runner in (end_to_end, model_only):  # warm-up
+        runners = [(name, lambda name=name: end_to_end(name, search)) for name in CONFIGS]
+        runners += [(f"model only: {name}", lambda name=name: model_only(name)) for name in (BEFORE, NOW)]
+        seconds: dict[str, list[float]] = {name: [] for name, _ in runners}
+        for _, runner in runners:  # warm-up
             runner()
         for _ in range(ROUNDS):
-            for name, runner in (("end to end", end_to_end), ("model only", model_only)):
+            for name, runner in runners:
                 started = time.perf_counter()
                 runner()
                 seconds[name].append(time.perf_counter() - started)
-        # over HTTP: the same scene from a Range-honouring loopback server with added latency;
-        # reads in runs of neighbours against tiles handed out one by one (the default)
+        speed = {name: pixels / median(times) for name, times in seconds.items()}
+        spread = {name: (pixels / max(times), pixels / min(times)) for name, times in seconds.items()}
+
+        # memory: the whole scene against a quarter of it (half the width and height), twice each
+        west, south, east, north = bbox
+        quarter = [west, south + (north - south) / 2, west + (east - west) / 2, north]  # north-west: imagery there
+        date = tilings[NOW].date.isoformat()
+        peaks = {label: min(instarun_predict(bundle_dir, box, date, scene.catalog, folder / f"rss-{label}-{i}")[0]
+                            for i in range(2)) for label, box in (("1x", quarter), ("4x", bbox))}
+        batches: dict[int, list] = {}
+        for i in range(2):  # the tiles per ONNX call: speed and memory, in alternation
+            for batch in BATCHES:
+                batches.setdefault(batch, []).append(
+                    instarun_predict(bundle_dir, bbox, date, scene.catalog, folder / f"batch-{batch}-{i}", batch))
+
+        # over HTTP: the same scene from a Range-honouring loopback server with added latency,
+        # the defaults' configuration with a tile's reads sent ahead together, and without
         with RangeFileServer(folder / "scene") as server:
             serve_scene_over_http(folder / "scene", server.url)
-            assert instarun([str(folder / "bench.yaml"), *runs, "--until", "search", "--force", "search"]) == 0
-            http_dir = max((folder / "runs" / "bench" / "stages").glob("search-*"), key=lambda p: p.stat().st_mtime)
-            manifest = json.loads((http_dir / "manifest.json").read_text())
-            search = StageResult("search", manifest["key"], http_dir, manifest["files"], manifest.get("summary", {}))
-            assert "http" in (http_dir / "items.json").read_text()
+            assert instarun([str(folder / "bench0.yaml"), *runs, "--until", "search", "--force", "search"]) == 0
+            http_search = search_result(max((folder / "runs" / "bench0" / "stages").glob("search-*"),
+                                            key=lambda p: p.stat().st_mtime))
+            assert "http" in (http_search.dir / "items.json").read_text()
             http_rows = []
+            threads = reader.REMOTE_READ_THREADS
             for latency in LATENCIES:
-                timings: dict[str, list] = {"runs": [], "one by one": []}
+                timings: dict[str, list] = {"ahead": [], "one at a time": []}
                 for _ in range(HTTP_ROUNDS):
-                    for order, run in (("runs", 0), ("one by one", 1)):
+                    for way, pool in (("ahead", threads), ("one at a time", 0)):
                         server.reset(latency)
                         clear_gdal_http_cache()
-                        predict.READ_RUN = run
+                        reader.REMOTE_READ_THREADS = pool
                         started = time.perf_counter()
-                        end_to_end()
-                        timings[order].append((time.perf_counter() - started, server.stats()["requests"]))
-                predict.READ_RUN = 1
-                http_rows.append((latency, {k: (median(t for t, _ in v), median(r for _, r in v))
+                        end_to_end(NOW, http_search)
+                        stats = server.stats()
+                        timings[way].append((time.perf_counter() - started, stats["requests"], stats["most_in_flight"]))
+                reader.REMOTE_READ_THREADS = threads
+                http_rows.append((latency, {k: tuple(median(t[i] for t in v) for i in range(3))
                                             for k, v in timings.items()}))
-    e2e, model = (pixels / median(seconds[k]) for k in ("end to end", "model only"))
+    before, now = speed[BEFORE], speed[NOW]
+    layout = tilings[NOW].layout
     lines = [
-        f"Machine: {machine()}. Area {tiling.layout.width}x{tiling.layout.height} px at 30 m (demo scene,"
-        f" local COGs), {len(tiling.jobs)} tiles of {CHIP} px x {STEPS} steps x {len(BANDS)} bands,"
-        f" overlap {tiling.overlap} px, batches of {BATCH}; model: {BACKBONE} student depth {DEPTH}"
-        f" (random weights), ONNX Runtime CPU. Median of {ROUNDS} rounds, timed in alternation.",
+        f"Machine: {machine()}. Area {layout.width}x{layout.height} px at 30 m (demo scene, local COGs), tiles of"
+        f" {CHIP} px x {STEPS} steps x {len(BANDS)} bands, batches of {BATCH}; model: {BACKBONE} student depth"
+        f" {DEPTH} (random weights), ONNX Runtime CPU. Median of {ROUNDS} rounds [slowest-fastest], every"
+        " configuration timed in alternation.",
         "",
-        "| path | pixels/s | ratio |",
-        "|---|---|---|",
-        f"| end to end (predict stage: read, model, blend, 3 COGs) | {e2e:,.0f} | **{e2e / model:.2f}** |",
-        f"| model only (same tiles pre-loaded) | {model:,.0f} | 1.00 |",
-        f"| reading the tiles alone (one thread, once) | {pixels / reading:,.0f} | {pixels / reading / model:.2f} |",
-        "",
-        "Reading runs on threads beside the model; on a machine this small they share its cores, and"
-        " what the stage adds (starting the ONNX session, reading and normalising tiles, blending,"
-        " three COGs with overviews) cannot hide behind the model.",
-        "",
-        f"Over HTTP (the same COGs from a Range-honouring loopback server, latency added per answer; GDAL's"
-        f" range cache emptied before each run; median of {HTTP_ROUNDS}, alternating). Ours: each read"
-        " thread takes a run of neighbouring tiles (tried, not the default); one by one: tiles handed to the"
-        " threads in turn (the default).",
-        "",
-        "| latency | reads | pixels/s | end to end / model only | requests |",
+        "| configuration | tiles | end to end, pixels/s | vs before | end to end / model only |",
         "|---|---|---|---|---|",
-        *(f"| {1000 * latency:.0f} ms | {order} | {pixels / t:,.0f} | **{pixels / t / model:.2f}** | {requests} |"
-          for latency, timings in http_rows for order, (t, requests) in timings.items()),
+        *(f"| {name} | {len(tilings[BEFORE if overlap == 0.5 else NOW].jobs)} | {speed[name]:,.0f}"
+          f" [{spread[name][0]:,.0f}-{spread[name][1]:,.0f}] | **{speed[name] / before:.2f}x** | "
+          + (f"{speed[name] / speed['model only: ' + name]:.2f}" if name in (BEFORE, NOW) else "") + " |"
+          for name, (overlap, _) in CONFIGS.items()),
+        f"| model only, {BEFORE.split(': ')[1]} | | {speed['model only: ' + BEFORE]:,.0f} | | 1.00 |",
+        f"| model only, {NOW.split(': ')[1]} | | {speed['model only: ' + NOW]:,.0f} | | 1.00 |",
+        "",
+        f"End to end with the defaults: **{now / before:.2f}x** the old defaults' pixels/s. Map quality of the same"
+        " overlaps and models (trained students, against truth): bench/stitching.py's section.",
+        "",
+        f"Over HTTP, the defaults (the same COGs from a Range-honouring loopback server, latency added per answer;"
+        f" GDAL's range cache emptied before each run; median of {HTTP_ROUNDS}, alternating). Ahead: each tile's"
+        " masks, then the bands of every step the masks keep, in flight together (the default); one at a time:"
+        " one read after another, as before.",
+        "",
+        "| latency | reads | pixels/s | end to end / model only | / end to end on local files | requests | most in flight |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| {1000 * latency:.0f} ms | {way} | {pixels / t:,.0f} | **{pixels / t / speed['model only: ' + NOW]:.2f}** |"
+          f" {pixels / t / now:.2f} | {requests:.0f} | {most:.0f} |"
+          for latency, timings in http_rows for way, (t, requests, most) in timings.items()),
+        "",
+        f"Peak RSS of `instarun predict` (the defaults, lower of 2 runs): {peaks['1x']:,.0f} MiB for a quarter of the"
+        f" scene, {peaks['4x']:,.0f} MiB for the whole scene (4x the area): **{peaks['4x'] / peaks['1x'] - 1:+.1%}**.",
+        "",
+        "Tiles per ONNX call (`instarun predict --batch-size`, whole scene, each a new process, lower of 2):",
+        "",
+        "| batch | seconds (process) | peak RSS MiB |",
+        "|---|---|---|",
+        *(f"| {batch} | {min(t for _, t in runs):.1f} | {min(r for r, _ in runs):,.0f} |" for batch, runs in batches.items()),
     ]
     print("\n".join(lines))
     write_section("Prediction end to end vs model only (bench/predict.py)", "\n".join(lines))

@@ -19,6 +19,7 @@ import typer
 from typer.core import TyperGroup
 
 from instageo.errors import InstageoError, RecipeError
+from instageo.recipe.models import PredictSpec
 from instageo.redact import RedactingFilter, redact
 from instageo.runner import FILE_ONLY
 
@@ -109,6 +110,9 @@ def run_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
         typer.echo(f"viewer: {run_dir / 'viewer' / 'index.html'} (open it in a browser; no server needed)")
 
 
+_PREDICT_DEFAULTS = PredictSpec.model_fields  # one place for the stage's and the command's defaults
+
+
 @app.command("predict")
 def predict_command(
     bundle: Annotated[Path, typer.Argument(help="an export stage's bundle/ folder (model.onnx + bundle.json)")],
@@ -119,10 +123,13 @@ def predict_command(
                                                     "instead of the bundle's source")] = None,
     stac: Annotated[Optional[str], typer.Option("--stac", help="a STAC API URL to read instead")] = None,
     collection: Annotated[Optional[list[str]], typer.Option("--collection", help="collection id (repeatable)")] = None,
-    overlap: Annotated[float, typer.Option(min=0.0, max=0.99, help="fraction of a chip neighbouring tiles share")] = 0.5,
-    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="tiles per ONNX call")] = 8,
+    overlap: Annotated[float, typer.Option(min=0.0, max=0.99, help="fraction of a chip neighbouring tiles "
+                                           "share")] = _PREDICT_DEFAULTS["overlap"].default,
+    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="tiles per ONNX call")] = (
+        _PREDICT_DEFAULTS["batch_size"].default),
     int8_tolerance_pp: Annotated[float, typer.Option(min=0, max=100, help="use the bundle's int8 model when it "
-                                                     "lost at most this much val mIoU (pp)")] = 0.5,
+                                                     "lost at most this much val mIoU (pp)")] = (
+        _PREDICT_DEFAULTS["int8_tolerance_pp"].default),
     float32: Annotated[bool, typer.Option("--float32", help="never the int8 model")] = False,
 ) -> None:
     """Run an exported bundle over a new area and date: the predict stage's selection,

@@ -75,6 +75,13 @@ class Int8Check(_Closed):
     test: SplitChange | None = None
 
 
+class Float16Check(_Closed):
+    """The float16 model against PyTorch (float32) on the parity chips."""
+
+    max_abs_diff: float
+    argmax_agreement: float = Field(description="share of pixels whose class is the same")
+
+
 class Bundle(_Closed):
     """bundle.json: what a program needs to run model.onnx with onnxruntime alone."""
 
@@ -82,6 +89,9 @@ class Bundle(_Closed):
     model: str = Field(description="the float32 ONNX model, beside this file")
     model_int8: str | None = Field(None, description="its dynamically quantised int8 twin, when exported")
     int8: Int8Check | None = None
+    model_fp16: str | None = Field(None, description="its float16 twin for GPUs (float32 inputs and outputs), "
+                                   "when exported")
+    float16: Float16Check | None = None
     inputs: list[Tensor]
     output: Tensor
     bands: list[str] = Field(description="the input channels, in order")

@@ -75,14 +75,25 @@ class _RangeHandler(BaseHTTPRequestHandler):
             return
         if self.path.startswith(("/__stats__", "/__reset__")):
             if self.path.startswith("/__reset__"):  # /__reset__?latency=SECONDS
-                server.bytes_sent = server.requests = 0
+                server.bytes_sent = server.requests = server.most_in_flight = 0
                 server.latency = float(self.path.partition("latency=")[2] or server.latency)
-            data = json.dumps({"bytes_sent": server.bytes_sent, "requests": server.requests}).encode()
+            data = json.dumps({"bytes_sent": server.bytes_sent, "requests": server.requests,
+                               "most_in_flight": server.most_in_flight}).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
             return
+        with server.lock:
+            server.in_flight += 1
+            server.most_in_flight = max(server.most_in_flight, server.in_flight)
+        try:
+            self._answer(server, body)
+        finally:
+            with server.lock:
+                server.in_flight -= 1
+
+    def _answer(self, server, body: bool):
         time.sleep(server.latency)  # a remote store's time to first byte
         queued = server.faults.get(self.path.split("?")[0])
         fault = queued[0] if queued else None
@@ -133,6 +144,7 @@ def _serve_files(root: str, port: int, latency: float = 0.0) -> None:
     httpd = ThreadingHTTPServer(("127.0.0.1", port), _RangeHandler)
     httpd.root, httpd.bytes_sent, httpd.requests = Path(root).resolve(), 0, 0
     httpd.latency = latency
+    httpd.lock, httpd.in_flight, httpd.most_in_flight = threading.Lock(), 0, 0  # requests answered at once
     httpd.faults, httpd.fault_hits = {}, []  # URL path -> actions ('404', 'truncate', 'ok')
     httpd.serve_forever()
 

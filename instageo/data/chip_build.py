@@ -24,7 +24,7 @@ from shapely.geometry import box, shape
 from instageo.data.grid import ChipGrid
 from instageo.data.masks import decode
 from instageo.data.presets import BandAsset
-from instageo.data.reader import AssetReader
+from instageo.data.reader import AssetReader, GridReads, is_remote
 from instageo.files import sha256_file, write_bytes_atomic
 
 
@@ -98,10 +98,10 @@ log = logging.getLogger("instageo.chips")
 READ_ERRORS = (RasterioError, CPLE_BaseError)
 
 
-def reader_for(job: ChipJob) -> AssetReader:
-    key = (job.base_dir, job.signing, job.auth)
+def reader_for(job: ChipJob, block_cache_bytes: int | None = None) -> AssetReader:
+    key = (job.base_dir, job.signing, job.auth, block_cache_bytes)
     if key not in _READERS:  # one per process: it keeps open files per thread
-        _READERS[key] = AssetReader(Path(job.base_dir), job.signing, job.auth)
+        _READERS[key] = AssetReader(Path(job.base_dir), job.signing, job.auth, block_cache_bytes)
     return _READERS[key]
 
 
@@ -142,6 +142,8 @@ def read_stack(job: ChipJob, reader: AssetReader) -> Stack | str:
     prediction windows both come from here, so their inputs are made the same way."""
     images, masks, chosen, dates, fractions = [], [], [], [], []
     unreadable: list[str] = []
+    reads = GridReads(reader, job.grid)
+    _read_ahead(reads, job)
     for candidates in job.steps:
         if not candidates:
             return "no_scene"
@@ -150,7 +152,7 @@ def read_stack(job: ChipJob, reader: AssetReader) -> Stack | str:
             if candidate.id in chosen or candidate.id in unreadable:
                 continue
             try:
-                masked, nodata, stack = _read_candidate(reader, candidate, job)
+                masked, nodata, stack = _read_candidate(reads, candidate, job)
             except READ_ERRORS as exc:  # a missing or broken asset: the next acquisition, if any
                 first = candidate.id not in _UNREADABLE  # one warning per acquisition, not per chip
                 _UNREADABLE.add(candidate.id)
@@ -218,24 +220,49 @@ def _build(job: ChipJob, out: Path) -> ChipRecord:
     )
 
 
-def _read_candidate(reader, candidate: Candidate, job: ChipJob):
+def _read_candidate(reads: GridReads, candidate: Candidate, job: ChipJob):
     """(masked, nodata, bands): masked-class pixels, pixels without imagery, and the bands
     (C, H, W), or None when the mask alone already rules the acquisition out (cheap: the
     bands are then never read)."""
-    shape = (job.grid.size, job.grid.size)
-    masked, nodata = np.zeros(shape, bool), np.zeros(shape, bool)
-    if candidate.mask is not None and candidate.mask_kind:
-        raw = reader.read(BandAsset(**candidate.mask), job.grid, categorical=True)
-        masked, nodata = decode(raw, candidate.mask_kind, job.mask_classes)
-        if (masked | nodata).mean() > job.max_fraction:
-            return masked, nodata, None
-    stack = np.stack([reader.read(BandAsset(**candidate.bands[b]), job.grid) for b in job.bands])
+    masked, nodata = _mask(reads, candidate, job)
+    if (masked | nodata).mean() > job.max_fraction:
+        return masked, nodata, None
+    for band in job.bands:
+        reads.start(BandAsset(**candidate.bands[band]))
+    stack = np.stack([reads.read(BandAsset(**candidate.bands[b])) for b in job.bands])
     nodata = nodata | np.isnan(stack).any(axis=0)
     return masked & ~nodata, nodata, stack
 
 
+def _mask(reads: GridReads, candidate: Candidate, job: ChipJob) -> tuple[np.ndarray, np.ndarray]:
+    """(masked, nodata) of an acquisition by its mask asset (nothing masked without one)."""
+    shape = (job.grid.size, job.grid.size)
+    if candidate.mask is None or not candidate.mask_kind:
+        return np.zeros(shape, bool), np.zeros(shape, bool)
+    return decode(reads.read(BandAsset(**candidate.mask), categorical=True), candidate.mask_kind, job.mask_classes)
+
+
+def _read_ahead(reads: GridReads, job: ChipJob) -> None:
+    """Over a network: every step's preferred acquisition, masks first and then the bands of
+    those the mask keeps, all in flight together (2 round trips a chip instead of 7 a step).
+    Only a head start: read_stack still decides step by step, so the chip is the same."""
+    firsts = [steps[0] for steps in job.steps if steps]
+    if not firsts or not is_remote(next(iter(firsts[0].bands.values()))["href"]):
+        return  # local files: nothing to wait for
+    for candidate in firsts:
+        if candidate.mask is not None and candidate.mask_kind:
+            reads.start(BandAsset(**candidate.mask), categorical=True)
+    for candidate in firsts:
+        try:
+            masked, nodata = _mask(reads, candidate, job)
+        except READ_ERRORS:
+            continue  # read_stack meets it again and says so
+        if (masked | nodata).mean() <= job.max_fraction:
+            for band in job.bands:
+                reads.start(BandAsset(**candidate.bands[band]))
+
+
 def _label(job: ChipJob, reader, no_imagery: np.ndarray) -> np.ndarray | None:
-    size = job.grid.size
     if job.label_raster is not None:
         with _open(job.label_raster) as dataset:  # outside the raster counts as its nodata
             fill = dataset.nodata if dataset.nodata is not None else job.ignore_index

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import threading
+import zlib
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,12 @@ GDAL_OPTIONS: dict[str, object] = {
     "CPL_VSIL_CURL_CACHE_SIZE": str(256 << 20),
 }
 OPEN_DATASETS_PER_THREAD = 128
+# threads that read remote files (each file always on the same one), on top of the callers'
+# own: a read over a network mostly waits, so there are many. 64 against 16 and 32: 137 vs
+# 298 and 156 ms a tile at 50 ms latency (fewer files share a thread). 0: no reads ahead.
+REMOTE_READ_THREADS = 64
+_remote_threads: list[ThreadPoolExecutor] = []
+_remote_threads_lock = threading.Lock()
 
 
 def gdal_options(auth: str | None = None) -> dict[str, object]:
@@ -72,10 +80,13 @@ def prepare_href(href: str, base_dir: Path, signing: str | None = None) -> str:
 class AssetReader:
     """Reads assets onto chip grids. Keeps recently used files open, one set per thread."""
 
-    def __init__(self, base_dir: Path, signing: str | None = None, auth: str | None = None):
+    def __init__(self, base_dir: Path, signing: str | None = None, auth: str | None = None,
+                 block_cache_bytes: int | None = None):
         self.base_dir = Path(base_dir)
         self.signing = signing
         self.options = gdal_options(auth)
+        if block_cache_bytes is not None:
+            self.options["GDAL_CACHEMAX"] = block_cache_bytes
         self._local = threading.local()
 
     def _dataset(self, href: str):
@@ -157,3 +168,40 @@ def _read_aligned(src, band: int, window: Window, fill) -> np.ndarray:
         data[rows[0] - window.row_off:rows[1] - window.row_off, columns[0] - window.col_off:columns[1] - window.col_off] = \
             src.read(band, window=Window(columns[0], rows[0], columns[1] - columns[0], rows[1] - rows[0]))
     return data
+
+
+def is_remote(href: str) -> bool:
+    return "://" in href or href.startswith("/vsi")
+
+
+def _thread_for(href: str) -> ThreadPoolExecutor:
+    """The one reading thread of a remote file: every read of a file goes through one
+    thread, so one open handle serves them and its cached blocks are reused; threads that
+    each opened the file fetched the same blocks at once (3.5x the requests)."""
+    with _remote_threads_lock:
+        while len(_remote_threads) < REMOTE_READ_THREADS:
+            _remote_threads.append(ThreadPoolExecutor(1, thread_name_prefix=f"instageo-read-{len(_remote_threads)}"))
+    return _remote_threads[zlib.crc32(href.encode()) % REMOTE_READ_THREADS]
+
+
+class GridReads:
+    """The reads of one chip grid, each done once. ``start`` sends a remote read ahead to its
+    file's reading thread, so that a chip's bands and time steps wait on the network together
+    rather than one round trip after another; ``read`` returns it (local files are read in
+    place: there is no wait to hide)."""
+
+    def __init__(self, reader: AssetReader, grid: ChipGrid):
+        self.reader, self.grid = reader, grid
+        self.results: dict[tuple[BandAsset, bool], Future | np.ndarray] = {}
+
+    def start(self, asset: BandAsset, categorical: bool = False) -> None:
+        key = (asset, categorical)
+        if key not in self.results and REMOTE_READ_THREADS > 0 and is_remote(asset.href):
+            self.results[key] = _thread_for(asset.href).submit(self.reader.read, asset, self.grid, categorical)
+
+    def read(self, asset: BandAsset, categorical: bool = False) -> np.ndarray:
+        key = (asset, categorical)
+        if key not in self.results:
+            self.results[key] = self.reader.read(asset, self.grid, categorical)
+        result = self.results[key]
+        return result.result() if isinstance(result, Future) else result

@@ -23,6 +23,7 @@ PARITY_CHIPS = 32
 
 
 FILE_INT8 = "bundle/model.int8.onnx"
+FILE_FP16 = "bundle/model.fp16.onnx"
 FILES = {"onnx": "bundle/model.onnx", "bundle": "bundle/bundle.json", "stac_item": "bundle/item.json"}
 
 
@@ -32,7 +33,8 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     model, meta, data, sample = _load(recipe, inputs["chips"], inputs["student"])
     summary = _export_bundle(model, meta, sample, ctx.workdir, recipe, inputs["student"].summary,
                              inputs["chips"], data if recipe.export.onnx.quantize else None)
-    files = dict(FILES, **({"onnx_int8": FILE_INT8} if recipe.export.onnx.quantize else {}))
+    files = dict(FILES, **({"onnx_int8": FILE_INT8} if recipe.export.onnx.quantize else {}),
+                 **({"onnx_fp16": FILE_FP16} if recipe.export.onnx.float16 else {}))
     return StageOutput(files=files, summary=summary)
 
 
@@ -41,7 +43,8 @@ def run_teacher(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContex
     teacher, for its own prediction map and for the students to be timed beside."""
     model, meta, _, sample = _load(recipe, inputs["chips"], inputs["teacher"])
     summary = _export_bundle(model, meta, sample, ctx.workdir, recipe, inputs["teacher"].summary, inputs["chips"])
-    return StageOutput(files=dict(FILES), summary=summary)
+    return StageOutput(files=dict(FILES, **({"onnx_fp16": FILE_FP16} if recipe.export.onnx.float16 else {})),
+                       summary=summary)
 
 
 def _load(recipe: Recipe, chips: StageResult, trained: StageResult):
@@ -71,13 +74,18 @@ def _export_bundle(model, meta: dict, sample, workdir, recipe: Recipe, trained: 
     if quantize_on is not None:
         onnx.quantize(workdir / FILES["onnx"], workdir / FILE_INT8)
         int8 = _int8_check(session, onnx.session(workdir / FILE_INT8), quantize_on, recipe)
-    bundle = _bundle(recipe, meta, trained, int8)
+    float16 = None
+    if spec.float16:
+        onnx.to_float16(workdir / FILES["onnx"], workdir / FILE_FP16)
+        float16 = onnx.parity(model, onnx.session(workdir / FILE_FP16), sample)
+    bundle = _bundle(recipe, meta, trained, int8, float16)
     write_json_atomic(workdir / FILES["bundle"], bundle)
     weights = recipe.teacher.weights
     write_model_item(workdir / "bundle", bundle, trained["params"], *training_extent(chips.path("index")),
                      pretrained=None if weights is None else weights.name)
     return {"onnx": "@onnx", "onnx_max_abs_diff": round(check["max_abs_diff"], 9),
-            "onnx_argmax_agreement": check["argmax_agreement"], **({"int8": int8} if int8 else {})}
+            "onnx_argmax_agreement": check["argmax_agreement"], **({"int8": int8} if int8 else {}),
+            **({"float16": float16} if float16 else {})}
 
 
 def _int8_check(session, int8, data: dict, recipe: Recipe) -> dict:
@@ -106,7 +114,7 @@ def _int8_check(session, int8, data: dict, recipe: Recipe) -> dict:
     return found
 
 
-def _bundle(recipe: Recipe, meta: dict, trained: dict, int8: dict | None) -> dict:
+def _bundle(recipe: Recipe, meta: dict, trained: dict, int8: dict | None, float16: dict | None = None) -> dict:
     """bundle.json (``instageo.outputs.Bundle``, schemas/bundle.schema.json)."""
     from instageo.data.presets import preset_for
     from instageo.outputs import Bundle
@@ -129,7 +137,8 @@ def _bundle(recipe: Recipe, meta: dict, trained: dict, int8: dict | None) -> dic
     preset = preset_for(recipe.data.source)
     origin = f"preset {preset.name}: {preset.description}" if preset else "the catalogue's raster:bands"
     return Bundle(
-        model="model.onnx", model_int8="model.int8.onnx" if int8 else None, int8=int8, inputs=inputs,
+        model="model.onnx", model_int8="model.int8.onnx" if int8 else None, int8=int8,
+        model_fp16="model.fp16.onnx" if float16 else None, float16=float16, inputs=inputs,
         output=output,
         bands=bands,
         units=f"each band as the chip reader writes it: the file's value x scale + offset ({origin}; an item's "

@@ -89,6 +89,17 @@ def parity(model, onnx_session, inputs: tuple) -> dict:
             "argmax_agreement": float((expected.argmax(1) == got.argmax(1)).mean())}
 
 
+def to_float16(source: Path, target: Path) -> None:
+    """Weights and compute in float16, inputs and outputs still float32 (onnxruntime's own
+    converter), for GPUs' half-precision units."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it warns of values clipped to float16's range
+        onnx.save(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), str(target))
+
+
 def quantize(source: Path, target: Path) -> None:
     """Dynamic int8 quantisation of the weights of MatMul/Gemm (the transformer blocks)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -25,7 +25,7 @@ import json
 import math
 import re
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +48,11 @@ NODATA_CLASS = 255
 MAX_AREA_PIXELS = 2**33  # ~8.6 G pixels (e.g. 2,700 km x 2,700 km at 30 m): hours of reading
 MAX_TILES = 1_000_000
 MAX_STRIP_BYTES = 2 * 2**30  # one tile row across the area: probabilities, weights, colour
-READ_THREADS = 4
-# tiles a read thread takes at once. Runs of neighbours (as the chips stage reads) were tried:
-# over HTTP at 1026 px they made 850-950 requests against 540 and were slower at 50 ms (0.48
-# vs 0.54 of model-only; bench/predict.py), so tiles go to the threads one by one
-READ_RUN = 1
+READ_THREADS = 4  # tiles read at once (each tile's own reads of remote files overlap too)
+# GDAL's cache of decoded blocks while predicting: tiles come row by row, so only the blocks of
+# the last tile row are read again. 256 MiB (the chips stage's) made peak memory grow with the
+# area (+25% from 513 to 1026 px squares); 32 MiB: +6%, the same speed (bench/predict.py)
+BLOCK_CACHE_BYTES = 32 << 20
 
 
 @dataclass
@@ -194,9 +194,23 @@ def _area_index(areas: list[Area], summaries: list[dict], files: dict[str, str])
     return {"type": "FeatureCollection", "features": features}
 
 
-def choose_model(bundle: dict, tolerance_pp: float | None) -> tuple[str, str]:
-    """The bundle's model file to predict with, and why: int8 when the export made one and it
-    lost at most ``tolerance_pp`` on val (decided on val, never on test)."""
+FLOAT16_AGREEMENT = 0.99  # the float16 model's classes against PyTorch's, at least
+
+
+def choose_model(bundle: dict, tolerance_pp: float | None, gpu: bool | None = None) -> tuple[str, str]:
+    """The bundle's model file to predict with, and why. On a GPU: float16 when the export
+    made one that agrees with PyTorch, else float32 (int8's kernels are CPU ones). On a CPU:
+    int8 when the export made one and it lost at most ``tolerance_pp`` on val (decided on
+    val, never on test)."""
+    if onnx.gpu_present() if gpu is None else gpu:
+        half = bundle.get("float16")
+        if not bundle.get("model_fp16") or not half:
+            return bundle["model"], "float32 on the GPU: no float16 model in the bundle (export.onnx.float16)"
+        if half["argmax_agreement"] < FLOAT16_AGREEMENT:
+            return bundle["model"], (f"float32 on the GPU: the float16 model agrees with PyTorch on only "
+                                     f"{100 * half['argmax_agreement']:.1f}% of pixels")
+        return bundle["model_fp16"], (f"float16 on the GPU: agrees with PyTorch on "
+                                      f"{100 * half['argmax_agreement']:.2f}% of pixels")
     check = bundle.get("int8")
     if not bundle.get("model_int8") or not check:
         return bundle["model"], "float32: no int8 model in the bundle (export.onnx.quantize)"
@@ -432,29 +446,24 @@ def _items(recipe: Recipe, search: StageResult, area, date: dt.date,
     return found, catalogue.name
 
 
-def read_ahead(pool: ThreadPoolExecutor, jobs: list[ChipJob], prepare, depth: int, threads: int = READ_THREADS):
+def read_ahead(pool: ThreadPoolExecutor, jobs: list[ChipJob], prepare, depth: int):
     """(job, prepare(job, stack)) in order, reading at most ``depth`` tiles ahead of the consumer
-    (a plain pool.map would read the whole area into memory if reading outpaced the model),
-    each read task taking ``READ_RUN`` consecutive tiles (0: its share of the read-ahead)."""
-    run = READ_RUN or max(1, depth // threads)
+    (a plain pool.map would read the whole area into memory if reading outpaced the model).
+    Tiles go to the threads one by one: runs of neighbours per thread, as the chips stage
+    reads, made more requests and were slower over HTTP (bench/RESULTS.md)."""
     pending: deque = deque()
 
-    def read_run(run_jobs: list[tuple[ChipJob, Future]]) -> None:
-        for job, future in run_jobs:
-            try:
-                future.set_result(prepare(job, read_stack(job, reader_for(job))))
-            except BaseException as exc:  # the consumer raises it at this tile
-                future.set_exception(exc)
+    def read(job: ChipJob):
+        return prepare(job, read_stack(job, reader_for(job, BLOCK_CACHE_BYTES)))
 
-    start = 0
-    while start < len(jobs) or pending:
-        while start < len(jobs) and len(pending) < depth:
-            chunk = [(job, Future()) for job in jobs[start:start + run]]
-            start += len(chunk)
-            pending.extend(chunk)
-            pool.submit(read_run, chunk)
-        job, future = pending.popleft()
-        yield job, future.result()
+    for job in jobs:
+        pending.append((job, pool.submit(read, job)))
+        if len(pending) >= depth:
+            done, future = pending.popleft()
+            yield done, future.result()
+    while pending:
+        done, future = pending.popleft()
+        yield done, future.result()
 
 
 def blend_window(size: int, overlap: int) -> np.ndarray:

@@ -65,7 +65,7 @@ def source_for(bundle: dict, catalog: Path | None, stac: str | None, collections
 
 
 def recipe_for(bundle: dict, source: dict, bbox, date: dt.date, overlap: float, batch_size: int,
-               int8_tolerance_pp: float | None = 0.5) -> Recipe:
+               int8_tolerance_pp: float | None) -> Recipe:
     """The parts of a recipe the predict stage reads, from the bundle. Observations are not
     needed to predict, so the data section is assembled without that check."""
     chip = bundle["chip"]
@@ -88,8 +88,10 @@ def recipe_for(bundle: dict, source: dict, bbox, date: dt.date, overlap: float, 
 
 
 def predict_bundle(bundle_dir: Path, bbox, date: dt.date, out: Path, progress, catalog: Path | None = None,
-                   stac: str | None = None, collections: list[str] | None = None, overlap: float = 0.5,
-                   batch_size: int = 8, int8_tolerance_pp: float | None = 0.5) -> dict:
+                   stac: str | None = None, collections: list[str] | None = None,
+                   overlap: float = PredictSpec.model_fields["overlap"].default,
+                   batch_size: int = PredictSpec.model_fields["batch_size"].default,
+                   int8_tolerance_pp: float | None = PredictSpec.model_fields["int8_tolerance_pp"].default) -> dict:
     """prediction.tif, confidence.tif (and rgb.tif), items.json and prediction.json in ``out``."""
     bundle_dir = bundle_dir if bundle_dir.is_dir() else bundle_dir.parent
     bundle = read_bundle(bundle_dir)

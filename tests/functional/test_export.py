@@ -20,11 +20,46 @@ def tiny(tmp_path_factory):
     shutil.copy(REPO / "recipes" / "tiny.yaml", folder / "tiny.yaml")
     assert main([str(folder / "tiny.yaml"), "--runs-dir", str(folder / "runs"), "--set", "student.depth=1,2",
                  "--set", "export.onnx.quantize=true", "--set", "export.onnx.teacher=true",
+                 "--set", "export.onnx.float16=true",
                  "--set", f"export.predict.areas=[{AREAS[0]},{AREAS[1]}]"]) == 0
     return folder, json.loads((folder / "runs" / "tiny" / "report.json").read_text())
 
 
 AREAS = ([39.905, 1.415, 39.915, 1.425], [39.92, 1.43, 39.93, 1.44])
+
+
+def test_the_float16_twin_is_float16_inside_float32_outside_and_agrees_with_pytorch(tiny):
+    """The onnx library reads the file's own types: weights float16, inputs and outputs
+    float32; onnxruntime runs it and its classes agree with PyTorch's (the bundle's figures
+    are checked here again, independently); on a GPU it is the model predict takes."""
+    import onnx
+
+    from instageo.deploy.predict import choose_model
+
+    folder, report = tiny
+    variant = report["variants"][0]
+    bundle_dir = (folder / "runs" / "tiny" / variant["onnx"]).parent
+    bundle = json.loads((bundle_dir / "bundle.json").read_text())
+    graph = onnx.load(str(bundle_dir / bundle["model_fp16"])).graph
+    weights = [w for w in graph.initializer if len(w.dims) >= 2]
+    assert weights and all(w.data_type == onnx.TensorProto.FLOAT16 for w in weights)
+    assert {v.type.tensor_type.elem_type for v in [*graph.input, *graph.output]} == {onnx.TensorProto.FLOAT}
+    chips_dir = next((folder / "runs" / "tiny" / "stages").glob("chips-*"))
+    test = load_splits(chips_dir, 2, bundle["bands"], False, bundle["normalization"]["mean"],
+                       bundle["normalization"]["std"])["test"]
+    student, _ = next(loaded for path in (folder / "runs" / "tiny" / "stages").glob("student-*")
+                      if (loaded := tasks.load(path / "student.pt"))[1]["depth"] == variant["student_depth"])
+    with torch.no_grad():
+        expected = student.eval()(test.x).numpy()
+    session = ort.InferenceSession(str(bundle_dir / bundle["model_fp16"]), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"chips": test.x.numpy()})[0]
+    assert got.dtype == np.float32 and (got.argmax(1) == expected.argmax(1)).mean() >= 0.99
+    assert np.abs(got - expected).max() < 0.05
+    assert bundle["float16"]["argmax_agreement"] >= 0.99 and bundle["float16"]["max_abs_diff"] < 0.05
+    assert choose_model(bundle, 0.5, gpu=True)[0] == "model.fp16.onnx"
+    assert choose_model(dict(bundle, float16={"max_abs_diff": 1.0, "argmax_agreement": 0.9}), 0.5,
+                        gpu=True)[0] == "model.onnx"
+    assert choose_model({**bundle, "model_fp16": None, "float16": None}, 0.5, gpu=True)[0] == "model.onnx"
 
 
 def test_onnx_student_matches_pytorch_and_is_in_the_report(tiny):
@@ -43,6 +78,7 @@ def test_onnx_student_matches_pytorch_and_is_in_the_report(tiny):
     assert bundle["int8"] == int8
     model, why = choose_model(bundle, 0.5)
     assert all(a["model"] == model and a["model_why"] == why for a in variant["areas"])
+    assert model != bundle["model_fp16"]  # no GPU here: float16 is for GPUs
     # the teacher, exported on request once for both students
     teacher = report["teacher"]
     assert (folder / "runs" / "tiny" / teacher["onnx"]).is_file() and teacher["onnx_max_abs_diff"] < 1e-4

@@ -402,6 +402,26 @@ def cog_scene(baseline, tmp_path_factory):
         yield folder, files, victim, base, chip_records(folder / "runs" / "ref")
 
 
+def test_chips_over_http_are_the_local_chips_with_a_chips_reads_in_flight_together(cog_scene):
+    """One chip at a time (one worker), yet the file server answers several reads at once:
+    a chip's masks, then its bands, are read ahead together (they used to wait one round
+    trip after another). The chips are byte for byte those read from disk."""
+    folder, files, _, base, _ = cog_scene
+    files.fault()
+    files.reset(0.02)
+    runs = folder / "runs-clean"
+    (folder / "http.lock.json").unlink(missing_ok=True)
+    code, err = instarun(folder / "http.yaml", "--runs-dir", runs, "--until", "chips",
+                         "--set", "data.executor={kind: local, workers: 1}")
+    in_flight = files.stats()["most_in_flight"]
+    files.reset(0.0)
+    assert code == 0 and not error_lines(err), err
+    records = chip_records(runs / "http")
+    assert {c: (r["status"], r["items"], r["image_sha256"]) for c, r in records.items()} == \
+        {c: (r["status"], r["items"], r["image_sha256"]) for c, r in base.items()}
+    assert in_flight >= 3, in_flight  # 1 when every read waited for the one before
+
+
 @pytest.mark.parametrize("fault", [("404",), ("truncate", "ok")], ids=["404", "truncated-once"])
 def test_a_cog_404_or_cut_answer_never_makes_a_wrong_chip(cog_scene, fault):
     folder, files, victim, base, reference = cog_scene

@@ -124,13 +124,14 @@ def test_predict_takes_the_int8_model_only_within_the_tolerance_on_val():
                          {"float32": 0.8, "int8": 0.8 + val_delta, "delta": val_delta},
                          "test": {"float32": 0.8, "int8": 0.3, "delta": test_delta}}}
 
-    assert choose_model(bundle(-0.004), 0.5) == ("model.int8.onnx", "int8: val mIoU -0.40 pp, within 0.5 "
-                                                 "(export.predict.int8_tolerance_pp)")
-    assert choose_model(bundle(-0.006), 0.5)[0] == "model.onnx"  # 0.6 pp lost
-    assert choose_model(bundle(-0.006), 1.0)[0] == "model.int8.onnx"
-    assert choose_model(bundle(0.0, test_delta=-0.5), 0.5)[0] == "model.int8.onnx"  # test never decides
-    assert choose_model(bundle(None), 0.5)[1] == "float32: no val split to judge the int8 model on"
-    assert choose_model(bundle(-0.001), None)[0] == "model.onnx"
-    assert choose_model({"model": "model.onnx"}, 0.5)[0] == "model.onnx"
-    assert choose_model(bundle(0.003, "rmse"), 0.5)[0] == "model.int8.onnx"  # 0.375% of 0.8
-    assert choose_model(bundle(0.005, "rmse"), 0.5)[0] == "model.onnx"
+    assert choose_model(bundle(-0.004), 0.5, gpu=False) == (
+        "model.int8.onnx", "int8: val mIoU -0.40 pp, within 0.5 (export.predict.int8_tolerance_pp)")
+    assert choose_model(bundle(-0.004), 0.5, gpu=True)[0] == "model.onnx"  # int8 kernels are CPU ones
+    assert choose_model(bundle(-0.006), 0.5, gpu=False)[0] == "model.onnx"  # 0.6 pp lost
+    assert choose_model(bundle(-0.006), 1.0, gpu=False)[0] == "model.int8.onnx"
+    assert choose_model(bundle(0.0, test_delta=-0.5), 0.5, gpu=False)[0] == "model.int8.onnx"  # test never decides
+    assert choose_model(bundle(None), 0.5, gpu=False)[1] == "float32: no val split to judge the int8 model on"
+    assert choose_model(bundle(-0.001), None, gpu=False)[0] == "model.onnx"
+    assert choose_model({"model": "model.onnx"}, 0.5, gpu=False)[0] == "model.onnx"
+    assert choose_model(bundle(0.003, "rmse"), 0.5, gpu=False)[0] == "model.int8.onnx"  # 0.375% of 0.8
+    assert choose_model(bundle(0.005, "rmse"), 0.5, gpu=False)[0] == "model.onnx"

@@ -229,18 +229,37 @@ def serve_command(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     header_timeout: Annotated[float, typer.Option(min=0.1, max=600, help="seconds a client has to send a "
                                                   "request's headers before it is disconnected")] = 10.0,
+    token: Annotated[Optional[str], typer.Option(help="a secret every request must carry; required to bind "
+                                                 "beyond 127.0.0.1", show_default=False)] = None,
+    basemap: Annotated[Optional[str], typer.Option(help="an XYZ tile URL to draw under the maps, e.g. "
+                                                   "https://tile.openstreetmap.org/{z}/{x}/{y}.png (default: none, "
+                                                   "nothing leaves the machine)", show_default=False)] = None,
 ) -> None:
-    """Serve the viewer and dynamic tiles of a run on 127.0.0.1."""
+    """Serve the map app of a run: its models, predictions and observations; draw an area,
+    run a model over it, inspect and compare the maps."""
     from instageo.errors import InputError
 
     if not (run_dir / "report.json").is_file():
         raise InputError(f"{run_dir}: no report.json; give a runs/<recipe> folder of a finished run")
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        raise InputError(f"--host {host}: serving beyond this machine needs --token SECRET (checked on every "
+                         "request); or keep --host 127.0.0.1")
+    if token is not None and len(token) < 16:
+        raise InputError("--token: use at least 16 characters (it is all that guards the run)")
+    import socket
+
     import uvicorn
 
     from instageo.deploy.server import create_app, guarded_protocol
 
-    application = create_app(run_dir)
-    typer.echo(f"serving {run_dir} on http://{host}:{port}/")
+    try:  # a busy port is one line now, not after the server has said it is serving
+        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
+            pass
+    except OSError as exc:
+        raise InputError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    application = create_app(run_dir, token=token, basemap=basemap)
+    shown = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
+    typer.echo(f"serving {run_dir} on {shown}")
     # idle keep-alive connections close after 5 s, slow request heads after header_timeout;
     # past 200 connections at once, new requests are answered 503
     uvicorn.run(application, host=host, port=port, log_level="warning", http=guarded_protocol(header_timeout),

@@ -218,6 +218,8 @@ class Report(_Open):
     error: str | None = None
     failure: Failure | None = None
     task: Task
+    source: dict[str, Any] | None = Field(None, description="the recipe's data source: kind, and the local "
+                                          "catalogue's path or the STAC API's URL and collections")
     stages: list[StageEntry] = Field(description="every stage that finished, in order (cached ones too)")
     dataset: dict[str, Any] | None = Field(None, description="search and chips counts")
     teacher: Teacher | None = None

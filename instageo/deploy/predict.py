@@ -12,8 +12,8 @@ Areas larger than memory stream through: tiles arrive row by row, and the rows a
 next tile row can no longer change, so they are finished and written out (memory holds one
 tile row's height of the area, whatever its height). Outputs: prediction.tif (uint8
 classes, colour table, class names, nodata 255, overviews by mode), confidence.tif (float32
-probability of the predicted class) and rgb.tif (true colour of the last step) when the
-bands allow.
+probability of the predicted class) and rgb.tif, the input of the last step: true colour
+when the bands have red, green and blue; for radar, VV / VH / VV-VH as false colour.
 """
 
 from __future__ import annotations
@@ -246,12 +246,11 @@ def predict_tiling(recipe: Recipe, tiling: Tiling, model_path: Path, bundle: dic
     The predict stage and `instarun predict` both come here."""
     chips, spec = recipe.data.chips, recipe.export.predict
     layout = tiling.layout
-    bands = list(chips.bands)
-    rgb_bands = [bands.index(b) for b in ("red", "green", "blue")] if {"red", "green", "blue"} <= set(bands) else None
-    model = TileModel(model_path, bundle, chips.size, tiling.overlap, rgb_bands)
-    outputs = Outputs(folder, layout, bundle, rgb=rgb_bands is not None,
+    colour = InputColour.of(list(chips.bands), bundle)
+    model = TileModel(model_path, bundle, chips.size, tiling.overlap, colour)
+    outputs = Outputs(folder, layout, bundle, colour=colour,
                       outline=_project(tiling.outline, layout.crs) if tiling.outline is not None else None)
-    strip = Strip(layout, len(bundle["classes"]), chips.size, rgb=rgb_bands is not None)
+    strip = Strip(layout, len(bundle["classes"]), chips.size, rgb=colour is not None)
     def finish_rows_above(row: int) -> None:  # tiles arrive in rows: rows above `row` are final
         while row > strip.top:
             outputs.write(strip.top, *strip.take(min(row - strip.top, strip.size)))
@@ -544,8 +543,8 @@ class Strip:
         classes = np.where(covered, probabilities.argmax(0), NODATA_CLASS).astype(np.uint8)
         confidence = np.where(covered, probabilities.max(0), np.nan).astype(np.float32)
         rgb = None
-        if self.rgb is not None:  # reflectance 0-0.3 stretched to 1-255; 0 where empty
-            rgb = np.where(covered, np.clip(self.rgb[:, :rows] / safe / 0.3 * 254 + 1, 1, 255), 0).astype(np.uint8)
+        if self.rgb is not None:  # display values 0-1 (InputColour) stretched to 1-255; 0 where empty
+            rgb = np.where(covered, np.clip(self.rgb[:, :rows] / safe * 254 + 1, 1, 255), 0).astype(np.uint8)
         for array in (self.probabilities, self.weights, self.rgb):
             if array is not None:  # shift up by `rows` and clear the bottom
                 array[..., :self.size - rows, :] = array[..., rows:, :]
@@ -554,15 +553,46 @@ class Strip:
         return classes, confidence, rgb
 
 
+@dataclass(frozen=True)
+class InputColour:
+    """How rgb.tif shows a step's input, as three display channels from 0 to 1. True colour:
+    red, green, blue reflectance 0-0.3. Radar (no red/green/blue, but VV and VH): VV, VH and
+    VV - VH, each as the band's z-score (the bundle's normalisation) from -2.5 to 2.5, which
+    holds whatever the units (dB or linear)."""
+
+    name: str
+    bands: tuple[int, ...]
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+    @classmethod
+    def of(cls, bands: list[str], bundle: dict) -> InputColour | None:
+        if {"red", "green", "blue"} <= set(bands):
+            return cls("true colour", tuple(bands.index(b) for b in ("red", "green", "blue")))
+        if {"vv", "vh"} <= set(bands):
+            picked = tuple(bands.index(b) for b in ("vv", "vh"))
+            norm = bundle["normalization"]
+            return cls("false colour (VV, VH, VV-VH)", picked, tuple(norm["mean"][i] for i in picked),
+                       tuple(max(norm["std"][i], 1e-6) for i in picked))
+        return None
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """(3, H, W) display values of one step's (C, H, W) input (NaN stays NaN)."""
+        if not self.mean:
+            return image[list(self.bands)] / np.float32(0.3)
+        vv, vh = ((image[i] - m) / s for i, m, s in zip(self.bands, self.mean, self.std))
+        return (np.stack([vv, vh, vv - vh]) + 2.5) / 5
+
+
 class TileModel:
     """The ONNX student applied to batches of tile stacks (batches may span tile rows)."""
 
-    def __init__(self, path: Path, bundle: dict, size: int, overlap: int, rgb_bands: list[int] | None):
+    def __init__(self, path: Path, bundle: dict, size: int, overlap: int, colour: InputColour | None):
         self.session = onnx.session(path)
         self.mean = np.array(bundle["normalization"]["mean"], np.float32)[None, :, None, None]
         self.std = np.maximum(np.array(bundle["normalization"]["std"], np.float32), 1e-6)[None, :, None, None]
         self.weight = blend_window(size, overlap)
-        self.rgb_bands = rgb_bands
+        self.colour = colour
 
     def prepare(self, job: ChipJob, stack: Stack | str) -> tuple | None:
         """A read tile and its model inputs (pixels normalised, nodata as 0, (C, T, H, W); the
@@ -585,7 +615,7 @@ class TileModel:
         predicted = []
         for (grid, stack, *_), tile in zip(batch, probabilities):
             no_imagery = stack.invalid.all(axis=0)  # nothing seen in any step: leave it to others
-            rgb = stack.image[-1, self.rgb_bands] if self.rgb_bands else None
+            rgb = self.colour(stack.image[-1]) if self.colour else None
             predicted.append((grid, tile, np.where(no_imagery, 0.0, self.weight), rgb))
         return predicted
 
@@ -594,9 +624,9 @@ class Outputs:
     """Finished rows go to plain GeoTIFFs in the stage folder (one compressed strip per row,
     each written once); ``finish`` adds overviews and copies them to COGs."""
 
-    def __init__(self, folder: Path, layout: Layout, bundle: dict, rgb: bool, outline=None):
-        self.folder, self.layout, self.bundle, self.outline = folder, layout, bundle, outline
-        self.names = ["prediction", "confidence"] + (["rgb"] if rgb else [])
+    def __init__(self, folder: Path, layout: Layout, bundle: dict, colour: InputColour | None, outline=None):
+        self.folder, self.layout, self.bundle, self.outline, self.colour = folder, layout, bundle, outline, colour
+        self.names = ["prediction", "confidence"] + (["rgb"] if colour else [])
         self.class_pixels = np.zeros(len(bundle["classes"]), np.int64)
         self.datasets: dict = {}
 
@@ -631,7 +661,7 @@ class Outputs:
             dataset.set_band_description(1, "class")
         else:
             for band in range(1, dataset.count + 1):
-                dataset.set_band_description(band, "true colour" if name == "rgb" else "confidence")
+                dataset.set_band_description(band, self.colour.name if name == "rgb" else "confidence")
         dataset.update_tags(model=f"{self.bundle['backbone']} depth {self.bundle['depth']}")
 
     def write(self, row: int, classes: np.ndarray, confidence: np.ndarray, rgb: np.ndarray | None) -> None:

@@ -1,10 +1,15 @@
-"""`instarun serve RUN_DIR`: the viewer and dynamic tiles over HTTP (starlette + rio-tiler).
+"""`instarun serve RUN_DIR`: the map app of a run over HTTP (starlette + rio-tiler).
+
+The app (instageo/deploy/app/) lists the run's models and predictions and its observations
+by split; a user draws an area, picks a model and a date and runs a prediction job
+(instageo.deploy.jobs), watches it, then inspects and compares the maps.
 
 The HTTP layer is thin: routes call library functions and one table maps their errors to
 status codes. Files are served only from inside the run folder (no '..', no absolute paths,
 no symlinks leading out) and only what the map shows (the report, viewer pages and tiles,
 prediction COGs and indexes: never logs, checkpoints or locks); requests must name a loopback
-host (a DNS-rebinding page cannot read the run), tile zooms are capped, and report.json is
+host (a DNS-rebinding page cannot read the run) unless a token guards the server, tile zooms
+are capped, the only requests with a body are small JSON job requests, and report.json is
 read again when a rerun rewrites it.
 """
 
@@ -17,9 +22,11 @@ from instageo.errors import InputError
 
 MAX_ZOOM = 22
 MAX_URL = 1024  # bytes of path and query; nothing this app serves needs more
+MAX_BODY = 4096  # bytes of a job request (JSON: model, bbox, date)
+BODY_ROUTES = ("/api/jobs",)  # the only paths that take a POST with a body
 LAYERS = ("prediction", "confidence", "rgb")
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
-SERVED = ("report.json", "report.md", "sweep.png", "viewer/")  # top-level files and folders
+SERVED = ("report.json", "report.md", "sweep.png", "app/", "viewer/")  # top-level files and folders
 SERVED_STAGES = ("viewer-", "predict-", "teacher_predict-")  # stage folders the map reads from
 NEVER = (".pt", ".log", ".lock.json")
 
@@ -43,7 +50,7 @@ def servable(relative: str) -> bool:
     parts = relative.split("/")
     if len(parts) >= 2 and parts[0] == "stages":
         return parts[1].startswith(SERVED_STAGES)
-    return relative in SERVED or relative.startswith(SERVED[-1])
+    return relative in SERVED or relative.startswith(tuple(f for f in SERVED if f.endswith("/")))
 
 
 def safe_path(root: Path, relative: str) -> Path:
@@ -58,14 +65,105 @@ def safe_path(root: Path, relative: str) -> Path:
     return candidate
 
 
-def create_app(run_dir: Path):
+def models_of(root: Path, report: dict) -> list[dict]:
+    """Every exported model of the run: the teacher (when exported) and each student, with
+    its bundle folder, test mIoU and ONNX speed (chips/s, the speed stage's median)."""
+    found = []
+    teacher = report.get("teacher") or {}
+    if teacher.get("onnx"):
+        found.append({"id": "teacher", "name": f"teacher (depth {teacher.get('depth')})", "depth": teacher.get("depth"),
+                      "bundle": str(Path(teacher["onnx"]).parent), "miou": (teacher.get("metrics") or {}).get("miou"),
+                      "chips_per_s": (teacher.get("throughput") or {}).get("onnx_img_s")})
+    for variant in report.get("variants", []):
+        if variant.get("onnx"):
+            found.append({"id": f"student-{variant['name']}", "depth": variant.get("student_depth"),
+                          "name": f"student depth {variant.get('student_depth')} ({variant['name']})",
+                          "bundle": str(Path(variant["onnx"]).parent),
+                          "miou": (variant.get("metrics") or {}).get("miou"),
+                          "chips_per_s": (variant.get("throughput") or {}).get("onnx_img_s")})
+    return found
+
+
+def predictions_of(root: Path, report: dict, queue) -> list[dict]:
+    """Every finished prediction: the stages' (each student's, the teacher's) and the app's
+    jobs', each with its layers (COG paths relative to the run folder) and its date."""
+    found = []
+
+    def add(pid: str, name: str, folder: str, area: dict | None, model: str | None) -> None:
+        layers = {layer: f"{folder}/{layer}.tif" for layer in LAYERS if (root / folder / f"{layer}.tif").is_file()}
+        if "prediction" in layers:
+            found.append({"id": pid, "name": name, "layers": layers, "model": model, "version": Path(folder).name,
+                          "date": (area or {}).get("date"), "bbox": (area or {}).get("bbox")})
+
+    for variant in report.get("variants", []):
+        if variant.get("prediction"):
+            add(f"student-{variant['name']}", f"student depth {variant.get('student_depth')} ({variant['name']})",
+                str(Path(variant["prediction"]).parent), variant.get("prediction_area"), f"student-{variant['name']}")
+    teacher = report.get("teacher") or {}
+    if teacher.get("prediction"):
+        add("teacher", "teacher", str(Path(teacher["prediction"]).parent), teacher.get("prediction_area"), "teacher")
+    for job in queue.finished():
+        add(f"job-{job['key']}", f"{job['model']}, {job['date']}", job["result"],
+            {"date": job["date"], "bbox": job["bbox"]}, None)
+    return found
+
+
+def observations_of(root: Path, report: dict) -> dict:
+    """The run's observations as GeoJSON points: id, date, label (the class name) and split."""
+    import csv
+
+    stages = {s["name"]: s["outputs"] for s in report.get("stages", [])}
+    if "chips" not in stages or "search" not in stages:
+        return {"type": "FeatureCollection", "features": []}
+    classes = (report.get("task") or {}).get("classes", [])
+    labels = {}
+    with open(root / stages["search"]["observations"], newline="") as handle:
+        for row in csv.DictReader(handle):
+            labels[row["id"]] = row.get("label")
+    features = []
+    with open(root / stages["chips"]["index"], newline="") as handle:
+        for row in csv.DictReader(handle):
+            label = labels.get(row["observation"])
+            name = classes[int(float(label))] if label not in (None, "") and float(label).is_integer() \
+                and 0 <= int(float(label)) < len(classes) else label
+            features.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [float(row["lon"]), float(row["lat"])]},
+                             "properties": {"id": row["observation"], "date": row["date"], "split": row.get("split") or "",
+                                            "label": name}})
+    return {"type": "FeatureCollection", "features": features}
+
+
+def point_values(root: Path, prediction: dict, classes: list[str], lon: float, lat: float) -> dict:
+    """Class, confidence and input colour of one prediction at a lon/lat point."""
+    import rasterio
+    from rasterio.warp import transform
+
+    found: dict = {"lon": lon, "lat": lat}
+    for layer, path in prediction["layers"].items():
+        with rasterio.open(root / path) as dataset:
+            (x,), (y,) = transform("EPSG:4326", dataset.crs, [lon], [lat])
+            row, column = dataset.index(x, y)
+            if not (0 <= row < dataset.height and 0 <= column < dataset.width):
+                return {**found, "outside": True}
+            values = dataset.read(window=((row, row + 1), (column, column + 1)))[:, 0, 0]
+        if layer == "prediction":
+            value = int(values[0])
+            found["class"] = None if value == 255 else classes[value] if value < len(classes) else value
+        elif layer == "confidence":
+            found["confidence"] = None if values[0] != values[0] else round(float(values[0]), 4)
+        else:
+            found["rgb"] = [int(v) for v in values]
+    return found
+
+
+def create_app(run_dir: Path, token: str | None = None, basemap: str | None = None):
     from rio_tiler.errors import TileOutsideBounds
     from rio_tiler.io import Reader
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
-    from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+    from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
     from starlette.routing import Route
 
+    from instageo.deploy.jobs import JobQueue
     from instageo.deploy.viewer import render_tile
 
     from rasterio._err import CPLE_BaseError
@@ -93,12 +191,21 @@ def create_app(run_dir: Path):
         current_report()  # a run folder without a readable report fails at start
     except Unreadable as exc:
         raise InputError(f"{exc}; rerun the recipe to write it again") from None
+    queue = JobQueue(root)
 
     def home(request):
-        report = current_report()
-        if not report.get("viewer"):
-            raise NotFound("this run has no viewer")
-        return RedirectResponse(f"/files/{report['viewer']}")
+        return FileResponse(APP_FILES / "index.html")
+
+    def app_file(request):
+        name = request.path_params["name"]
+        if name not in ("app.js", "app.css"):
+            raise NotFound(name)
+        return FileResponse(APP_FILES / name)
+
+    def leaflet(request):
+        import xstatic.pkg.leaflet as package
+
+        return FileResponse(safe_path(Path(package.BASE_DIR).resolve(), request.path_params["path"]))
 
     def files(request):
         relative = request.path_params["path"]
@@ -106,35 +213,214 @@ def create_app(run_dir: Path):
             raise NotFound(relative)
         return FileResponse(safe_path(root, relative))
 
-    def tile(request):
+    def run_info(request):
         report = current_report()
-        layer = request.path_params["layer"]
-        z, x, y = (request.path_params[k] for k in ("z", "x", "y"))
-        if layer not in LAYERS or not report.get(layer):
-            raise BadRequest(f"layer '{layer}' is not valid, should be one of "
-                             f"{[name for name in LAYERS if report.get(name)]}")
+        predictions = predictions_of(root, report, queue)
+        return JSONResponse({"name": root.name, "task": report.get("task"), "models": models_of(root, report),
+                             "predictions": predictions, "basemap": basemap,
+                             "colours": _colours(root, report)})
+
+    def observations(request):
+        return JSONResponse(observations_of(root, current_report()))
+
+    def prediction_by_id(pid: str) -> dict:
+        for prediction in predictions_of(root, current_report(), queue):
+            if prediction["id"] == pid:
+                return prediction
+        raise NotFound(f"no prediction '{pid}'")
+
+    def tile_of(path: str, layer: str, z: int, x: int, y: int) -> Response:
         if not 0 <= z <= MAX_ZOOM:
             raise BadRequest(f"zoom {z} is outside 0..{MAX_ZOOM}")
         try:
-            with Reader(str(safe_path(root, report[layer]))) as reader:
+            with Reader(str(safe_path(root, path))) as reader:
                 return Response(render_tile(reader, layer, x, y, z), media_type="image/png")
         except TileOutsideBounds:
             raise
         except (RasterioError, CPLE_BaseError) as exc:  # a damaged COG: one line, no traceback
-            raise Unreadable(f"{report[layer]}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            raise Unreadable(f"{path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+    def tile(request):  # the recommended prediction's layers (the static viewer's and older links)
+        report = current_report()
+        layer = request.path_params["layer"]
+        if layer not in LAYERS or not report.get(layer):
+            raise BadRequest(f"layer '{layer}' is not valid, should be one of "
+                             f"{[name for name in LAYERS if report.get(name)]}")
+        return tile_of(report[layer], layer, *(request.path_params[k] for k in ("z", "x", "y")))
+
+    def prediction_tile(request):
+        prediction = prediction_by_id(request.path_params["pid"])
+        layer = request.path_params["layer"]
+        if layer not in prediction["layers"]:
+            raise BadRequest(f"layer '{layer}' is not valid, should be one of {sorted(prediction['layers'])}")
+        return tile_of(prediction["layers"][layer], layer, *(request.path_params[k] for k in ("z", "x", "y")))
+
+    def point(request):
+        try:
+            lon, lat = float(request.query_params["lon"]), float(request.query_params["lat"])
+        except (KeyError, ValueError):
+            raise BadRequest("give lon and lat as numbers") from None
+        prediction = prediction_by_id(request.query_params.get("prediction", ""))
+        return JSONResponse(point_values(root, prediction, (current_report().get("task") or {}).get("classes", []),
+                                         lon, lat))
+
+    async def submit(request):
+        if request.headers.get("content-type", "").split(";")[0] != "application/json":
+            raise BadRequest("send the job as application/json")
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            raise BadRequest("the job is not valid JSON") from None
+        job = submit_job(root, queue, current_report(), body)
+        return JSONResponse(job.public(), status_code=202)
+
+    def job_status(request):
+        job = queue.jobs.get(request.path_params["job"])
+        if job is None:
+            raise NotFound(f"no job '{request.path_params['job']}'")
+        return JSONResponse(job.public())
+
+    def job_cancel(request):
+        if request.path_params["job"] not in queue.jobs:
+            raise NotFound(f"no job '{request.path_params['job']}'")
+        return JSONResponse(queue.cancel(request.path_params["job"]).public())
 
     def errors(status: int):
         async def handle(request, exc):
             return PlainTextResponse(f"{status}: {exc}", status_code=status)
         return handle
 
-    return Starlette(
-        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS), Middleware(RequestLimits)],
-        routes=[Route("/", home), Route("/files/{path:path}", files),
-                Route("/tiles/{layer}/{z:int}/{x:int}/{y:int}.png", tile)],
+    hosts = ["*"] if token else LOOPBACK_HOSTS  # beyond this machine the token is the guard
+    application = Starlette(
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts), Middleware(RequestLimits),
+                    Middleware(TokenGuard, token=token)],
+        routes=[Route("/", home), Route("/app/{name}", app_file), Route("/leaflet/{path:path}", leaflet),
+                Route("/files/{path:path}", files),
+                Route("/api/run", run_info), Route("/api/observations", observations), Route("/api/point", point),
+                Route("/api/jobs", submit, methods=["POST"]), Route("/api/jobs/{job}", job_status),
+                Route("/api/jobs/{job}/cancel", job_cancel, methods=["POST"]),
+                Route("/tiles/{layer}/{z:int}/{x:int}/{y:int}.png", tile),
+                Route("/p/{pid}/tiles/{layer}/{z:int}/{x:int}/{y:int}.png", prediction_tile)],
         exception_handlers={NotFound: errors(404), TileOutsideBounds: errors(404),
-                            BadRequest: errors(400), Unreadable: errors(500)},
+                            BadRequest: errors(400), Unreadable: errors(500), InputError: errors(400),
+                            JobRefused: errors(429)},
+        lifespan=_stopping(queue),
     )
+    application.state.queue = queue
+    return application
+
+
+APP_FILES = Path(__file__).parent / "app"
+
+
+def _stopping(queue):
+    """The server's lifespan: at shutdown, cancel the jobs and wait for the running one."""
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        queue.close()
+
+    return lifespan
+
+
+class JobRefused(Exception):
+    """Too many jobs waiting."""
+
+
+def _colours(root: Path, report: dict) -> list[str]:
+    from instageo.data.quicklook import class_colours
+
+    task = report.get("task") or {}
+    return class_colours(len(task.get("classes", [])), task.get("colors"))
+
+
+def submit_job(root: Path, queue, report: dict, body: dict):
+    """A job from the page's request: the model by id, a lon/lat box, a date, optionally a
+    local catalogue inside the run folder's parent. The predict stage's limits apply."""
+    import datetime as dt
+
+    from instageo.deploy import predict
+    from instageo.deploy.standalone import read_bundle, recipe_for, source_for
+    from instageo.recipe.models import PredictSpec
+
+    if not isinstance(body, dict):
+        raise BadRequest("the job should be a JSON object")
+    models = {m["id"]: m for m in models_of(root, report)}
+    model = models.get(body.get("model"))
+    if model is None:
+        raise BadRequest(f"model '{body.get('model')}' is not valid, should be one of {sorted(models)}")
+    try:
+        bbox = tuple(float(v) for v in body.get("bbox"))
+    except (TypeError, ValueError):
+        bbox = ()
+    if len(bbox) != 4 or not (-180 <= bbox[0] < bbox[2] <= 180 and -90 <= bbox[1] < bbox[3] <= 90):
+        raise BadRequest("bbox: should be [west, south, east, north] in degrees, west < east, south < north")
+    try:
+        date = dt.date.fromisoformat(str(body.get("date")))
+    except ValueError:
+        raise BadRequest(f"date {body.get('date')!r}: not YYYY-MM-DD") from None
+    bundle_dir = root / model["bundle"]
+    bundle = read_bundle(bundle_dir)
+    catalog = None
+    if bundle["source"]["kind"] == "catalog":  # the run's own local catalogue, as the search stage read it
+        catalog = _run_catalogue(root, report)
+    recipe = recipe_for(bundle, source_for(bundle, catalog, None, None), bbox, date,
+                        PredictSpec.model_fields["overlap"].default, PredictSpec.model_fields["batch_size"].default,
+                        None)
+    predict.check_area_size(recipe, predict.Area("area", bbox, None, "the drawn area"), len(bundle["classes"]))
+    from instageo.errors import InstageoError
+
+    try:
+        return queue.submit(model["name"], bundle_dir, bbox, date, catalog)
+    except InstageoError as exc:
+        raise JobRefused(str(exc)) from None
+
+
+def _run_catalogue(root: Path, report: dict) -> Path | None:
+    """The local catalog.json the run's recipe reads (report.json's source)."""
+    source = report.get("source") or {}
+    return Path(source["path"]) if source.get("kind") == "catalog" and source.get("path") else None
+
+
+class TokenGuard:
+    """ASGI middleware: with a token, every request carries it (header ``Authorization:
+    Bearer T``, the cookie the page got, or ``?token=T`` on the first visit), else 401."""
+
+    def __init__(self, app, token: str | None):
+        self.app, self.token = app, token
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not self.token:
+            await self.app(scope, receive, send)
+            return
+        import hmac
+        from http.cookies import SimpleCookie
+        from urllib.parse import parse_qs
+
+        headers = dict(scope["headers"])
+        given = headers.get(b"authorization", b"").decode(errors="replace").removeprefix("Bearer ")
+        cookie = SimpleCookie(headers.get(b"cookie", b"").decode(errors="replace"))
+        from_cookie = cookie["instageo_token"].value if "instageo_token" in cookie else ""
+        from_query = (parse_qs((scope.get("query_string") or b"").decode(errors="replace")).get("token") or [""])[0]
+        if not any(hmac.compare_digest(candidate.encode(), self.token.encode())
+                   for candidate in (given, from_cookie, from_query) if candidate):
+            from starlette.responses import PlainTextResponse
+
+            await PlainTextResponse("401: this server needs its token (open the URL it printed)",
+                                    status_code=401)(scope, receive, send)
+            return
+        if from_query:  # the first visit: the page's later requests (tiles too) carry the cookie
+            async def send_with_cookie(message):
+                if message["type"] == "http.response.start":
+                    message.setdefault("headers", [])
+                    message["headers"] = list(message["headers"]) + [
+                        (b"set-cookie", f"instageo_token={self.token}; HttpOnly; SameSite=Strict; Path=/".encode())]
+                await send(message)
+            await self.app(scope, receive, send_with_cookie)
+            return
+        await self.app(scope, receive, send)
 
 
 def guarded_protocol(head_seconds: float):
@@ -167,7 +453,8 @@ def guarded_protocol(head_seconds: float):
 
 
 class RequestLimits:
-    """ASGI middleware: only bodiless GET/HEAD requests with a URL under MAX_URL bytes get in."""
+    """ASGI middleware: only bodiless GET/HEAD requests with a URL under MAX_URL bytes get in,
+    and POSTs of at most MAX_BODY bytes to the job routes."""
 
     def __init__(self, app):
         self.app = app
@@ -176,9 +463,13 @@ class RequestLimits:
         if scope["type"] == "http":
             headers = dict(scope["headers"])
             length = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
-            refusal = ((405, "only GET and HEAD") if scope["method"] not in ("GET", "HEAD")
-                       else (413, "requests carry no body") if headers.get(b"content-length", b"0") != b"0"
-                       or b"transfer-encoding" in headers
+            posting = scope["method"] == "POST" and scope["path"].startswith(BODY_ROUTES)
+            size = headers.get(b"content-length", b"0")
+            refusal = ((405, "only GET and HEAD") if scope["method"] not in ("GET", "HEAD") and not posting
+                       else (411, "a job request needs a Content-Length") if posting and b"content-length" not in headers
+                       else (413, f"a job request is at most {MAX_BODY} bytes") if posting
+                       and (not size.isdigit() or int(size) > MAX_BODY)
+                       else (413, "requests carry no body") if not posting and (size != b"0" or b"transfer-encoding" in headers)
                        else (414, f"URL longer than {MAX_URL} bytes") if length > MAX_URL else None)
             if refusal:
                 from starlette.responses import PlainTextResponse

@@ -33,7 +33,11 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     for name in layers:
         counts[name] = write_tiles(predict.path(name), folder / "tiles" / name, name, bounds, zmin, zmax)
     copy_leaflet(folder / "leaflet")
-    page = render_page(recipe, bundle, bounds, zmin, zmax, layers, inputs["export"].summary)
+    shown_as = None
+    if "rgb" in layers:  # true colour, or radar's false colour (the COG says which)
+        with Reader(str(predict.path("rgb"))) as reader:
+            shown_as = reader.dataset.descriptions[0]
+    page = render_page(recipe, bundle, bounds, zmin, zmax, layers, inputs["export"].summary, shown_as)
     (folder / "index.html").write_text(page, encoding="utf-8")
     return StageOutput(files={"viewer": "viewer/index.html"},
                        summary={"viewer": "@viewer", "viewer_tiles": counts})
@@ -86,7 +90,7 @@ def copy_leaflet(out: Path) -> None:
 
 
 def render_page(recipe: Recipe, bundle: dict, bounds, zmin: int, zmax: int, layers: list[str],
-                export_summary: dict) -> str:
+                export_summary: dict, input_shown_as: str | None = None) -> str:
     west, south, east, north = bounds
     legend = "".join(
         f'<div><span class="swatch" style="background:{html.escape(c)}"></span>{html.escape(n)}</div>'
@@ -95,7 +99,7 @@ def render_page(recipe: Recipe, bundle: dict, bounds, zmin: int, zmax: int, laye
     rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
                    for k, v in metrics.items() if not isinstance(v, list))
     config = {"bounds": [[south, west], [north, east]], "minZoom": zmin, "maxZoom": zmax,
-              "layers": layers, "labels": {"rgb": "Input (true colour)", "prediction": "Prediction",
+              "layers": layers, "labels": {"rgb": f"Input ({input_shown_as or 'true colour'})", "prediction": "Prediction",
                                            "confidence": "Confidence"}}
     return PAGE.format(
         title=html.escape(f"{recipe.name}: {bundle['backbone']} student, depth {bundle['depth']}"),

@@ -21,8 +21,11 @@ def build_report(plan: Plan, records: list[StageRecord], run_dir: Path, status: 
     }
     teachers: dict[Any, dict[str, Any]] = {}  # seed -> what its teacher stages report
     task = plan.variants[0].recipe.task
+    source = plan.variants[0].recipe.data.source
     report: dict[str, Any] = {"recipe": plan.recipe_name, "status": status, "stages": [],
-                              "task": {"kind": task.kind, "classes": list(task.classes)}}
+                              "task": {"kind": task.kind, "classes": list(task.classes)},
+                              "source": {k: str(v) if isinstance(v, Path) else v for k, v in
+                                         source.model_dump(include={"kind", "path", "url", "collections"}).items()}}
     if error:
         report["error"] = error
     if failure:

@@ -205,6 +205,18 @@ def check_holdout_prediction_matches_chip_metrics(folder, chips_dir, scene: str)
     print(f"{scene}: mIoU of the ONNX student on its test chips {on_chips:.3f}, of the prediction map {on_map:.3f}")
     assert abs(on_map - on_chips) < 0.03
 
+    # radar's input layer: false colour whose red is VV, read against the real S1 chip itself
+    with rasterio.open(folder / "runs" / "floods" / report["prediction"].replace("prediction.tif", "rgb.tif")) as rgb:
+        assert rgb.descriptions[0] == "false colour (VV, VH, VV-VH)"
+        red, green = rgb.read(1), rgb.read(2)
+        vv_on_map = np.full(red.shape, np.nan, np.float32)
+        with rasterio.open(SHARED_DATA / "sen1floods11" / f"{scene}_S1Hand.tif") as s1:
+            reproject(rasterio.band(s1, 1), vv_on_map, dst_transform=rgb.transform, dst_crs=rgb.crs,
+                      resampling=Resampling.nearest, dst_nodata=np.nan)
+    seen = (red > 0) & np.isfinite(vv_on_map)
+    assert seen.mean() > 0.5 and np.corrcoef(red[seen], vv_on_map[seen])[0, 1] > 0.9
+    assert np.corrcoef(green[seen], vv_on_map[seen])[0, 1] < np.corrcoef(red[seen], vv_on_map[seen])[0, 1]
+
 
 def test_feature_matching_and_regression_run_through(tiny, tmp_path):
     shutil.copy(tiny / "tiny.yaml", tmp_path / "tiny.yaml")

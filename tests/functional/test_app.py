@@ -1,0 +1,254 @@
+"""`instarun serve` as the map app, driven in Debian's chromium through its WebDriver
+(selenium + chromium-driver): draw an area, run a model on a new date, watch the job, click
+a pixel, compare two maps. Every request the page makes off the machine would land in a
+recording proxy; screenshots of each step go to the test's folder (and INSTAGEO_SCREENSHOTS)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import rasterio
+from rasterio.warp import transform
+
+from instageo.cli import main
+from tests.conftest import REPO
+from tests.servers import RecordingProxy, free_port
+
+INSTARUN = str(Path(sys.executable).parent / "instarun")
+NEW_DATE = "2023-02-04"  # tiny.yaml's stage predicts for 2023-02-20
+TOKEN = "s3cret-token-for-the-test"
+
+
+def start(run_dir: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen([INSTARUN, "serve", str(run_dir), "--port", str(port), *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/app/app.css", timeout=2)
+            return process, url
+        except urllib.error.HTTPError:  # answered (401 with a token): it is up
+            return process, url
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"serve did not start: {process.stdout.read() if process.poll() is not None else ''}")
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("app")
+    shutil.copy(REPO / "recipes" / "tiny.yaml", folder / "tiny.yaml")
+    assert main([str(folder / "tiny.yaml"), "--runs-dir", str(folder / "runs")]) == 0
+    return folder / "runs" / "tiny"
+
+
+@pytest.fixture
+def browser(tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("Debian chromium and chromium-driver are not installed (scripts/system-deps.sh, as root)")
+    with RecordingProxy() as proxy:
+        options = webdriver.ChromeOptions()
+        options.binary_location = shutil.which("chromium")
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,800",
+                     "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                     "--disable-sync", "--disable-extensions", "--disable-default-apps",
+                     f"--proxy-server={proxy.url}",  # loopback (the app) bypasses it, as by default
+                     f"--user-data-dir={tmp_path / 'profile'}"):
+            options.add_argument(flag)
+        driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(shutil.which("chromedriver")))
+        try:
+            yield driver, proxy
+        finally:
+            driver.quit()
+
+
+def shoot(driver, tmp_path: Path, name: str) -> None:
+    driver.save_screenshot(str(tmp_path / f"{name}.png"))
+    if os.environ.get("INSTAGEO_SCREENSHOTS"):
+        Path(os.environ["INSTAGEO_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / f"{name}.png", Path(os.environ["INSTAGEO_SCREENSHOTS"]) / f"{name}.png")
+
+
+def wait_for(condition, seconds: float = 60):
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_draw_run_inspect_and_compare_in_a_real_browser(run_dir, browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver, proxy = browser
+    process, url = start(run_dir)
+    try:
+        driver.get(url + "/")
+        wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#model option"))
+        assert "student depth 1" in driver.find_element(By.ID, "models").text
+        wait_for(lambda: driver.execute_script(
+            "return [...document.images].some(i => i.src.includes('/tiles/prediction/') && i.complete && i.naturalWidth)"))
+        shoot(driver, tmp_path, "1-opened")
+
+        # draw a box inside the stage's map (the middle of the map, a third of it wide), a new date, run
+        map_element = driver.find_element(By.ID, "map")
+        width, height = map_element.size["width"], map_element.size["height"]
+        driver.find_element(By.ID, "draw").click()
+        ActionChains(driver).move_to_element_with_offset(map_element, -width // 6, -height // 6).click_and_hold() \
+            .move_by_offset(width // 3, height // 3).release().perform()
+        assert driver.find_element(By.ID, "run").is_enabled()
+        driver.execute_script(f"document.getElementById('date').value = '{NEW_DATE}'")
+        driver.find_element(By.ID, "run").click()
+        wait_for(lambda: driver.find_element(By.ID, "job-text").text == "done"
+                 or driver.find_element(By.ID, "error").text, 120)
+        assert driver.find_element(By.ID, "error").text == ""
+        shown = Select(driver.find_element(By.ID, "show")).first_selected_option.get_attribute("value")
+        assert shown.startswith("job-")
+        wait_for(lambda: driver.execute_script(
+            f"return [...document.images].some(i => i.src.includes('/p/{shown}/tiles/') && i.complete && i.naturalWidth)"))
+        shoot(driver, tmp_path, "2-job-done")
+
+        # click the middle of the drawn box: the page shows the class the COG holds there
+        ActionChains(driver).move_to_element(map_element).click().perform()
+        wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#point .point-class"))
+        text = driver.find_element(By.ID, "point").text
+        lat, lon = (float(v) for v in text.splitlines()[0].split(" ", 2)[-1].split(","))
+        result = run_dir / "app" / shown.removeprefix("job-") / "prediction.tif"
+        with rasterio.open(result) as dataset:
+            (x,), (y,) = transform("EPSG:4326", dataset.crs, [lon], [lat])
+            value = next(dataset.sample([(x, y)]))[0]
+            names = [dataset.tags(1)[f"class_{i}"] for i in range(3)]
+        shown_class = driver.find_elements(By.CSS_SELECTOR, "#point .point-class")[0].text
+        assert shown_class == (names[value] if value != 255 else "no data"), (text, value)
+        shoot(driver, tmp_path, "3-clicked")
+
+        # compare with the student's stage map: a slider, the second map clipped at it
+        compare = Select(driver.find_element(By.ID, "compare"))
+        compare.select_by_value("student-default")
+        assert driver.find_element(By.ID, "swipe").is_displayed()
+        clip = driver.execute_script("return document.querySelector('.leaflet-compare-pane').style.clip")
+        assert clip.startswith("rect(")
+        driver.execute_script("const s = document.getElementById('swipe-slider'); s.value = 0.4;"
+                              "s.dispatchEvent(new Event('input'))")
+        assert driver.execute_script("return document.querySelector('.leaflet-compare-pane').style.clip") != clip
+        driver.find_element(By.ID, "observations").click()
+        wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "path.leaflet-interactive"))
+        shoot(driver, tmp_path, "4-compared")
+        logs = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"
+                and "404" not in entry["message"]]  # tiles outside a map's area are 404s
+        assert logs == []
+    finally:
+        process.terminate()
+        process.wait(10)
+
+    # the job's COGs are the predict stage's bytes for that area and date
+    job = json.loads(next((run_dir / "app").glob("*/job.json")).read_text())
+    assert job["date"] == NEW_DATE and job["state"] == "done"
+    runs = run_dir.parent
+    assert main([str(runs.parent / "tiny.yaml"), "--runs-dir", str(runs), "--until", "predict",
+                 "--set", f"export.predict.bbox=[{','.join(map(repr, job['bbox']))}]",
+                 "--set", f"export.predict.date={NEW_DATE}"]) == 0
+    report = json.loads((run_dir / "report.json").read_text())
+    stage_cog = run_dir / report["variants"][0]["prediction"]
+    assert (run_dir / job["result"] / "prediction.tif").read_bytes() == stage_cog.read_bytes()
+    # Chromium's own services call home despite the flags (Google's, and Debian's default search
+    # engine's start page); the page itself must ask for nothing beyond the machine
+    hosts = {request.split()[1].split("://")[-1].split("/")[0].split(":")[0] for request in proxy.requests}
+    assert {h for h in hosts if not h.endswith((".google.com", ".googleapis.com", ".gvt1.com", "duckduckgo.com"))} \
+        == set(), proxy.requests
+
+
+def test_beyond_loopback_a_token_is_required_and_checked(run_dir):
+    refused = subprocess.run([INSTARUN, "serve", str(run_dir), "--host", "0.0.0.0", "--port", str(free_port())],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "needs --token" in refused.stderr and "Traceback" not in refused.stderr
+    process, url = start(run_dir, "--host", "0.0.0.0", "--token", TOKEN)
+    try:
+        for path in ("/", "/api/run", "/tiles/prediction/12/0/0.png"):
+            with pytest.raises(urllib.error.HTTPError) as refusal:
+                urllib.request.urlopen(url + path, timeout=10)
+            assert refusal.value.code == 401, path
+        wrong = urllib.request.Request(url + "/api/run", headers={"Authorization": "Bearer not-the-token"})
+        with pytest.raises(urllib.error.HTTPError) as refusal:
+            urllib.request.urlopen(wrong, timeout=10)
+        assert refusal.value.code == 401
+        right = urllib.request.Request(url + "/api/run", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert json.loads(urllib.request.urlopen(right, timeout=10).read())["name"] == "tiny"
+        first = urllib.request.urlopen(f"{url}/?token={TOKEN}", timeout=10)  # the URL serve prints
+        cookie = first.headers["Set-Cookie"].split(";")[0]
+        assert first.status == 200 and "HttpOnly" in first.headers["Set-Cookie"]
+        again = urllib.request.Request(url + "/api/run", headers={"Cookie": cookie})
+        assert urllib.request.urlopen(again, timeout=10).status == 200
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_job_requests_that_are_wrong_are_one_line_400s(run_dir):
+    process, url = start(run_dir)
+    try:
+        def post(body, kind="application/json"):
+            request = urllib.request.Request(url + "/api/jobs", data=json.dumps(body).encode(), method="POST",
+                                             headers={"Content-Type": kind})
+            try:
+                return urllib.request.urlopen(request, timeout=10).status, ""
+            except urllib.error.HTTPError as error:
+                return error.code, error.read().decode()
+
+        good = {"model": "student-default", "bbox": [39.9, 1.41, 39.91, 1.42], "date": NEW_DATE}
+        for body, status, words in (({**good, "model": "nope"}, 400, "model 'nope' is not valid"),
+                                    ({**good, "bbox": [1, 2, 3]}, 400, "bbox: should be"),
+                                    ({**good, "date": "2023-13-01"}, 400, "not YYYY-MM-DD"),
+                                    ({**good, "bbox": [-170, -80, 170, 80]}, 400, "too large")):
+            code, text = post(body)
+            assert code == status and words in text and "\n" not in text.strip(), text
+        assert post(good, "text/plain")[0] == 400  # a cross-site form cannot send JSON without asking
+        big = urllib.request.Request(url + "/api/jobs", data=b"x" * 5000, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refusal:
+            urllib.request.urlopen(big, timeout=10)
+        assert refusal.value.code == 413
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_a_cancelled_job_leaves_nothing_and_a_queued_one_never_runs(run_dir):
+    """Held under the queue's lock, two jobs are queued; the second is cancelled while it
+    waits, the first is told to stop before its first tile. Neither leaves a file."""
+    import datetime as dt
+
+    from instageo.deploy.jobs import APP_FOLDER, JobQueue
+
+    report = json.loads((run_dir / "report.json").read_text())
+    bundle = (run_dir / report["variants"][0]["onnx"]).parent
+    queue = JobQueue(run_dir)
+    try:
+        with queue.lock:
+            running = queue.submit("student", bundle, (39.90, 1.41, 39.92, 1.43), dt.date(2023, 1, 19), None)
+            waiting = queue.submit("student", bundle, (39.90, 1.41, 39.93, 1.43), dt.date(2023, 1, 19), None)
+            running.cancel.set()  # as if the user pressed cancel once its first tile is read
+            assert queue.cancel(waiting.id).state == "cancelled"
+        wait_for(lambda: running.state not in ("queued", "running"), 60)
+        assert running.state == "cancelled" and waiting.state == "cancelled"
+        for job in (running, waiting):
+            assert not (run_dir / APP_FOLDER / job.key / "job.json").exists()
+            assert not list((run_dir / APP_FOLDER / job.key).glob("*.tif"))
+            assert not list((run_dir / APP_FOLDER / job.key).glob(".partial-*"))
+    finally:
+        queue.close()

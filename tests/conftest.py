@@ -31,3 +31,37 @@ def pgstac():
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Debian's chromium driven through its WebDriver (selenium + chromium-driver), every
+    request off the machine sent to a recording proxy: (driver, proxy)."""
+    import shutil
+
+    from tests.servers import RecordingProxy
+
+    webdriver = pytest.importorskip("selenium.webdriver")
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("Debian chromium and chromium-driver are not installed (scripts/system-deps.sh, as root)")
+    with RecordingProxy() as proxy:
+        options = webdriver.ChromeOptions()
+        options.binary_location = shutil.which("chromium")
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,800",
+                     "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                     "--disable-sync", "--disable-extensions", "--disable-default-apps",
+                     f"--proxy-server={proxy.url}",  # loopback (a served app) bypasses it, as by default
+                     f"--user-data-dir={tmp_path / 'profile'}"):
+            options.add_argument(flag)
+        driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(shutil.which("chromedriver")))
+        try:
+            yield driver, proxy
+        finally:
+            driver.quit()
+
+
+def off_machine_hosts(requests: list[str]) -> set[str]:
+    """The hosts a page asked for through the recording proxy, less Chromium's own services
+    (Google's, Debian's default search engine's start page), which call home despite the flags."""
+    hosts = {request.split()[1].split("://")[-1].split("/")[0].split(":")[0] for request in requests}
+    return {h for h in hosts if not h.endswith((".google.com", ".googleapis.com", ".gvt1.com", "duckduckgo.com"))}

@@ -58,6 +58,13 @@ class Job:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "cancel"}
 
 
+def source_dir(run_dir: Path, bundle: dict) -> Path:
+    """Where the app keeps a demo bundle's scene (one per source: seed, size, ...), so the
+    inputs of a job's items can be read again when a point is inspected."""
+    digest = hashlib.sha256(json.dumps(bundle["source"], sort_keys=True).encode()).hexdigest()[:12]
+    return run_dir / APP_FOLDER / f".source-{digest}"
+
+
 def job_key(bundle_dir: Path, bbox, date: str, catalog: str | None) -> str:
     """The same model file, area, date and catalogue: the same prediction."""
     bundle = json.loads((bundle_dir / "bundle.json").read_text())
@@ -165,8 +172,10 @@ class JobQueue:
             job.state, job.result = "done", f"{APP_FOLDER}/{job.key}"
             return
         try:
-            summary = predict_bundle(self.run_dir / job.bundle, job.bbox, dt.date.fromisoformat(job.date), out,
-                                     JobProgress(job), Path(job.catalog) if job.catalog else None)
+            bundle_dir = self.run_dir / job.bundle
+            summary = predict_bundle(bundle_dir, job.bbox, dt.date.fromisoformat(job.date), out, JobProgress(job),
+                                     Path(job.catalog) if job.catalog else None,
+                                     source_dir=source_dir(self.run_dir, json.loads((bundle_dir / "bundle.json").read_text())))
             write_json_atomic(out / "job.json", {**job.public(), "state": "done", "tiles": summary["tiles"],
                                                  "result": f"{APP_FOLDER}/{job.key}"})
             job.state, job.result = "done", f"{APP_FOLDER}/{job.key}"

@@ -129,16 +129,44 @@ def tile_area(recipe: Recipe, area: Area, date: dt.date, items: dict[str, dict],
     hrefs from ``base_dir``) with the chips stage's acquisition choice and masks."""
     chips = recipe.data.chips
     grids = tiled_grids(area.bbox, chips.size, chips.resolution, chips.crs, _stride(recipe))
-    preset = preset_for(recipe.data.source)
     steps = candidates_for(list(masked_items(items, recipe, log).values()), date, chips.time)
-    jobs = [ChipJob(f"tile{i:05d}", "", lon, lat, date.isoformat(), None, None, grid, steps,
-                    bands=list(chips.bands), mask_classes=list(chips.mask.classes),
-                    strategy=chips.mask.strategy, max_fraction=chips.mask.max_fraction, buffer=0,
-                    ignore_index=chips.label.ignore_index, regression=False, base_dir=str(base_dir),
-                    signing=preset.signing, auth=preset.auth)
+    jobs = [_tile_job(recipe, f"tile{i:05d}", grid, lon, lat, date, steps, base_dir)
             for i, (grid, (lon, lat)) in enumerate(zip(grids, centres_lonlat(grids)))]
     return Tiling(area.bbox, area.declared, area.outline, date, items, items_from, jobs, Layout.of(grids),
                   _overlap(recipe))
+
+
+def _tile_job(recipe: Recipe, name: str, grid: ChipGrid, lon: float, lat: float, date: dt.date, steps,
+              base_dir: Path) -> ChipJob:
+    """A tile to read as the chips stage reads a chip: its steps' candidates, masks, rules."""
+    chips, preset = recipe.data.chips, preset_for(recipe.data.source)
+    return ChipJob(name, "", lon, lat, date.isoformat(), None, None, grid, steps, bands=list(chips.bands),
+                   mask_classes=list(chips.mask.classes), strategy=chips.mask.strategy,
+                   max_fraction=chips.mask.max_fraction, buffer=0, ignore_index=chips.label.ignore_index,
+                   regression=False, base_dir=str(base_dir), signing=preset.signing, auth=preset.auth)
+
+
+def inputs_at(recipe: Recipe, items: dict[str, dict], base_dir: Path, date: dt.date, lon: float, lat: float,
+              log) -> dict:
+    """The model's inputs at a point: a tile centred on it, its acquisitions chosen as predict
+    chooses them (by the tile's own cloud cover), and the point's value of each band at each
+    step ({"dates", "bands", "values": [step][band]}, NaN as null), or {"reason"} when none."""
+    from instageo.data.grid import centred_grid
+
+    chips = recipe.data.chips
+    grid = centred_grid(lon, lat, chips.size, chips.resolution, chips.crs)
+    steps = candidates_for(list(masked_items(items, recipe, log).values()), date, chips.time)
+    job = _tile_job(recipe, "point", grid, lon, lat, date, steps, base_dir)
+    stack = read_stack(job, reader_for(job))
+    if isinstance(stack, str):
+        return {"reason": str(stack)}
+    from pyproj import Transformer
+
+    x, y = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform(lon, lat)
+    column, row = (int(v) for v in ~grid.affine * (x, y))
+    values = stack.image[:, :, min(max(row, 0), chips.size - 1), min(max(column, 0), chips.size - 1)]
+    return {"dates": stack.dates, "bands": list(chips.bands),
+            "values": [[None if v != v else round(float(v), 5) for v in step] for step in values]}
 
 
 def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:

@@ -105,7 +105,44 @@ def predictions_of(root: Path, report: dict, queue) -> list[dict]:
     for job in queue.finished():
         add(f"job-{job['key']}", f"{job['model']}, {job['date']}", job["result"],
             {"date": job["date"], "bbox": job["bbox"]}, None)
+        if found and found[-1]["id"] == f"job-{job['key']}":
+            found[-1].update(bundle=job["bundle"], catalog=job.get("catalog"))
     return found
+
+
+def inputs_of(root: Path, report: dict, prediction: dict, lon: float, lat: float) -> dict:
+    """What the model read at a point of a prediction: each step's date and band values (the
+    stage's items from the search stage folder, a job's from its own folder)."""
+    import datetime as dt
+    import logging
+
+    from instageo.deploy import jobs, predict
+    from instageo.deploy.standalone import read_bundle, recipe_for, source_for
+    from instageo.recipe.models import PredictSpec
+
+    stages = {s["name"]: s for s in report.get("stages", [])}
+    if prediction["id"].startswith("job-"):
+        bundle_dir = root / prediction["bundle"]
+        items = json.loads((root / Path(prediction["layers"]["prediction"]).parent / "items.json").read_text())
+        base = jobs.source_dir(root, read_bundle(bundle_dir))
+        catalog = Path(prediction["catalog"]) if prediction.get("catalog") else None
+    else:
+        models = {m["id"]: m for m in models_of(root, report)}
+        if prediction["model"] not in models or "search" not in stages:
+            return {"reason": "the model or the search stage of this map is not in the run"}
+        bundle_dir = root / models[prediction["model"]]["bundle"]
+        base = root / Path(stages["search"]["outputs"]["items"]).parent
+        items = json.loads((base / "items.json").read_text())
+        fresh = root / Path(prediction["layers"]["prediction"]).parent / "items.json"
+        if fresh.is_file():  # the stage searched afresh for its area or date
+            items = {**items, **json.loads(fresh.read_text())}
+        catalog = _run_catalogue(root, report)
+    bundle = read_bundle(bundle_dir)
+    date = dt.date.fromisoformat(prediction["date"])
+    recipe = recipe_for(bundle, source_for(bundle, catalog, None, None), tuple(prediction["bbox"]), date,
+                        PredictSpec.model_fields["overlap"].default, PredictSpec.model_fields["batch_size"].default,
+                        None)
+    return predict.inputs_at(recipe, items, base, date, lon, lat, logging.getLogger("instageo.serve"))
 
 
 def observations_of(root: Path, report: dict) -> dict:
@@ -261,8 +298,11 @@ def create_app(run_dir: Path, token: str | None = None, basemap: str | None = No
         except (KeyError, ValueError):
             raise BadRequest("give lon and lat as numbers") from None
         prediction = prediction_by_id(request.query_params.get("prediction", ""))
-        return JSONResponse(point_values(root, prediction, (current_report().get("task") or {}).get("classes", []),
-                                         lon, lat))
+        report = current_report()
+        found = point_values(root, prediction, (report.get("task") or {}).get("classes", []), lon, lat)
+        if request.query_params.get("inputs") and not found.get("outside"):
+            found["inputs"] = inputs_of(root, report, prediction, lon, lat)
+        return JSONResponse(found)
 
     async def submit(request):
         if request.headers.get("content-type", "").split(";")[0] != "application/json":

@@ -91,8 +91,11 @@ def predict_bundle(bundle_dir: Path, bbox, date: dt.date, out: Path, progress, c
                    stac: str | None = None, collections: list[str] | None = None,
                    overlap: float = PredictSpec.model_fields["overlap"].default,
                    batch_size: int = PredictSpec.model_fields["batch_size"].default,
-                   int8_tolerance_pp: float | None = PredictSpec.model_fields["int8_tolerance_pp"].default) -> dict:
-    """prediction.tif, confidence.tif (and rgb.tif), items.json and prediction.json in ``out``."""
+                   int8_tolerance_pp: float | None = PredictSpec.model_fields["int8_tolerance_pp"].default,
+                   source_dir: Path | None = None) -> dict:
+    """prediction.tif, confidence.tif (and rgb.tif), items.json and prediction.json in ``out``.
+    ``source_dir``: where a demo bundle's scene is kept (made once), so that its items.json
+    can be read again later; by default it is made in a temporary folder and removed."""
     bundle_dir = bundle_dir if bundle_dir.is_dir() else bundle_dir.parent
     bundle = read_bundle(bundle_dir)
     recipe = recipe_for(bundle, source_for(bundle, catalog, stac, collections), bbox, date, overlap, batch_size,
@@ -104,8 +107,8 @@ def predict_bundle(bundle_dir: Path, bbox, date: dt.date, out: Path, progress, c
     try:
         from instageo.data.search import demo_scene, open_catalogue, search_area
 
-        base = partial / "source"  # the demo scene, when the bundle's source is the demo
-        if recipe.data.source.kind == "demo":
+        base = source_dir or partial / "source"  # the demo scene, when the bundle's source is the demo
+        if recipe.data.source.kind == "demo" and not (base / "scene" / "catalog.json").is_file():
             demo_scene(recipe.data.source, base)
 
         catalogue = open_catalogue(recipe, base)

@@ -2,8 +2,10 @@
 
 XYZ PNG tiles (rio-tiler, WebMercatorQuad) for the recipe's zoom range, and viewer/index.html
 with Leaflet copied next to it from the XStatic-Leaflet wheel: layer toggles, opacity, a
-legend, the area outline and the model's metrics. It opens from the file system with no
-network: every URL in it is relative.
+legend, the area outline and the model's metrics, and a click that shows the class and
+confidence at a point (from a lon/lat grid of both embedded in the page, at most
+LOOKUP_SIZE pixels a side: a page opened from disk may not fetch files). It opens from the
+file system with no network: every URL in it is relative.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from instageo.recipe.models import Recipe
 from instageo.runner.stage import StageContext, StageOutput, StageResult
 
 LAYERS = ("rgb", "prediction", "confidence")
+LOOKUP_SIZE = 512
 
 
 def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
@@ -37,7 +40,8 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     if "rgb" in layers:  # true colour, or radar's false colour (the COG says which)
         with Reader(str(predict.path("rgb"))) as reader:
             shown_as = reader.dataset.descriptions[0]
-    page = render_page(recipe, bundle, bounds, zmin, zmax, layers, inputs["export"].summary, shown_as)
+    page = render_page(recipe, bundle, bounds, zmin, zmax, layers, inputs["export"].summary, shown_as,
+                       lookup(predict.path("prediction"), predict.path("confidence")))
     (folder / "index.html").write_text(page, encoding="utf-8")
     return StageOutput(files={"viewer": "viewer/index.html"},
                        summary={"viewer": "@viewer", "viewer_tiles": counts})
@@ -79,6 +83,30 @@ def render_tile(reader, layer: str, x: int, y: int, z: int) -> bytes:
     return image.render(img_format="PNG")
 
 
+def lookup(prediction: Path, confidence: Path) -> dict:
+    """Classes and confidence (0-255) on a lon/lat grid over the map (nearest, at most
+    LOOKUP_SIZE a side), base64 rows from the north, for the page's click."""
+    import base64
+
+    import numpy as np
+    from rio_tiler.io import Reader
+
+    grids = []
+    for path in (prediction, confidence):
+        with Reader(str(path)) as reader:
+            bounds = reader.get_geographic_bounds("EPSG:4326")
+            image = reader.part(bounds, dst_crs="EPSG:4326", bounds_crs="EPSG:4326", max_size=LOOKUP_SIZE,
+                                resampling_method="nearest")
+        grids.append(image)
+    classes = np.where(grids[0].mask > 0, grids[0].data[0], 255).astype(np.uint8)
+    score = np.where((grids[1].mask > 0) & np.isfinite(grids[1].data[0]),
+                     np.round(np.nan_to_num(grids[1].data[0]) * 254), 255).astype(np.uint8)  # 255: none
+    west, south, east, north = grids[0].bounds
+    return {"west": west, "south": south, "east": east, "north": north, "width": classes.shape[1],
+            "height": classes.shape[0], "classes": base64.b64encode(classes.tobytes()).decode(),
+            "confidence": base64.b64encode(score.tobytes()).decode()}
+
+
 def copy_leaflet(out: Path) -> None:
     import xstatic.pkg.leaflet as leaflet
 
@@ -90,7 +118,7 @@ def copy_leaflet(out: Path) -> None:
 
 
 def render_page(recipe: Recipe, bundle: dict, bounds, zmin: int, zmax: int, layers: list[str],
-                export_summary: dict, input_shown_as: str | None = None) -> str:
+                export_summary: dict, input_shown_as: str | None = None, values: dict | None = None) -> str:
     west, south, east, north = bounds
     legend = "".join(
         f'<div><span class="swatch" style="background:{html.escape(c)}"></span>{html.escape(n)}</div>'
@@ -99,7 +127,7 @@ def render_page(recipe: Recipe, bundle: dict, bounds, zmin: int, zmax: int, laye
     rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
                    for k, v in metrics.items() if not isinstance(v, list))
     config = {"bounds": [[south, west], [north, east]], "minZoom": zmin, "maxZoom": zmax,
-              "layers": layers, "labels": {"rgb": f"Input ({input_shown_as or 'true colour'})", "prediction": "Prediction",
+              "layers": layers, "classes": bundle["classes"], "lookup": values, "labels": {"rgb": f"Input ({input_shown_as or 'true colour'})", "prediction": "Prediction",
                                            "confidence": "Confidence"}}
     return PAGE.format(
         title=html.escape(f"{recipe.name}: {bundle['backbone']} student, depth {bundle['depth']}"),
@@ -134,6 +162,7 @@ PAGE = """<!doctype html>
   <h4>Legend</h4>{legend}
   <h4>Test metrics</h4><table>{metrics}</table>
   <p>ONNX vs PyTorch, max |logit difference|: {onnx_diff}</p>
+  <h4>Point</h4><div id="point">click the map</div>
 </div>
 <script>
 const config = {config};
@@ -152,6 +181,25 @@ L.control.layers(null, overlays, {{ collapsed: false }}).addTo(map);
 L.rectangle(config.bounds, {{ color: "#ffcc00", weight: 2, fill: false }}).addTo(map);
 document.getElementById("opacity").addEventListener("input", (event) => {{
   overlays[config.labels.prediction].setOpacity(Number(event.target.value));
+}});
+L.control.scale({{ imperial: false }}).addTo(map);
+const grid = config.lookup && {{
+  classes: Uint8Array.from(atob(config.lookup.classes), (c) => c.charCodeAt(0)),
+  confidence: Uint8Array.from(atob(config.lookup.confidence), (c) => c.charCodeAt(0)),
+}};
+map.on("click", (event) => {{  // the embedded grid's pixel under the click
+  const g = config.lookup, lat = event.latlng.lat, lon = event.latlng.lng;
+  const column = Math.floor((lon - g.west) / (g.east - g.west) * g.width);
+  const row = Math.floor((g.north - lat) / (g.north - g.south) * g.height);
+  const inside = column >= 0 && column < g.width && row >= 0 && row < g.height;
+  const index = row * g.width + column, value = inside ? grid.classes[index] : 255;
+  const text = value === 255 ? "no data" : config.classes[value];
+  const score = inside && grid.confidence[index] !== 255 ? (grid.confidence[index] / 254).toFixed(2) : "-";
+  const point = document.getElementById("point");
+  point.innerHTML = `<div>${{lat.toFixed(5)}}, ${{lon.toFixed(5)}}</div><div>class <b class="point-class"></b></div>`
+    + `<div>confidence ${{score}}</div>`;
+  point.querySelector(".point-class").textContent = text;
+  L.popup().setLatLng(event.latlng).setContent(point.innerHTML).openOn(map);
 }});
 </script>
 </body>

@@ -35,3 +35,39 @@ def test_the_viewer_renders_tiles_offline(tmp_path):
     assert ((green > red + 25) & (green > blue)).mean() > 0.01  # vegetation's green
     assert ((blue > red + 25) & (blue > green)).mean() > 0.001  # water's blue
     assert len(np.unique(map_area, axis=0)) > 50
+
+
+def test_a_click_on_the_static_viewer_shows_the_class_the_cog_holds_there(tmp_path, browser):
+    """Opened from disk (file://) in chromium through WebDriver: a click reads the embedded
+    lon/lat grid; rasterio reads the prediction COG at the clicked point for comparison."""
+    import rasterio
+    from rasterio.warp import transform
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    from tests.conftest import off_machine_hosts
+
+    driver, proxy = browser
+    shutil.copy(REPO / "recipes" / "tiny.yaml", tmp_path / "tiny.yaml")
+    assert main([str(tmp_path / "tiny.yaml"), "--runs-dir", str(tmp_path / "runs")]) == 0
+    run = tmp_path / "runs" / "tiny"
+    report = json.loads((run / "report.json").read_text())
+    driver.get((run / "viewer" / "index.html").as_uri())
+    map_element = driver.find_element(By.ID, "map")
+    checked = 0
+    for dx, dy in ((0, 0), (-60, 40), (50, -30), (20, 70)):
+        ActionChains(driver).move_to_element_with_offset(map_element, dx, dy).click().perform()
+        point = driver.find_element(By.ID, "point")
+        lat, lon = (float(v) for v in point.text.splitlines()[0].split(","))
+        with rasterio.open(run / report["prediction"]) as dataset:
+            (x,), (y,) = transform("EPSG:4326", dataset.crs, [lon], [lat])
+            row, column = dataset.index(x, y)
+            if not (0 <= row < dataset.height and 0 <= column < dataset.width):
+                continue
+            value = int(dataset.read(1)[row, column])
+            names = [dataset.tags(1)[f"class_{i}"] for i in range(3)]
+        shown = point.find_element(By.CSS_SELECTOR, ".point-class").text
+        assert shown == (names[value] if value != 255 else "no data"), (point.text, value)
+        checked += 1
+    assert checked >= 3
+    assert off_machine_hosts(proxy.requests) == set()

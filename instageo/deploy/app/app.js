@@ -95,7 +95,7 @@ function clip() {
 }
 
 // drawing a box: press the button, then drag on the map
-let drawing = false, start = null, justDrew = false;
+let drawing = false, start = null, drewAt = 0;
 $("draw").addEventListener("click", () => {
   drawing = true;
   map.dragging.disable();
@@ -114,13 +114,31 @@ map.on("mousemove", (event) => {
 map.on("mouseup", () => {
   if (!drawing || !start) return;
   drawing = false;
-  justDrew = true; // the click that ends a drag is not a question about a point
+  drewAt = Date.now(); // the click that may end the drag is not a question about a point
   start = null;
   map.dragging.enable();
   $("map").style.cursor = "";
+  setArea(area.getBounds());
+});
+
+function setArea(bounds) {
+  if (area) map.removeLayer(area);
+  area = L.rectangle(bounds, { color: "#ffcc00", weight: 2, fill: false, pane: "top" }).addTo(map);
   const b = area.getBounds();
   $("area-text").textContent = [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map((v) => v.toFixed(4)).join(", ");
   $("run").disabled = false;
+}
+
+$("geojson").addEventListener("change", async (event) => { // its bounds are the area to predict
+  fail("");
+  try {
+    const shape = L.geoJSON(JSON.parse(await event.target.files[0].text()));
+    if (!shape.getBounds().isValid()) throw new Error("no geometry in it");
+    setArea(shape.getBounds());
+    map.fitBounds(shape.getBounds());
+  } catch (error) {
+    fail(`${event.target.files[0].name}: not a GeoJSON area (${error.message})`);
+  }
 });
 
 $("run").addEventListener("click", async () => {
@@ -165,18 +183,27 @@ function watch(job) {
 }
 
 map.on("click", async (event) => {
-  if (drawing || justDrew) { justDrew = false; return; }
+  if (drawing || Date.now() - drewAt < 500) return;
   const ids = [$("show").value, $("compare").value].filter(Boolean);
   const rows = [`<tr><td>lat, lon</td><td>${event.latlng.lat.toFixed(5)}, ${event.latlng.lng.toFixed(5)}</td></tr>`];
   for (const id of ids) {
     try {
-      const found = await call(`/api/point?prediction=${encodeURIComponent(id)}&lon=${event.latlng.lng}&lat=${event.latlng.lat}`);
+      const inputs = id === ids[0] ? "&inputs=1" : ""; // what the model read: for the first map only
+      const found = await call(`/api/point?prediction=${encodeURIComponent(id)}&lon=${event.latlng.lng}&lat=${event.latlng.lat}${inputs}`);
       const name = run.predictions.find((p) => p.id === id).name;
       rows.push(`<tr><td colspan="2"><b>${esc(name)}</b></td></tr>`);
       if (found.outside) { rows.push("<tr><td>outside the map</td></tr>"); continue; }
       rows.push(`<tr><td>class</td><td class="point-class">${found.class == null ? "no data" : esc(found.class)}</td></tr>`);
       rows.push(`<tr><td>confidence</td><td>${found.confidence == null ? "-" : found.confidence.toFixed(3)}</td></tr>`);
-      if (found.rgb) rows.push(`<tr><td>input (R, G, B)</td><td>${found.rgb.join(", ")}</td></tr>`);
+      if (found.rgb) rows.push(`<tr><td>input colour</td><td>${found.rgb.join(", ")}</td></tr>`);
+      if (found.inputs && found.inputs.values) {
+        const head = found.inputs.bands.map((b) => `<th>${esc(b)}</th>`).join("");
+        const steps = found.inputs.values.map((step, t) => `<tr><td>${esc(found.inputs.dates[t])}</td>`
+          + step.map((v) => `<td>${v == null ? "-" : Number(v).toPrecision(3)}</td>`).join("") + "</tr>").join("");
+        rows.push(`<tr><td colspan="2"><table class="inputs"><tr><th>step</th>${head}</tr>${steps}</table></td></tr>`);
+      } else if (found.inputs) {
+        rows.push(`<tr><td>inputs</td><td>${esc(found.inputs.reason)}</td></tr>`);
+      }
     } catch (error) {
       fail(error.message);
     }

@@ -108,6 +108,8 @@ def run_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
                f"report: {run_dir / 'report.md'}")
     if report.get("viewer"):
         typer.echo(f"viewer: {run_dir / 'viewer' / 'index.html'} (open it in a browser; no server needed)")
+    if report.get("compare"):
+        typer.echo(f"students side by side: {run_dir / report['compare']}")
 
 
 _PREDICT_DEFAULTS = PredictSpec.model_fields  # one place for the stage's and the command's defaults

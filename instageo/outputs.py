@@ -228,6 +228,8 @@ class Report(_Open):
     prediction: str | None = Field(None, description="the recommended variant's prediction COG")
     confidence: str | None = None
     viewer: str | None = None
+    compare: str | None = Field(None, description="compare.html: every student's map side by side with a slider "
+                                "(two students or more)")
 
 
 SCHEMAS = {"report": Report, "bundle": Bundle}

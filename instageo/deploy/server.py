@@ -26,7 +26,7 @@ MAX_BODY = 4096  # bytes of a job request (JSON: model, bbox, date)
 BODY_ROUTES = ("/api/jobs",)  # the only paths that take a POST with a body
 LAYERS = ("prediction", "confidence", "rgb")
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
-SERVED = ("report.json", "report.md", "sweep.png", "app/", "viewer/")  # top-level files and folders
+SERVED = ("report.json", "report.md", "sweep.png", "compare.html", "app/", "viewer/")  # top-level files and folders
 SERVED_STAGES = ("viewer-", "predict-", "teacher_predict-")  # stage folders the map reads from
 NEVER = (".pt", ".log", ".lock.json")
 

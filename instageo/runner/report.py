@@ -129,12 +129,19 @@ def _link_viewer(run_dir: Path, folder: Path) -> None:
     os.replace(tmp, link)
 
 
+COMPARE_PAGE = "compare.html"
+
+
 def write_report(report: dict[str, Any], run_dir: Path) -> None:
     from instageo.runner.sweep import sweep_plot
 
     plot = "sweep.png" if sweep_plot(report, run_dir / "sweep.png") else None
     if report.get("viewer"):
         _link_viewer(run_dir, Path(report["viewer"]).parent)
+    from instageo.deploy.viewer import write_compare_page
+
+    if write_compare_page(report, run_dir):
+        report["compare"] = COMPARE_PAGE
     write_json_atomic(run_dir / "report.json", report)
     write_bytes_atomic(run_dir / "report.md", render_markdown(report, plot).encode("utf-8"))
 

@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,3 +73,40 @@ def test_a_click_on_the_static_viewer_shows_the_class_the_cog_holds_there(tmp_pa
         checked += 1
     assert checked >= 3
     assert off_machine_hosts(proxy.requests) == set()
+
+
+def test_the_students_maps_side_by_side_open_from_disk(tmp_path, browser):
+    """Two students: compare.html at the run's top level shows one map left of the slider and
+    the other right of it, both from their viewer stages' own tiles, with no network."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from tests.conftest import off_machine_hosts
+
+    driver, proxy = browser
+    shutil.copy(REPO / "recipes" / "tiny.yaml", tmp_path / "tiny.yaml")
+    assert main([str(tmp_path / "tiny.yaml"), "--runs-dir", str(tmp_path / "runs"), "--set", "student.depth=1,2"]) == 0
+    run = tmp_path / "runs" / "tiny"
+    report = json.loads((run / "report.json").read_text())
+    assert report["compare"] == "compare.html"
+    driver.get((run / "compare.html").as_uri())
+    folders = {str(Path(v["viewer"]).parent) for v in report["variants"]}
+    loaded = lambda: {f for f in folders if driver.execute_script(  # noqa: E731
+        "return [...document.images].some(i => i.src.includes(arguments[0]) && i.complete && i.naturalWidth)", f)}
+    deadline = time.monotonic() + 30
+    while loaded() != folders and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert loaded() == folders  # both students' tiles drawn
+    assert Select(driver.find_element(By.ID, "left")).first_selected_option.text.startswith("student depth 1")
+    assert Select(driver.find_element(By.ID, "right")).first_selected_option.text.startswith("student depth 2")
+    before = driver.execute_script("return document.querySelector('.leaflet-right-pane').style.clip")
+    driver.execute_script("const s = document.getElementById('slider'); s.value = 0.2; s.dispatchEvent(new Event('input'))")
+    assert before.startswith("rect(") and driver.execute_script(
+        "return document.querySelector('.leaflet-right-pane').style.clip") != before
+    driver.save_screenshot(str(tmp_path / "compare.png"))
+    assert off_machine_hosts(proxy.requests) == set()
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(REPO / "recipes" / "tiny.yaml", one / "tiny.yaml")
+    assert main([str(one / "tiny.yaml"), "--runs-dir", str(one / "runs")]) == 0
+    assert not (one / "runs" / "tiny" / "compare.html").exists()  # one student: nothing to compare

@@ -233,6 +233,9 @@ def serve_command(
                                                   "request's headers before it is disconnected")] = 10.0,
     token: Annotated[Optional[str], typer.Option(help="a secret every request must carry; required to bind "
                                                  "beyond 127.0.0.1", show_default=False)] = None,
+    catalog: Annotated[Optional[list[Path]], typer.Option("--catalog", help="a local STAC catalog.json the app may "
+                                                         "also predict from (repeatable; the recipe's is the default)",
+                                                         show_default=False)] = None,
     basemap: Annotated[Optional[str], typer.Option(help="an XYZ tile URL to draw under the maps, e.g. "
                                                    "https://tile.openstreetmap.org/{z}/{x}/{y}.png (default: none, "
                                                    "nothing leaves the machine)", show_default=False)] = None,
@@ -259,7 +262,10 @@ def serve_command(
             pass
     except OSError as exc:
         raise InputError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
-    application = create_app(run_dir, token=token, basemap=basemap)
+    for path in catalog or []:
+        if not path.is_file():
+            raise InputError(f"--catalog {path}: no such file; give a STAC catalog.json")
+    application = create_app(run_dir, token=token, basemap=basemap, catalogues=[p.resolve() for p in catalog or []])
     shown = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
     typer.echo(f"serving {run_dir} on {shown}")
     # idle keep-alive connections close after 5 s, slow request heads after header_timeout;

@@ -192,7 +192,8 @@ def point_values(root: Path, prediction: dict, classes: list[str], lon: float, l
     return found
 
 
-def create_app(run_dir: Path, token: str | None = None, basemap: str | None = None):
+def create_app(run_dir: Path, token: str | None = None, basemap: str | None = None,
+               catalogues: list[Path] = ()):
     from rio_tiler.errors import TileOutsideBounds
     from rio_tiler.io import Reader
     from starlette.applications import Starlette
@@ -255,6 +256,9 @@ def create_app(run_dir: Path, token: str | None = None, basemap: str | None = No
         predictions = predictions_of(root, report, queue)
         return JSONResponse({"name": root.name, "task": report.get("task"), "models": models_of(root, report),
                              "predictions": predictions, "basemap": basemap,
+                             "catalogues": [{"id": "recipe", "name": "the recipe's"}]
+                             + [{"id": i, "name": path.name if path.name != "catalog.json" else str(path.parent.name)}
+                                for i, path in enumerate(catalogues)],
                              "colours": _colours(root, report)})
 
     def observations(request):
@@ -311,7 +315,7 @@ def create_app(run_dir: Path, token: str | None = None, basemap: str | None = No
             body = json.loads(await request.body())
         except ValueError:
             raise BadRequest("the job is not valid JSON") from None
-        job = submit_job(root, queue, current_report(), body)
+        job = submit_job(root, queue, current_report(), body, list(catalogues))
         return JSONResponse(job.public(), status_code=202)
 
     def job_status(request):
@@ -376,9 +380,10 @@ def _colours(root: Path, report: dict) -> list[str]:
     return class_colours(len(task.get("classes", [])), task.get("colors"))
 
 
-def submit_job(root: Path, queue, report: dict, body: dict):
-    """A job from the page's request: the model by id, a lon/lat box, a date, optionally a
-    local catalogue inside the run folder's parent. The predict stage's limits apply."""
+def submit_job(root: Path, queue, report: dict, body: dict, catalogues: list[Path] = ()):
+    """A job from the page's request: the model by id, a lon/lat box, a date, and the
+    catalogue: "recipe" (the default: the recipe's own source) or the index of one the server
+    was started with (--catalog; the page never names a path). The predict stage's limits apply."""
     import datetime as dt
 
     from instageo.deploy import predict
@@ -403,9 +408,13 @@ def submit_job(root: Path, queue, report: dict, body: dict):
         raise BadRequest(f"date {body.get('date')!r}: not YYYY-MM-DD") from None
     bundle_dir = root / model["bundle"]
     bundle = read_bundle(bundle_dir)
-    catalog = None
-    if bundle["source"]["kind"] == "catalog":  # the run's own local catalogue, as the search stage read it
-        catalog = _run_catalogue(root, report)
+    chosen = body.get("catalog", "recipe")
+    if chosen == "recipe":
+        catalog = _run_catalogue(root, report) if bundle["source"]["kind"] == "catalog" else None
+    elif isinstance(chosen, int) and 0 <= chosen < len(catalogues):
+        catalog = catalogues[chosen]
+    else:
+        raise BadRequest(f"catalog {chosen!r} is not valid, should be 'recipe' or 0..{len(catalogues) - 1}")
     recipe = recipe_for(bundle, source_for(bundle, catalog, None, None), bbox, date,
                         PredictSpec.model_fields["overlap"].default, PredictSpec.model_fields["batch_size"].default,
                         None)

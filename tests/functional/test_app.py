@@ -213,7 +213,9 @@ def test_job_requests_that_are_wrong_are_one_line_400s(run_dir):
         for body, status, words in (({**good, "model": "nope"}, 400, "model 'nope' is not valid"),
                                     ({**good, "bbox": [1, 2, 3]}, 400, "bbox: should be"),
                                     ({**good, "date": "2023-13-01"}, 400, "not YYYY-MM-DD"),
-                                    ({**good, "bbox": [-170, -80, 170, 80]}, 400, "too large")):
+                                    ({**good, "bbox": [-170, -80, 170, 80]}, 400, "too large"),
+                                    ({**good, "catalog": 3}, 400, "catalog 3 is not valid"),
+                                    ({**good, "catalog": "/etc/passwd"}, 400, "is not valid")):
             code, text = post(body)
             assert code == status and words in text and "\n" not in text.strip(), text
         assert post(good, "text/plain")[0] == 400  # a cross-site form cannot send JSON without asking
@@ -251,3 +253,29 @@ def test_a_cancelled_job_leaves_nothing_and_a_queued_one_never_runs(run_dir):
             assert not list((run_dir / APP_FOLDER / job.key).glob(".partial-*"))
     finally:
         queue.close()
+
+
+def test_a_job_can_read_another_catalogue_the_server_was_given(run_dir, tmp_path):
+    """serve --catalog: the page picks it by its index (never a path); the job reads that
+    catalogue's items, not the recipe's scene."""
+    assert main(["demo-data", str(tmp_path / "other"), "--seed", "3", "--size", "96", "--acquisitions", "4",
+                 "--no-quicklook"]) == 0
+    process, url = start(run_dir, "--catalog", str(tmp_path / "other" / "catalog.json"))
+    try:
+        run = json.loads(urllib.request.urlopen(url + "/api/run", timeout=10).read())
+        assert [c["id"] for c in run["catalogues"]] == ["recipe", 0]
+        body = {"model": "student-default", "bbox": [39.901, 1.415, 39.91, 1.425], "date": "2023-01-19", "catalog": 0}
+        request = urllib.request.Request(url + "/api/jobs", data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        job = json.loads(urllib.request.urlopen(request, timeout=10).read())
+
+        def state():
+            return json.loads(urllib.request.urlopen(f"{url}/api/jobs/{job['id']}", timeout=10).read())
+        done = wait_for(lambda: (s := state())["state"] in ("done", "failed") and s, 120)
+        assert done["state"] == "done", done
+        items = json.loads((run_dir / done["result"] / "items.json").read_text())
+        assert items and all(str(tmp_path / "other") in band["href"] for item in items.values()
+                             for band in item["bands"].values())
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -36,6 +36,7 @@ async function load(selectId) {
   $("title").textContent = run.name;
   if (run.basemap) L.tileLayer(run.basemap, { maxZoom: 18 }).addTo(map);
   $("model").replaceChildren(...run.models.map((m) => option(m.id, m.name)));
+  if (!$("catalog").options.length) $("catalog").replaceChildren(...run.catalogues.map((c) => option(c.id, c.name)));
   $("models").tBodies[0].replaceChildren(...run.models.map((m) => {
     const row = document.createElement("tr");
     for (const value of [m.name, m.miou == null ? "-" : m.miou.toFixed(3),
@@ -148,6 +149,7 @@ $("run").addEventListener("click", async () => {
     const job = await call("/api/jobs", {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ model: $("model").value, date: $("date").value,
+                             catalog: $("catalog").value === "recipe" ? "recipe" : Number($("catalog").value),
                              bbox: [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()] }),
     });
     watch(job);

@@ -217,7 +217,12 @@ def write_compare_page(report: dict, run_dir: Path, name: str = "compare.html") 
             continue
         folder = Path(variant["viewer"]).parent
         zooms = sorted(int(z.name) for z in (run_dir / folder / "tiles" / "prediction").glob("*") if z.name.isdigit())
-        west, south, east, north = variant["prediction_area"]["bbox"]
+        boxes = [a["bbox"] for a in ([variant["prediction_area"]] if "prediction_area" in variant
+                                       else variant.get("areas", [])) if a.get("bbox")]
+        if not boxes:
+            continue
+        west, south = min(b[0] for b in boxes), min(b[1] for b in boxes)  # several areas: their union
+        east, north = max(b[2] for b in boxes), max(b[3] for b in boxes)
         metric = (variant.get("metrics") or {}).get("miou")
         maps.append({"name": f"student depth {variant['student_depth']} ({variant['name']})"
                              + (f", test mIoU {metric:.3f}" if metric is not None else ""),

@@ -121,6 +121,8 @@ def inputs_of(root: Path, report: dict, prediction: dict, lon: float, lat: float
     from instageo.recipe.models import PredictSpec
 
     stages = {s["name"]: s for s in report.get("stages", [])}
+    if not prediction.get("bbox") or not prediction.get("date"):
+        return {"reason": "this map does not record its area and date (several areas)"}
     if prediction["id"].startswith("job-"):
         bundle_dir = root / prediction["bundle"]
         items = json.loads((root / Path(prediction["layers"]["prediction"]).parent / "items.json").read_text())

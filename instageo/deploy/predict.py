@@ -261,11 +261,18 @@ def choose_model(bundle: dict, tolerance_pp: float | None, gpu: bool | None = No
 def predict_area(recipe: Recipe, search: StageResult, export: StageResult, bundle: dict, area: Area,
                  folder: Path, ctx: StageContext) -> tuple[dict[str, str], dict, dict | None]:
     """One area's COGs in ``folder``: (files, summary, the items of a fresh search or None)."""
+    import os
+    import time
+
     tiling = plan_tiles(recipe, search, len(bundle["classes"]), ctx, area)
     model, why = choose_model(bundle, recipe.export.predict.int8_tolerance_pp)
     ctx.log.info("predicting with %s (%s)", model, why)
+    started = time.perf_counter()
     files, summary = predict_tiling(recipe, tiling, export.path("onnx").parent / model, bundle, folder, ctx)
-    return files, {**summary, "model": model, "model_why": why}, (tiling.items if tiling.items_from != "search" else None)
+    timing = {"seconds": round(time.perf_counter() - started, 3), "cores": os.cpu_count() or 1,
+              "resolution_m": recipe.data.chips.resolution}  # what runner.cost turns into CPU-hours
+    return (files, {**summary, "model": model, "model_why": why, **timing},
+            tiling.items if tiling.items_from != "search" else None)
 
 
 def predict_tiling(recipe: Recipe, tiling: Tiling, model_path: Path, bundle: dict, folder: Path,

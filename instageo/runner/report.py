@@ -163,4 +163,7 @@ def render_markdown(report: dict[str, Any], plot: str | None = None) -> str:
             f"{'yes' if stage['cached'] else 'no'} | {stage['seconds']:.1f} | {stage['reason']} |"
         )
     lines += sweep_markdown(report, plot)
+    from instageo.runner.cost import cost_markdown
+
+    lines += cost_markdown(report)
     return "\n".join(lines) + "\n"

@@ -124,10 +124,13 @@ class JobQueue:
             self.lock.notify_all()
         return job
 
-    def finished(self) -> list[dict]:
-        """The jobs done so far, by this server or an earlier one (their job.json)."""
+    def finished(self, key: str = "*") -> list[dict]:
+        """The jobs done so far, by this server or an earlier one (their job.json); ``key``:
+        only that one."""
+        if key != "*" and not key.isalnum():  # keys are hex digests: anything else names no job
+            return []
         found = []
-        for path in sorted((self.run_dir / APP_FOLDER).glob("*/job.json")):
+        for path in sorted((self.run_dir / APP_FOLDER).glob(f"{key}/job.json")):
             try:
                 job = json.loads(path.read_text())
             except (OSError, ValueError):

@@ -23,7 +23,9 @@ import datetime as dt
 import functools
 import json
 import math
+import os
 import re
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -261,9 +263,6 @@ def choose_model(bundle: dict, tolerance_pp: float | None, gpu: bool | None = No
 def predict_area(recipe: Recipe, search: StageResult, export: StageResult, bundle: dict, area: Area,
                  folder: Path, ctx: StageContext) -> tuple[dict[str, str], dict, dict | None]:
     """One area's COGs in ``folder``: (files, summary, the items of a fresh search or None)."""
-    import os
-    import time
-
     tiling = plan_tiles(recipe, search, len(bundle["classes"]), ctx, area)
     model, why = choose_model(bundle, recipe.export.predict.int8_tolerance_pp)
     ctx.log.info("predicting with %s (%s)", model, why)

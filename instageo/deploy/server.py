@@ -84,9 +84,10 @@ def models_of(root: Path, report: dict) -> list[dict]:
     return found
 
 
-def predictions_of(root: Path, report: dict, queue) -> list[dict]:
-    """Every finished prediction: the stages' (each student's, the teacher's) and the app's
-    jobs', each with its layers (COG paths relative to the run folder) and its date."""
+def predictions_of(root: Path, report: dict, jobs: list[dict]) -> list[dict]:
+    """The finished predictions: the stages' (each student's, the teacher's) and those of
+    ``jobs`` (JobQueue.finished), each with its layers (COG paths relative to the run folder)
+    and its date."""
     found = []
 
     def add(pid: str, name: str, folder: str, area: dict | None, model: str | None) -> None:
@@ -102,7 +103,7 @@ def predictions_of(root: Path, report: dict, queue) -> list[dict]:
     teacher = report.get("teacher") or {}
     if teacher.get("prediction"):
         add("teacher", "teacher", str(Path(teacher["prediction"]).parent), teacher.get("prediction_area"), "teacher")
-    for job in queue.finished():
+    for job in jobs:
         add(f"job-{job['key']}", f"{job['model']}, {job['date']}", job["result"],
             {"date": job["date"], "bbox": job["bbox"]}, None)
         if found and found[-1]["id"] == f"job-{job['key']}":
@@ -117,8 +118,7 @@ def inputs_of(root: Path, report: dict, prediction: dict, lon: float, lat: float
     import logging
 
     from instageo.deploy import jobs, predict
-    from instageo.deploy.standalone import read_bundle, recipe_for, source_for
-    from instageo.recipe.models import PredictSpec
+    from instageo.deploy.standalone import read_bundle
 
     stages = {s["name"]: s for s in report.get("stages", [])}
     if not prediction.get("bbox") or not prediction.get("date"):
@@ -141,9 +141,7 @@ def inputs_of(root: Path, report: dict, prediction: dict, lon: float, lat: float
         catalog = _run_catalogue(root, report)
     bundle = read_bundle(bundle_dir)
     date = dt.date.fromisoformat(prediction["date"])
-    recipe = recipe_for(bundle, source_for(bundle, catalog, None, None), tuple(prediction["bbox"]), date,
-                        PredictSpec.model_fields["overlap"].default, PredictSpec.model_fields["batch_size"].default,
-                        None)
+    recipe = _recipe_for_area(bundle, catalog, tuple(prediction["bbox"]), date)
     return predict.inputs_at(recipe, items, base, date, lon, lat, logging.getLogger("instageo.serve"))
 
 
@@ -255,7 +253,7 @@ def create_app(run_dir: Path, token: str | None = None, basemap: str | None = No
 
     def run_info(request):
         report = current_report()
-        predictions = predictions_of(root, report, queue)
+        predictions = predictions_of(root, report, queue.finished())
         return JSONResponse({"name": root.name, "task": report.get("task"), "models": models_of(root, report),
                              "predictions": predictions, "basemap": basemap,
                              "catalogues": [{"id": "recipe", "name": "the recipe's"}]
@@ -267,7 +265,9 @@ def create_app(run_dir: Path, token: str | None = None, basemap: str | None = No
         return JSONResponse(observations_of(root, current_report()))
 
     def prediction_by_id(pid: str) -> dict:
-        for prediction in predictions_of(root, current_report(), queue):
+        # every tile asks: read only the job it names, not every job.json of the run
+        jobs = queue.finished(pid.removeprefix("job-")) if pid.startswith("job-") else []
+        for prediction in predictions_of(root, current_report(), jobs):
             if prediction["id"] == pid:
                 return prediction
         raise NotFound(f"no prediction '{pid}'")
@@ -389,8 +389,7 @@ def submit_job(root: Path, queue, report: dict, body: dict, catalogues: list[Pat
     import datetime as dt
 
     from instageo.deploy import predict
-    from instageo.deploy.standalone import read_bundle, recipe_for, source_for
-    from instageo.recipe.models import PredictSpec
+    from instageo.deploy.standalone import read_bundle
 
     if not isinstance(body, dict):
         raise BadRequest("the job should be a JSON object")
@@ -417,9 +416,7 @@ def submit_job(root: Path, queue, report: dict, body: dict, catalogues: list[Pat
         catalog = catalogues[chosen]
     else:
         raise BadRequest(f"catalog {chosen!r} is not valid, should be 'recipe' or 0..{len(catalogues) - 1}")
-    recipe = recipe_for(bundle, source_for(bundle, catalog, None, None), bbox, date,
-                        PredictSpec.model_fields["overlap"].default, PredictSpec.model_fields["batch_size"].default,
-                        None)
+    recipe = _recipe_for_area(bundle, catalog, bbox, date)
     predict.check_area_size(recipe, predict.Area("area", bbox, None, "the drawn area"), len(bundle["classes"]))
     from instageo.errors import InstageoError
 
@@ -427,6 +424,17 @@ def submit_job(root: Path, queue, report: dict, body: dict, catalogues: list[Pat
         return queue.submit(model["name"], bundle_dir, bbox, date, catalog)
     except InstageoError as exc:
         raise JobRefused(str(exc)) from None
+
+
+def _recipe_for_area(bundle: dict, catalog: Path | None, bbox, date):
+    """The recipe `instarun predict` would make of a bundle for an area and date (the predict
+    stage's defaults), reading ``catalog`` instead of the bundle's source when given."""
+    from instageo.deploy.standalone import recipe_for, source_for
+    from instageo.recipe.models import PredictSpec
+
+    defaults = PredictSpec.model_fields
+    return recipe_for(bundle, source_for(bundle, catalog, None, None), bbox, date, defaults["overlap"].default,
+                      defaults["batch_size"].default, None)
 
 
 def _run_catalogue(root: Path, report: dict) -> Path | None:

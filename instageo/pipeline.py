@@ -37,7 +37,7 @@ def default_pipeline() -> list[Stage]:
               sections=("export.onnx",)),
         Stage("teacher_predict", predict.run_teacher, version="3", needs=("search", "teacher_export"),
               report_into="teacher", sections=PREDICT_SECTIONS),
-        Stage("predict", predict.run, version="8", needs=("search", "export"), report_into="variant",
+        Stage("predict", predict.run, version="9", needs=("search", "export"), report_into="variant",
               sections=PREDICT_SECTIONS),
         Stage("viewer", viewer.run, version="2", needs=("export", "predict"), report_into="variant",
               sections=("export.viewer",)),

@@ -267,9 +267,9 @@ def run_jobs(jobs: list[ChipJob], out: Path, recipe: Recipe, ctx: StageContext) 
     executor = recipe.data.executor
     jobs = sorted(jobs, key=lambda job: (job.grid.crs, -job.grid.transform[5], job.grid.transform[2]))
     if executor.kind == "dask":
-        from instageo.data.dask_executor import run_on_dask
+        from instageo.data.dask_executor import run_chips_on_dask
 
-        records = run_on_dask(jobs, str(out), executor.address, executor.workers, ctx)
+        records = run_chips_on_dask(jobs, str(out), executor.address, executor.workers, ctx)
     else:
         # one band of neighbouring chips per thread, built one after another: neighbours share
         # COG blocks, and two threads fetching the same block at once would both download it

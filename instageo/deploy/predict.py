@@ -281,12 +281,45 @@ def predict_tiling(recipe: Recipe, tiling: Tiling, model_path: Path, bundle: dic
     chips, spec = recipe.data.chips, recipe.export.predict
     layout = tiling.layout
     colour = InputColour.of(list(chips.bands), bundle)
-    model = TileModel(model_path, bundle, chips.size, tiling.overlap, colour)
-    outputs = Outputs(folder, layout, bundle, colour=colour,
-                      outline=_project(tiling.outline, layout.crs) if tiling.outline is not None else None)
-    strip = Strip(layout, len(bundle["classes"]), chips.size, rgb=colour is not None)
+    outline = _project(tiling.outline, layout.crs) if tiling.outline is not None else None
+    mosaic: dict[str, str] = {}  # the dask executor's VRTs over its blocks
+    if spec.executor.kind == "dask":
+        from instageo.deploy.blocks import BlockSpec, predict_blocks
+
+        blocks = BlockSpec(str(folder), layout, bundle, str(model_path), chips.size, tiling.overlap,
+                           list(chips.bands), spec.batch_size, outline)
+        outputs, mosaic = predict_blocks(tiling.jobs, blocks, spec.block_tiles, spec.executor, ctx)
+    else:
+        model = TileModel(model_path, bundle, chips.size, tiling.overlap, colour)
+        outputs = Outputs(folder, layout, bundle, colour=colour, outline=outline)
+        with outputs:
+            predict_rows(tiling.jobs, model, spec.batch_size, outputs, ctx.track)
+    if outputs.class_pixels.sum() == 0:
+        outputs.discard()
+        raise InputError(f"prediction: no imagery for the area {tuple(round(v, 5) for v in tiling.area)} "
+                         f"({tiling.area_name}) around {tiling.date}")
+    summary = {"bbox": list(tiling.area), "date": tiling.date.isoformat(), "tiles": len(tiling.jobs),
+               "items_from": tiling.items_from, "items": len(tiling.items), "width": layout.width,
+               "height": layout.height, "class_pixels": dict(zip(bundle["classes"], outputs.class_pixels.tolist()))}
+    if mosaic:
+        summary["blocks"] = len(list((folder / "blocks").iterdir()))
+    files = {**outputs.finish(), **mosaic}
+    files["item"] = write_prediction_item(folder, files, tiling.date.isoformat(),
+                                          f"{bundle['backbone']} depth {bundle['depth']}")
+    return files, summary
+
+
+def predict_rows(jobs: list[ChipJob], model: TileModel, batch_size: int, outputs: Outputs, track) -> None:
+    """Read, predict and blend row-major tiles, writing every finished row ``outputs`` holds.
+    A batch is the readable tiles among jobs[k * batch_size:(k + 1) * batch_size]: a tile's
+    probabilities then depend only on its own batch (int8's quantisation scale is the whole
+    batch's), so blocks that start on a batch boundary give the single process's bytes."""
+    layout = outputs.layout
+    strip = Strip(layout, len(outputs.bundle["classes"]), model.weight.shape[0], rgb=model.colour is not None,
+                  top=layout.offset(jobs[0].grid)[0] if jobs else 0)
+
     def finish_rows_above(row: int) -> None:  # tiles arrive in rows: rows above `row` are final
-        while row > strip.top:
+        while row > strip.top and strip.top < outputs.rows[1]:
             outputs.write(strip.top, *strip.take(min(row - strip.top, strip.size)))
 
     def place(predicted: list) -> None:
@@ -294,27 +327,17 @@ def predict_tiling(recipe: Recipe, tiling: Tiling, model_path: Path, bundle: dic
             finish_rows_above(layout.offset(grid)[0])
             strip.add(grid, probabilities, weight, rgb)
 
-    with ThreadPoolExecutor(READ_THREADS) as pool, outputs:
+    with ThreadPoolExecutor(READ_THREADS) as pool:
         batch: list = []
-        stacks = read_ahead(pool, tiling.jobs, model.prepare, depth=2 * spec.batch_size + READ_THREADS)
-        for job, tile in ctx.track(stacks, total=len(tiling.jobs), description="tiles"):
+        stacks = read_ahead(pool, jobs, model.prepare, depth=2 * batch_size + READ_THREADS)
+        for index, (job, tile) in enumerate(track(stacks, total=len(jobs), description="tiles")):
             if tile is not None:
                 batch.append((job.grid, *tile))
-            if len(batch) == spec.batch_size:
+            if (index + 1) % batch_size == 0:
                 place(model.predict(batch))
                 batch = []
         place(model.predict(batch))
         finish_rows_above(layout.height)
-        if outputs.class_pixels.sum() == 0:
-            raise InputError(f"prediction: no imagery for the area {tuple(round(v, 5) for v in tiling.area)} "
-                             f"({tiling.area_name}) around {tiling.date}")
-    summary = {"bbox": list(tiling.area), "date": tiling.date.isoformat(), "tiles": len(tiling.jobs),
-               "items_from": tiling.items_from, "items": len(tiling.items), "width": layout.width,
-               "height": layout.height, "class_pixels": dict(zip(bundle["classes"], outputs.class_pixels.tolist()))}
-    files = outputs.finish()
-    files["item"] = write_prediction_item(folder, files, tiling.date.isoformat(),
-                                          f"{bundle['backbone']} depth {bundle['depth']}")
-    return files, summary
 
 
 def check_areas(recipe: Recipe, observations: list | None) -> None:
@@ -548,8 +571,8 @@ class Strip:
     (normalised) and moves the strip down by n.
     """
 
-    def __init__(self, layout: Layout, classes: int, size: int, rgb: bool):
-        self.layout, self.size, self.top = layout, size, 0
+    def __init__(self, layout: Layout, classes: int, size: int, rgb: bool, top: int = 0):
+        self.layout, self.size, self.top = layout, size, top
         self.probabilities = np.zeros((classes, size, layout.width), np.float32)
         self.weights = np.zeros((size, layout.width), np.float32)
         self.rgb = np.zeros((3, size, layout.width), np.float32) if rgb else None
@@ -656,24 +679,29 @@ class TileModel:
 
 class Outputs:
     """Finished rows go to plain GeoTIFFs in the stage folder (one compressed strip per row,
-    each written once); ``finish`` adds overviews and copies them to COGs."""
+    each written once); ``finish`` adds overviews and copies them to COGs. ``rows``: the
+    layout's rows these files hold (a block of the area; default all), georeferenced in place."""
 
-    def __init__(self, folder: Path, layout: Layout, bundle: dict, colour: InputColour | None, outline=None):
+    def __init__(self, folder: Path, layout: Layout, bundle: dict, colour: InputColour | None, outline=None,
+                 rows: tuple[int, int] | None = None):
         self.folder, self.layout, self.bundle, self.outline, self.colour = folder, layout, bundle, outline, colour
+        self.rows = rows or (0, layout.height)
         self.names = ["prediction", "confidence"] + (["rgb"] if colour else [])
         self.class_pixels = np.zeros(len(bundle["classes"]), np.int64)
         self.datasets: dict = {}
 
     def __enter__(self) -> Outputs:
         import rasterio
+        from affine import Affine
 
         for name, dtype, count, nodata in (("prediction", "uint8", 1, NODATA_CLASS),
                                            ("confidence", "float32", 1, np.nan), ("rgb", "uint8", 3, 0)):
             if name not in self.names:
                 continue
             dataset = rasterio.open(
-                self._raw(name), "w", driver="GTiff", width=self.layout.width, height=self.layout.height,
-                count=count, dtype=dtype, crs=self.layout.crs, transform=self.layout.transform, nodata=nodata,
+                self._raw(name), "w", driver="GTiff", width=self.layout.width, height=self.rows[1] - self.rows[0],
+                count=count, dtype=dtype, crs=self.layout.crs, nodata=nodata,
+                transform=self.layout.transform * Affine.translation(0, self.rows[0]),
                 tiled=False, blockysize=1, compress="ZSTD", zstd_level=1, bigtiff="IF_SAFER")
             self._describe(name, dataset)
             self.datasets[name] = dataset
@@ -682,6 +710,11 @@ class Outputs:
     def __exit__(self, *exc) -> None:
         for dataset in self.datasets.values():
             dataset.close()
+
+    def discard(self) -> None:
+        """Remove the unfinished files (nothing to show for the area)."""
+        for name in self.names:
+            self._raw(name).unlink(missing_ok=True)
 
     def _raw(self, name: str) -> Path:
         return self.folder / f".{name}.raw.tif"
@@ -699,20 +732,25 @@ class Outputs:
         dataset.update_tags(model=f"{self.bundle['backbone']} depth {self.bundle['depth']}")
 
     def write(self, row: int, classes: np.ndarray, confidence: np.ndarray, rgb: np.ndarray | None) -> None:
+        """Rows from ``row`` of the layout; those outside ``self.rows`` are dropped."""
         from rasterio.windows import Window
 
-        if len(classes) == 0:
+        start, end = max(row, self.rows[0]), min(row + len(classes), self.rows[1])
+        if end <= start:
             return
+        part = slice(start - row, end - row)
+        classes, confidence = classes[part], confidence[part]
+        rgb = rgb[:, part] if rgb is not None else None
         if self.outline is not None:  # outside the GeoJSON area: nodata
             from affine import Affine
             from rasterio.features import geometry_mask
 
-            transform = self.layout.transform * Affine.translation(0, row)
+            transform = self.layout.transform * Affine.translation(0, start)
             outside = geometry_mask([self.outline], (len(classes), self.layout.width), transform)
             classes[outside], confidence[outside] = NODATA_CLASS, np.nan
             if rgb is not None:
                 rgb[:, outside] = 0
-        window = Window(0, row, self.layout.width, len(classes))
+        window = Window(0, start - self.rows[0], self.layout.width, len(classes))
         self.datasets["prediction"].write(classes, 1, window=window)
         self.datasets["confidence"].write(confidence, 1, window=window)
         if "rgb" in self.datasets:
@@ -720,25 +758,26 @@ class Outputs:
         known = classes[classes != NODATA_CLASS]
         self.class_pixels += np.bincount(known.ravel(), minlength=len(self.class_pixels))[:len(self.class_pixels)]
 
-    def finish(self) -> dict[str, str]:
-        """COGs (DEFLATE, 256 px tiles, internal overviews: mode for classes, average otherwise),
-        the outputs side by side (GDAL works outside the GIL)."""
+    def finish(self, overviews: bool = True) -> dict[str, str]:
+        """COGs (DEFLATE, 256 px tiles, internal overviews unless ``overviews`` is False: mode
+        for classes, average otherwise), the outputs side by side (GDAL works outside the GIL)."""
         with ThreadPoolExecutor(len(self.names)) as pool:
-            return dict(zip(self.names, pool.map(self._to_cog, self.names)))
+            return dict(zip(self.names, pool.map(functools.partial(self._to_cog, overviews=overviews), self.names)))
 
-    def _to_cog(self, name: str) -> str:
+    def _to_cog(self, name: str, overviews: bool = True) -> str:
         import rasterio
         from rasterio.shutil import copy as copy_dataset
 
         raw = self._raw(name)
         resampling = "mode" if name == "prediction" else "average"
-        levels = [f for f in (2, 4, 8, 16, 32, 64, 128) if min(self.layout.width, self.layout.height) // f >= 16]
+        height = self.rows[1] - self.rows[0]
+        levels = [f for f in (2, 4, 8, 16, 32, 64, 128) if min(self.layout.width, height) // f >= 16] if overviews else []
         if levels:
             with rasterio.open(raw, "r+") as dataset:
                 dataset.build_overviews(levels, getattr(rasterio.enums.Resampling, resampling))
         target = self.folder / f"{name}.tif"
         copy_dataset(raw, target, driver="COG", compress="DEFLATE", blocksize=256,
-                     overview_resampling=resampling, overviews="AUTO", bigtiff="IF_SAFER")
+                     overview_resampling=resampling, overviews="AUTO" if overviews else "NONE", bigtiff="IF_SAFER")
         with rasterio.open(target) as written:  # GDAL does not raise every failed write: read back the end
             from rasterio.windows import Window
 

@@ -486,15 +486,19 @@ class SplitSpec(Model):
         return self
 
 
+# a field that says where work runs, not what it makes: left out of its stage's cache key
+NOT_IN_KEY = {"cache_key": False}
+
+
 class LocalExecutor(Model):
-    """Read chips with threads on this machine."""
+    """Work on this machine: chips read with threads; prediction in this process."""
 
     kind: Literal["local"] = "local"
-    workers: int = Field(8, ge=1, le=256, description="reads in flight at once")
+    workers: int = Field(8, ge=1, le=256, description="chip reads in flight at once")
 
 
 class DaskExecutor(Model):
-    """Read chips on a dask.distributed cluster."""
+    """Work on a dask.distributed cluster: a task per chip, or per block of prediction tiles."""
 
     kind: Literal["dask"]
     address: str | None = Field(None, description="scheduler address; none starts a LocalCluster")
@@ -704,6 +708,14 @@ class PredictSpec(Model):
     int8_tolerance_pp: float | None = Field(
         0.5, ge=0.0, le=100.0, description="predict with the int8 model (export.onnx.quantize) when quantisation "
         "lost at most this much val mIoU, in percentage points (regression: this % of val RMSE); null: always float32"
+    )
+    executor: Executor = Field(
+        LocalExecutor(), description="where tiles are predicted: 'local', in this process; 'dask', in blocks of tile "
+        "rows on a dask.distributed cluster, the same bytes (not part of the cache key)", json_schema_extra=NOT_IN_KEY
+    )
+    block_tiles: PositiveInt = Field(
+        64, description="with the dask executor, about this many tiles per task, in whole tile rows (not part of "
+        "the cache key)", json_schema_extra=NOT_IN_KEY
     )
 
     @field_validator("areas")

@@ -84,8 +84,9 @@ def stage_config(recipe: Recipe, stage: Stage, digest: Callable[[Path], str]) ->
 
 
 def _jsonable(value: Any, digest: Callable[[Path], str]) -> Any:
-    if isinstance(value, BaseModel):
-        value = {name: getattr(value, name) for name in type(value).model_fields}
+    if isinstance(value, BaseModel):  # fields that only say where work runs (NOT_IN_KEY) are left out
+        value = {name: getattr(value, name) for name, info in type(value).model_fields.items()
+                 if (info.json_schema_extra or {}).get("cache_key", True)}
     if isinstance(value, dict):
         return {str(k): _jsonable(v, digest) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -102,6 +102,10 @@ def run_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
             check_areas(variant.recipe, observations)
     with _console() as progress:
         report = run_recipe(loaded, _pipeline(ctx), runs_dir, until, force or (), progress)
+    from instageo.runner import ranks
+
+    if not ranks.is_main():  # another process of `accelerate launch`: rank 0 says what happened
+        return
     run_dir = runs_dir / loaded.name
     ran = sum(not stage["cached"] for stage in report["stages"])
     typer.echo(f"{loaded.name}: {ran} stage(s) run, {len(report['stages']) - ran} cached; "

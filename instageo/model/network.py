@@ -19,6 +19,35 @@ from torch.nn import functional as F
 from instageo.model.backbone import BackboneSpec, PrithviEncoder
 
 
+class BatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics are the whole batch's when DDP splits the batch
+    over processes (accelerate launch), as one process computes them; torch's SyncBatchNorm
+    does this on GPUs only. The same parameters and buffers as nn.BatchNorm2d; in eval mode
+    (and in ONNX) it is nn.BatchNorm2d."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce  # differentiable: gradients flow back too
+
+        count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float64, device=x.device)
+        dist.all_reduce(count)
+        sums = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3))]))
+        mean, square = (sums / count.to(x.dtype)).chunk(2)
+        var = (square - mean * mean).clamp(min=0)  # biased, as BatchNorm normalises with it
+        with torch.no_grad():
+            momentum = self.momentum if self.momentum is not None else 1 / (int(self.num_batches_tracked) + 1)
+            n = float(count)
+            self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
+            self.running_var.mul_(1 - momentum).add_(momentum * var.detach() * n / max(n - 1, 1))
+            self.num_batches_tracked.add_(1)
+        shape = (1, -1, 1, 1)
+        normed = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        return normed * self.weight.view(shape) + self.bias.view(shape)
+
+
 class UpsampleHead(nn.Module):
     def __init__(self, channels: int, outputs: int, patch: int, width: int = 64):
         super().__init__()
@@ -26,7 +55,7 @@ class UpsampleHead(nn.Module):
         layers: list[nn.Module] = []
         size = channels
         for _ in range(steps):
-            layers += [nn.ConvTranspose2d(size, width, 2, stride=2), nn.BatchNorm2d(width), nn.ReLU()]
+            layers += [nn.ConvTranspose2d(size, width, 2, stride=2), BatchNorm2d(width), nn.ReLU()]
             size = width
         self.up = nn.Sequential(*layers)
         self.classify = nn.Conv2d(size, outputs, 1)

@@ -13,8 +13,9 @@ from torch.nn import functional as F
 
 from instageo.model import tasks
 from instageo.model.network import cut_student
-from instageo.model.train import fit, seed_everything
+from instageo.model.train import batch_mean, fit, seed_everything
 from instageo.recipe.models import Recipe
+from instageo.runner import ranks
 from instageo.runner.stage import StageContext, StageOutput, StageResult
 
 
@@ -33,13 +34,14 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     result = fit(_WithTokens(student), data, student_spec.train, loss, tasks.val_score(recipe),
                  recipe.seed, ctx.workdir, ctx.bar, ctx.log)
     student.load_state_dict(result.state)
-    tasks.save(ctx.workdir / "student.pt", student, {**meta, "depth": student_spec.depth})
-    (ctx.workdir / "train_state.pt").unlink(missing_ok=True)
+    if ranks.is_main():  # under accelerate launch the other processes write nothing
+        tasks.save(ctx.workdir / "student.pt", student, {**meta, "depth": student_spec.depth})
+        (ctx.workdir / "train_state.pt").unlink(missing_ok=True)
     evaluation = tasks.summary(student, data, recipe, student_spec.train.batch_size)
     return StageOutput(
         files={"model": "student.pt"},
         summary={"student_depth": student_spec.depth, **evaluation, "best_epoch": result.best_epoch,
-                 "precision": result.precision},
+                 "precision": result.precision, "processes": result.processes},
     )
 
 
@@ -75,16 +77,17 @@ def distillation_loss(recipe: Recipe, supervised, teacher):
             matched = (teacher.encoder(x, depth, temporal, location) if distill.feature_weight > 0 else None)
         out = out.float()
         if tasks.regression(recipe):
-            soft = F.mse_loss(out[:, 0][valid], target[:, 0][valid]) if valid.any() else out.sum() * 0
+            soft = batch_mean(((out[:, 0][valid] - target[:, 0][valid]) ** 2).sum(), valid.sum())
             total = alpha * supervised(out, y, valid, inputs) + (1 - alpha) * soft
         else:
             log_student = F.log_softmax(out / temperature, dim=1)
             log_teacher = F.log_softmax(target / temperature, dim=1)
             kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)  # (B, H, W)
-            soft = kl[valid].mean() if valid.any() else kl.sum() * 0
+            soft = batch_mean(kl[valid].sum(), valid.sum())
             total = alpha * supervised(out, y, valid, inputs) + (1 - alpha) * temperature**2 * soft
         if matched is not None:
-            total = total + distill.feature_weight * F.mse_loss(tokens.float(), matched.float())
+            squared = (tokens.float() - matched.float()) ** 2
+            total = total + distill.feature_weight * batch_mean(squared.sum(), torch.tensor(squared.numel()))
         return total
 
     return loss

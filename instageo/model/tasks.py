@@ -13,7 +13,7 @@ from instageo.model.budget import check_training_memory
 from instageo.model.data import Split, load_splits, train_stats
 from instageo.model.network import PixelModel
 from instageo.model.specs import backbone_spec
-from instageo.model.train import cost, evaluate, score
+from instageo.model.train import batch_mean, cost, evaluate, score
 from instageo.recipe.models import Recipe
 from instageo.runner.stage import StageResult
 
@@ -58,16 +58,24 @@ def splits(recipe: Recipe, chips: StageResult, norm: dict) -> dict[str, Split]:
 
 
 def supervised_loss(recipe: Recipe, chips: StageResult):
-    """Cross-entropy with the chips stage's class weights (or MSE for regression)."""
+    """Cross-entropy with the chips stage's class weights (or MSE for regression), the mean
+    over the labelled pixels of the whole batch (train.batch_mean: under several processes too)."""
     ignore = recipe.data.chips.label.ignore_index
     if regression(recipe):
-        return lambda out, y, valid, inputs: F.mse_loss(out[:, 0][~torch.isnan(y)], y[~torch.isnan(y)])
+        def squared(out, y, valid, inputs):
+            labelled = ~torch.isnan(y)
+            return batch_mean(((out[:, 0][labelled] - y[labelled]) ** 2).sum(), labelled.sum())
+
+        return squared
     stats = json.loads(chips.path("stats").read_text())
     weights = torch.tensor(stats["class_weights"], dtype=torch.float32)
     weights = torch.where(weights > 0, weights, torch.ones_like(weights))
 
-    def loss(out, y, valid, inputs):
-        return F.cross_entropy(out.float(), y, weight=weights.to(out.device), ignore_index=ignore)
+    def loss(out, y, valid, inputs):  # F.cross_entropy's weighted mean: sum(w_y * nll) / sum(w_y)
+        w = weights.to(out.device)
+        weighted = F.cross_entropy(out.float(), y, weight=w, ignore_index=ignore, reduction="sum")
+        labelled = y != ignore
+        return batch_mean(weighted, w[y[labelled]].sum())
 
     return loss
 

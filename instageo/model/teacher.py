@@ -11,6 +11,7 @@ from instageo.model.network import PixelModel
 from instageo.model.specs import backbone_spec
 from instageo.model.train import fit, seed_everything
 from instageo.recipe.models import Recipe
+from instageo.runner import ranks
 from instageo.runner.stage import StageContext, StageOutput, StageResult
 
 
@@ -28,14 +29,16 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     result = fit(model, data, teacher.train, tasks.supervised_loss(recipe, chips), tasks.val_score(recipe),
                  recipe.seed, ctx.workdir, ctx.bar, ctx.log)
     model.load_state_dict(result.state)
-    tasks.save(ctx.workdir / "teacher.pt", model, meta)
-    (ctx.workdir / "train_state.pt").unlink(missing_ok=True)  # only needed to resume
+    if ranks.is_main():  # under accelerate launch the other processes write nothing
+        tasks.save(ctx.workdir / "teacher.pt", model, meta)
+        (ctx.workdir / "train_state.pt").unlink(missing_ok=True)  # only needed to resume
     evaluation = tasks.summary(model, data, recipe, teacher.train.batch_size)
     return StageOutput(
         files={"model": "teacher.pt"},
         summary={"backbone": teacher.backbone, "depth": spec.depth, "weights": None if teacher.weights is None
                  else teacher.weights.name, "normalization": norm, **evaluation,
-                 "best_epoch": result.best_epoch, "precision": result.precision, "history": result.history,
+                 "best_epoch": result.best_epoch, "precision": result.precision, "processes": result.processes,
+                 "history": result.history,
                  "baselines": tasks.baselines(recipe, data, norm)},
     )
 

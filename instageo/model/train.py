@@ -36,6 +36,22 @@ class FitResult:
     best_score: float
     history: list[dict] = field(default_factory=list)
     precision: str = "fp32"  # what training ran in: fp32, or bf16 mixed precision
+    processes: int = 1  # data-parallel processes (accelerate launch --num_processes)
+
+
+def batch_mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """``total / count`` over the whole batch, whichever process holds which part of it. DDP
+    averages the N processes' gradients, so each process's share of the sum goes over the
+    count of all N, times N: the averaged gradient is then the single process's. (Each
+    averaging its own mean would weigh a chip by how few labelled pixels its shard has:
+    with point labels, shards differ a lot.) An empty batch gives 0, not NaN."""
+    count = count.detach().to(total.dtype)
+    scale = 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        count = count.clone()
+        torch.distributed.all_reduce(count)
+        scale = torch.distributed.get_world_size()
+    return total / count.clamp(min=1e-12) * scale
 
 
 def seed_everything(seed: int) -> None:
@@ -93,7 +109,14 @@ def fit(model: nn.Module, splits: dict[str, Split], spec: TrainSpec, loss_fn: Lo
         score_fn: Callable[[nn.Module, Split], float], seed: int, workdir: Path, bar, log) -> FitResult:
     """Train with early stopping on ``score_fn`` over val; resumable per epoch from workdir.
     ``bar(description, total)`` makes the progress bar (``Progress.bar``): it counts batches,
-    so its ETA comes from the work, and notes each epoch's loss and validation score."""
+    so its ETA comes from the work, and notes each epoch's loss and validation score.
+
+    Under ``accelerate launch`` with N processes each takes every N-th chip of each batch
+    (the batches, their order and their augmentation are the single process's: every process
+    draws them from the same generator) and DDP averages the gradients; every process scores val itself (the
+    replicas are identical), so all stop at the same epoch; only rank 0 writes. Losses take
+    their means over the whole batch (``batch_mean``), so the steps are the single process's
+    up to rounding."""
     train = splits["train"]
     check = splits.get("val") or train
     precision = resolve_precision(spec.precision, encoder_width(model))
@@ -110,6 +133,7 @@ def fit(model: nn.Module, splits: dict[str, Split], spec: TrainSpec, loss_fn: Lo
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model, optimizer = acc.prepare(model, optimizer)
+    shard = slice(acc.process_index, None, acc.num_processes)
     state_path = workdir / "train_state.pt"
     start, best, waited = 0, None, 0
     result = FitResult(copy.deepcopy(acc.unwrap_model(model).state_dict()), -1, -math.inf)
@@ -134,15 +158,16 @@ def fit(model: nn.Module, splits: dict[str, Split], spec: TrainSpec, loss_fn: Lo
         for first in range(0, len(train), spec.batch_size):
             index = order[first:first + spec.batch_size]
             x, y, valid = augment(train.x[index], train.y[index], train.valid[index], generator)
-            inputs = tuple(t.to(acc.device) for t in (x, train.temporal[index], train.location[index]))
-            y, valid = y.to(acc.device), valid.to(acc.device)
+            own = shard if len(index) >= acc.num_processes else slice(None)  # a last batch too small to share
+            inputs = tuple(t[own].to(acc.device) for t in (x, train.temporal[index], train.location[index]))
+            y, valid = y[own].to(acc.device), valid[own].to(acc.device)
             with autocast(acc.device, precision):
                 loss = loss_fn(model(*inputs), y, valid, inputs)
             acc.backward(loss)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-            losses.append(float(loss.detach()))
+            losses.append(float(acc.reduce(loss.detach(), "mean")))
             progress.step()
         raw = score_fn(acc.unwrap_model(model), check)
         window = [h["val_score"] for h in result.history[-(spec.smooth - 1):]] if spec.smooth > 1 else []
@@ -156,19 +181,20 @@ def fit(model: nn.Module, splits: dict[str, Split], spec: TrainSpec, loss_fn: Lo
             result.state = copy.deepcopy(acc.unwrap_model(model).state_dict())
         elif chosen:
             waited += 1
-        _save(state_path, {
-            "model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
-            "waited": waited, "best_state": result.state, "best_epoch": result.best_epoch,
-            "best_score": result.best_score, "history": result.history,
-        })
+        if acc.is_main_process:
+            _save(state_path, {
+                "model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
+                "waited": waited, "best_state": result.state, "best_epoch": result.best_epoch,
+                "best_score": result.best_score, "history": result.history,
+            })
         smoothed = f", smoothed {score:.4f}" if spec.smooth > 1 else ""
         best = f"best {result.best_score:.4f} at epoch {result.best_epoch}" if result.best_epoch > 0 else "no best yet"
         line = f"epoch {epoch + 1}/{spec.epochs}: loss {np.mean(losses):.4f}, val {raw:.4f}{smoothed} ({best})"
         progress.note(line)
         log.info("%s, %.1fs", line, result.history[-1]["seconds"])
     progress.close()
-    result.precision = precision
+    result.precision, result.processes = precision, acc.num_processes
     return result
 
 

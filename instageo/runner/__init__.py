@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,8 @@ from instageo.redact import RedactingFilter, redact
 from instageo.recipe.models import Recipe
 from instageo.recipe.sweep import expand
 from instageo.runner.cache import RunLock, RunStore
-from instageo.runner.execute import StageRecord, execute
+from instageo.runner import ranks
+from instageo.runner.execute import StageRecord, execute, follow
 from instageo.runner.plan import Decision, Plan, decide, make_plan
 from instageo.runner.report import build_report, write_report
 from instageo.runner.stage import Stage, StageContext, StageOutput, StageResult
@@ -42,6 +44,11 @@ def run_recipe(recipe: Recipe, pipeline: Sequence[Stage], runs_dir: Path,
     """Run every stage that is not cached; write report.json/md; return the report.
     ``publish=False`` leaves files outside the runs folder (the lock file) untouched."""
     run_dir = Path(runs_dir).resolve() / recipe.name  # stages see absolute paths
+    if not ranks.is_main():  # another process of `accelerate launch`: rank 0 runs the run
+        ranks.sync()
+        follow(plan_recipe(recipe, pipeline, runs_dir, until, force)[1], RunStore(run_dir))
+        ranks.sync()  # rank 0 has written the report
+        return json.loads((run_dir / "report.json").read_text())
     progress = progress or Progress(enabled=False)
     with RunLock(run_dir), _run_log(run_dir) as log_file:
         beside_recipe = (remove_temporaries(recipe.path.parent, False, f".{recipe.name}.lock.json.tmp-*")
@@ -49,6 +56,7 @@ def run_recipe(recipe: Recipe, pipeline: Sequence[Stage], runs_dir: Path,
         for leftover in remove_temporaries(run_dir, recursive=False) + beside_recipe:
             log.debug("removed %s, left by an interrupted run", leftover)
         plan, decisions = plan_recipe(recipe, pipeline, runs_dir, until, force)
+        ranks.sync()  # the other processes plan now: the same cache, the same decisions
         records: list[StageRecord] = []
         try:
             with progress:
@@ -58,6 +66,7 @@ def run_recipe(recipe: Recipe, pipeline: Sequence[Stage], runs_dir: Path,
             raise
         report = build_report(plan, records, run_dir, "ok")
         write_report(report, run_dir)
+        ranks.sync()
         return report
 
 

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 from instageo import __version__
+from instageo.runner import ranks
 from instageo.errors import DiskFullError, InstageoError, StageError, disk_full, disk_full_message, not_writable_message
 from instageo.progress import Progress
 from instageo.runner.cache import Manifest, RunStore
@@ -44,10 +45,13 @@ def execute(decisions: list[Decision], store: RunStore, progress: Progress,
             log.info("%s: cached (%s)", label, planned.key[:12])
         else:
             log.info("%s: running (%s)", label, decision.reason)
+            if planned.stage.ranks:
+                ranks.sync()  # the other processes (accelerate launch) train with this one
             started = time.perf_counter()
             result = _run_stage(decision, results, store, progress)
             seconds = time.perf_counter() - started
             log.info("%s: done in %.1fs", label, seconds)
+            ranks.sync()  # committed: the other processes may read it
         store.record_latest(planned.name, planned.variants, planned.key)
         if publish and planned.stage.after is not None:
             planned.stage.after(planned.recipe, result)
@@ -56,6 +60,24 @@ def execute(decisions: list[Decision], store: RunStore, progress: Progress,
         progress.advance(overall)
     progress.done(overall)
     return records
+
+
+def follow(decisions: list[Decision], store: RunStore) -> None:
+    """A rank other than 0 (see ``ranks``): train with rank 0 in the stages that train, wait
+    for it in the others, and read every stage's result from what rank 0 committed."""
+    results: dict[str, StageResult] = {}
+    for decision in decisions:
+        planned = decision.planned
+        if not decision.cached:
+            if planned.stage.ranks:
+                ranks.sync()
+                context = StageContext(store.partial_dir(planned.name, planned.key), store.run_dir,
+                                       log.getChild(planned.name), Progress(enabled=False),
+                                       tuple(planned.variants), planned.key, forced=decision.reason == "forced")
+                planned.stage.run(planned.recipe, {n: results[k] for n, k in planned.inputs.items()}, context)
+            ranks.sync()
+        manifest, _ = store.lookup(planned.name, planned.key)
+        results[planned.key] = store.result(manifest)
 
 
 def _run_stage(decision: Decision, results, store: RunStore, progress: Progress) -> StageResult:

@@ -82,7 +82,8 @@ class Stage:
     stages it reads when they are planned. ``when`` says whether a recipe wants the stage at
     all (a stage whose need is not planned is not planned either). A ``gather`` stage runs
     once for the whole sweep and reads its needs from every variant, as inputs named
-    ``<need>@<variant>``; nothing may need it. Bump ``version`` when a code change alters the
+    ``<need>@<variant>``; nothing may need it. ``ranks``: under ``accelerate launch`` every
+    process runs the stage (training, data-parallel), not rank 0 alone. Bump ``version`` when a code change alters the
     stage's outputs, so cached results are recomputed.
     """
 
@@ -96,3 +97,4 @@ class Stage:
     report_into: ReportSection | None = None
     after: StageAfter | None = None
     gather: bool = False
+    ranks: bool = False

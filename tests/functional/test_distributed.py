@@ -1,4 +1,5 @@
-"""Past one process: prediction in blocks on a dask.distributed cluster (127.0.0.1 only)."""
+"""Past one process: prediction in blocks on a dask.distributed cluster, training in several
+processes under `accelerate launch` (127.0.0.1 only)."""
 
 import json
 import os
@@ -122,3 +123,34 @@ def test_a_run_killed_with_a_worker_resumes_from_its_finished_blocks(single_proc
     for record, mtime in finished.items():
         moved = stage / "blocks" / record.parent.name / "record.json"
         assert moved.stat().st_mtime_ns == mtime, f"{record.parent.name} was predicted again"
+
+
+def test_two_processes_under_accelerate_launch_train_what_one_process_trains(tmp_path):
+    """The tiny teacher and two students, data-parallel in 2 CPU processes (gloo) through
+    `accelerate launch`, against one process. Tolerance: each epoch's loss within 1e-4
+    (relative) and the metrics within 0.005 (measured: equal to 6 decimals over 15 epochs; only
+    the order of float sums differs), the same best epochs; and it did run in 2 processes."""
+    from tests.servers import free_port
+
+    shutil.copy(REPO / "recipes" / "tiny.yaml", tmp_path / "tiny.yaml")
+    common = [str(tmp_path / "tiny.yaml"), "--until", "student", "--set", "teacher.train.epochs=4",
+              "--set", "student.train.epochs=3", "--set", "student.depth=[1,2]"]
+    assert main([*common, "--runs-dir", str(tmp_path / "one")]) == 0
+    launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port()), "-m", "instageo"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # CPU processes with gloo, GPU or not
+    two = subprocess.run([*launch, *common, "--runs-dir", str(tmp_path / "two")], capture_output=True, text=True,
+                         timeout=600, env=env)
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert two.stdout.count("5 stage(s) run") == 1  # the other process says nothing
+    one, two = (json.loads((tmp_path / name / "tiny" / "report.json").read_text()) for name in ("one", "two"))
+    pairs = [(one["teacher"], two["teacher"])] + list(zip(one["variants"], two["variants"]))
+    for single, parallel in pairs:
+        assert (single["processes"], parallel["processes"]) == (1, 2)
+        assert parallel["best_epoch"] == single["best_epoch"]
+        for metrics in ("metrics", "val_metrics"):
+            assert parallel[metrics]["miou"] == pytest.approx(single[metrics]["miou"], abs=0.005)
+    losses = [[h["loss"] for h in run["teacher"]["history"]] for run in (one, two)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+    assert not list((tmp_path / "two" / "tiny" / "stages").glob(".partial-*"))

@@ -181,7 +181,10 @@ def validate_command(recipe: RecipeArg, set_: SetOpt = None) -> None:
 @app.command("plan")
 def plan_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
                  runs_dir: RunsDirOpt = Path("runs"), until: UntilOpt = None,
-                 force: ForceOpt = None) -> None:
+                 force: ForceOpt = None,
+                 estimate: Annotated[bool, typer.Option("--estimate", help="also count the items, chips, bytes "
+                                                        "and tiles, and time the training and prediction")] = False,
+                 ) -> None:
     """Show each stage: cached or to run, and why."""
     from instageo.recipe import load_recipe
     from instageo.runner import plan_recipe
@@ -199,6 +202,14 @@ def plan_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
         typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
     if not decisions:
         typer.echo("(the pipeline has no stages)")
+    elif estimate:
+        from instageo.runner.estimate import estimate_plan, rows_text
+
+        with _console() as progress, progress:
+            rows, source = estimate_plan(decisions, runs_dir.resolve() / loaded.name, progress)
+        typer.echo(f"\nestimate (from {source}; times measured now on this machine):")
+        for line in rows_text(rows):
+            typer.echo(line)
 
 
 @app.command("verify")

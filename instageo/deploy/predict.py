@@ -269,7 +269,8 @@ def predict_area(recipe: Recipe, search: StageResult, export: StageResult, bundl
     started = time.perf_counter()
     files, summary = predict_tiling(recipe, tiling, export.path("onnx").parent / model, bundle, folder, ctx)
     timing = {"seconds": round(time.perf_counter() - started, 3), "cores": os.cpu_count() or 1,
-              "resolution_m": recipe.data.chips.resolution}  # what runner.cost turns into CPU-hours
+              "device": "gpu" if onnx.gpu_present() else "cpu",
+              "resolution_m": recipe.data.chips.resolution}  # what runner.cost turns into CPU- or GPU-hours
     return (files, {**summary, "model": model, "model_why": why, **timing},
             tiling.items if tiling.items_from != "search" else None)
 

@@ -95,3 +95,28 @@ def test_debug_works_anywhere_on_the_line(write_recipe):
         assert result.returncode == 2 and "--force nope: no such stage" in result.stderr, line
         assert "Traceback (most recent call last)" in result.stderr, line  # --debug shows it
     assert "Traceback" not in instarun("plan", str(bad), "--force", "nope").stderr
+
+
+def test_plan_estimate_counts_what_the_run_then_does(tmp_path):
+    """`plan --estimate` before a run: its counts against the run's own (tiles exactly, chips at
+    most one per observation), times for the stages that train and predict, and the search
+    stage it ran is the one the run reuses."""
+    import json
+    import re
+
+    shutil.copy(REPO / "recipes" / "tiny.yaml", tmp_path / "tiny.yaml")
+    planned = subprocess.run([INSTARUN, "plan", "tiny.yaml", "--runs-dir", "runs", "--estimate"], capture_output=True,
+                             text=True, cwd=tmp_path, timeout=300)
+    assert planned.returncode == 0, planned.stderr
+    text = planned.stdout
+    assert "from the search stage, run now (cached for the run)" in text
+    items, observations = map(int, re.search(r"search: (\d+) items, (\d+) observations", text).groups())
+    chips = int(re.search(r"chips: at most (\d+) chips", text)[1])
+    tiles = int(re.search(r"predict: ([\d,]+) tiles", text)[1].replace(",", ""))
+    assert re.search(r"teacher: .* -> ~[\d.]+ s", text) and re.search(r"student: .* -> ~[\d.]+ s", text)
+    assert re.search(r"reads at most [\d.,]+ (KiB|MiB|GiB)", text)
+    assert instageo_main([str(tmp_path / "tiny.yaml"), "--runs-dir", str(tmp_path / "runs")]) == 0
+    report = json.loads((tmp_path / "runs" / "tiny" / "report.json").read_text())
+    assert next(s for s in report["stages"] if s["name"] == "search")["cached"]
+    assert observations == chips and report["dataset"]["chips"] <= chips and items == report["dataset"]["search"]["items"]
+    assert tiles == report["variants"][0]["prediction_area"]["tiles"]

@@ -142,7 +142,8 @@ def test_predict_takes_the_int8_model_only_within_the_tolerance_on_val():
 def test_the_cost_of_mapping_comes_from_the_stage_timing_and_says_its_assumptions():
     """1000 x 1000 px in 10 s on 2 cores at 30 m: 100,000 px/s. The land (148.9 M km² at 30 m:
     1.6544e11 px) takes 1.6544e6 s of wall time = 459.6 h, x 2 cores = 919.1 CPU-hours; a year
-    of 73 passes 67,097 CPU-hours (worked by hand, not by the code under test)."""
+    of 73 passes 67,097 CPU-hours, of 122 (HLS) 112,131. On a GPU the same timing is 459.6
+    GPU-hours (worked by hand, not by the code under test)."""
     from instageo.runner.cost import cost_markdown, cost_rows
 
     timed = dict(variant(2, 100, 0.5, 0.5), prediction_area={"width": 1000, "height": 1000, "seconds": 10.0,
@@ -150,9 +151,13 @@ def test_the_cost_of_mapping_comes_from_the_stage_timing_and_says_its_assumption
     untimed = variant(4, 200, 0.5, 0.5)  # no prediction: no row
     rows = cost_rows({"variants": [timed, untimed]})
     assert len(rows) == 1 and rows[0]["pixels_per_s"] == 100_000
-    assert rows[0]["area_cpu_hours"] == pytest.approx(10 * 2 / 3600)
-    assert rows[0]["land_cpu_hours"] == pytest.approx(919.1, rel=1e-3)
-    assert rows[0]["land_per_year_cpu_hours"] == pytest.approx(67_097, rel=1e-3)
+    assert rows[0]["area_hours"] == pytest.approx(10 * 2 / 3600) and rows[0]["unit"] == "CPU-hours"
+    assert rows[0]["land_hours"] == pytest.approx(919.1, rel=1e-3)
+    assert rows[0]["land_per_year_hours_Sentinel-2"] == pytest.approx(67_097, rel=1e-3)
+    assert rows[0]["land_per_year_hours_HLS"] == pytest.approx(112_131, rel=1e-3)
     text = "\n".join(cost_markdown({"variants": [timed]}))
-    assert "148.9 M km²" in text and "73 passes" in text and "| 919 |" in text
+    assert "148.9 M km²" in text and "Sentinel-2 73 passes" in text and "| 919 |" in text
+    on_gpu = dict(timed, prediction_area={**timed["prediction_area"], "device": "gpu"})
+    gpu_row = cost_rows({"variants": [on_gpu]})[0]
+    assert gpu_row["unit"] == "GPU-hours" and gpu_row["land_hours"] == pytest.approx(459.6, rel=1e-3)
     assert cost_markdown({"variants": [untimed]}) == []

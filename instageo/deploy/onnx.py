@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -68,13 +69,44 @@ def session(path: Path, threads: int | None = None):
 
 def run(onnx_session, inputs: tuple[np.ndarray, ...], batch_size: int = 16) -> np.ndarray:
     """Logits for model inputs (chips, temporal, location), in batches; each input goes to the
-    session only if the model has it."""
+    session only if the model has it. On CUDA through I/O binding: the inputs are copied to
+    the GPU once and the logits come back once, into memory ORT does not allocate per call."""
     wanted = [i.name for i in onnx_session.get_inputs()]
     named = {name: array for name, array in zip(INPUTS, inputs) if name in wanted}
-    outputs = [onnx_session.run(None, {name: array[i:i + batch_size].astype(np.float32)
-                                       for name, array in named.items()})[0]
-               for i in range(0, len(inputs[0]), batch_size)]
+    cuda = "CUDAExecutionProvider" in onnx_session.get_providers()
+    outputs = []
+    for i in range(0, len(inputs[0]), batch_size):
+        feed = {name: np.ascontiguousarray(array[i:i + batch_size], dtype=np.float32) for name, array in named.items()}
+        if not cuda:
+            outputs.append(onnx_session.run(None, feed)[0])
+            continue
+        binding = onnx_session.io_binding()
+        for name, array in feed.items():
+            binding.bind_cpu_input(name, array)
+        binding.bind_output("logits", "cuda")
+        onnx_session.run_with_iobinding(binding)
+        outputs.append(binding.copy_outputs_to_cpu()[0])
     return np.concatenate(outputs)
+
+
+def fastest_batch(onnx_session, tile: tuple[np.ndarray, ...], start: int, most: int = 512) -> int:
+    """The batch size to predict with on a GPU: doubling from ``start`` while tiles per second
+    still rise by 10% and the GPU's memory holds it (onnxruntime fails to allocate: the last
+    size that fitted). ``tile``: one tile's inputs, each with a batch axis of 1."""
+    best, best_rate, size = start, 0.0, start
+    while size <= most:
+        batch = tuple(np.repeat(array, size, axis=0) for array in tile)
+        try:
+            run(onnx_session, batch, size)  # warm-up: kernels chosen, memory reserved
+            started = time.perf_counter()
+            run(onnx_session, batch, size)
+            rate = size / (time.perf_counter() - started)
+        except Exception:  # onnxruntime's allocation failure (its own exception types)
+            break
+        if rate < best_rate * 1.1:
+            break
+        best, best_rate, size = size, rate, size * 2
+    return best
 
 
 def parity(model, onnx_session, inputs: tuple) -> dict:

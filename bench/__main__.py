@@ -4,10 +4,11 @@
 
 import sys
 
-from bench import chips, estimate, gpu, heldout, models, precision, predict, rerun, search, stitching
+from bench import chips, distributed, estimate, gpu, heldout, models, precision, predict, rerun, search, stitching
 
 BENCHMARKS = {"chips": chips, "models": models, "predict": predict, "rerun": rerun, "search": search,
-              "heldout": heldout, "precision": precision, "stitching": stitching, "estimate": estimate, "gpu": gpu}
+              "heldout": heldout, "precision": precision, "stitching": stitching, "estimate": estimate, "gpu": gpu,
+              "distributed": distributed}
 
 for name in sys.argv[1:] or BENCHMARKS:
     print(f"== bench/{name}.py", flush=True)

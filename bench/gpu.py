@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.common import machine, write_section  # noqa: E402
-from bench.predict import BACKBONE, BANDS, CHIP, CLASSES, DEPTH, SCENE, STEPS, make_bundle  # noqa: E402
+from bench.predict import BACKBONE, BANDS, CHIP, CLASSES, DEPTH, SCENE, STEPS, demo_area, make_bundle  # noqa: E402
 
 ROUNDS = 3
 
@@ -41,30 +41,14 @@ def main() -> None:
 def measure() -> list[str]:
     import numpy as np
 
-    from instageo.cli import main as instarun
-    from instageo.data import demo
     from instageo.data.chip_build import read_stack, reader_for
     from instageo.deploy import onnx, predict
     from instageo.progress import Progress
-    from instageo.recipe.loader import load_recipe
     from instageo.runner.stage import StageContext, StageResult
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        scene = demo.generate(folder / "scene", seed=5, size=SCENE, acquisitions=6, points=60)
-        item = next(scene.catalog.parent.glob("hls-demo/*/*.json"))
-        bbox = [round(v, 6) for v in json.loads(item.read_text())["bbox"]]
-        (folder / "gpu.yaml").write_text(
-            "name: gpu\ndata:\n  source: {kind: catalog, path: scene/catalog.json}\n"
-            "  observations: {kind: points, path: scene/observations.csv}\n"
-            f"  chips: {{size: {CHIP}, bands: {BANDS}, time: {{steps: {STEPS}, step_days: 30, tolerance_days: 16}},"
-            " mask: {max_fraction: 0.5}}\n"
-            f"task: {{classes: {CLASSES}}}\nexport: {{predict: {{bbox: {bbox}}}}}\n")  # batch unset: chosen on the GPU
-        recipe = load_recipe(folder / "gpu.yaml")
-        assert instarun([str(folder / "gpu.yaml"), "--runs-dir", str(folder / "runs"), "--until", "search"]) == 0
-        stage = next((folder / "runs" / "gpu" / "stages").glob("search-*"))
-        manifest = json.loads((stage / "manifest.json").read_text())
-        search = StageResult("search", manifest["key"], stage, manifest["files"], manifest["summary"])
+        recipe, search, _ = demo_area(folder, "gpu", "")  # batch unset: chosen on the GPU
         bundle_dir = make_bundle(folder / "export" / "bundle", recipe)
         onnx.to_float16(bundle_dir / "model.onnx", bundle_dir / "model.fp16.onnx")
         bundle = json.loads((bundle_dir / "bundle.json").read_text())

@@ -94,6 +94,30 @@ def make_bundle(folder: Path, recipe) -> Path:
     return folder
 
 
+def demo_area(folder: Path, name: str, predict: str):
+    """A demo scene of SCENE px in ``folder``, a recipe ``name`` over all of it (``predict``: more of
+    export.predict, YAML flow entries) and its search stage, run: (recipe, search result, scene)."""
+    from instageo.cli import main as instarun
+    from instageo.data import demo
+    from instageo.recipe.loader import load_recipe
+    from instageo.runner.stage import StageResult
+
+    scene = demo.generate(folder / "scene", seed=5, size=SCENE, acquisitions=6, points=60)
+    item = next(scene.catalog.parent.glob("hls-demo/*/*.json"))
+    bbox = [round(v, 6) for v in json.loads(item.read_text())["bbox"]]  # the whole scene
+    (folder / f"{name}.yaml").write_text(
+        f"name: {name}\ndata:\n  source: {{kind: catalog, path: scene/catalog.json}}\n"
+        "  observations: {kind: points, path: scene/observations.csv}\n"
+        f"  chips: {{size: {CHIP}, bands: {BANDS}, time: {{steps: {STEPS}, step_days: 30, tolerance_days: 16}},"
+        " mask: {max_fraction: 0.5}}\n"
+        f"task: {{classes: {CLASSES}}}\nexport: {{predict: {{bbox: {bbox}{', ' + predict if predict else ''}}}}}\n")
+    assert instarun([str(folder / f"{name}.yaml"), "--runs-dir", str(folder / "runs"), "--until", "search"]) == 0
+    stage = next((folder / "runs" / name / "stages").glob("search-*"))
+    manifest = json.loads((stage / "manifest.json").read_text())
+    search = StageResult("search", manifest["key"], stage, manifest["files"], manifest["summary"])
+    return load_recipe(folder / f"{name}.yaml"), search, scene
+
+
 def instarun_predict(bundle: Path, bbox: list[float], date: str, catalog: Path, out: Path,
                      batch: int = BATCH) -> tuple[float, float]:
     """(peak RSS in MiB (VmHWM), seconds) of `instarun predict` over ``bbox``, in its own process."""

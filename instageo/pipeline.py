@@ -12,15 +12,20 @@ def _teacher_exported(recipe) -> bool:
     return recipe.export.onnx.teacher
 
 
+def _embeddings_wanted(recipe) -> bool:
+    return recipe.export.embeddings is not None
+
+
 def default_pipeline() -> list[Stage]:
     """search -> chips -> teacher -> student -> export -> predict -> viewer, and speed (every
     model of the sweep timed side by side, once); with
-    export.onnx.teacher, teacher -> teacher_export -> teacher_predict too (once per teacher).
+    export.onnx.teacher, teacher -> teacher_export -> teacher_predict too (once per teacher);
+    with export.embeddings, export -> embeddings (the encoder's features over the area).
     Stage functions are imported when called: a cached rerun or a plan never loads torch."""
     search, chips = _module("instageo.data.search"), _module("instageo.data.chips")
     teacher, student = _module("instageo.model.teacher"), _module("instageo.model.student")
-    export, predict, viewer, speed = (_module(f"instageo.deploy.{name}")
-                                      for name in ("export", "predict", "viewer", "speed"))
+    export, predict, viewer, speed, embeddings = (_module(f"instageo.deploy.{name}")
+                                                  for name in ("export", "predict", "viewer", "speed", "embeddings"))
     return [
         Stage("search", search.run, version="3", report_into="dataset", after=search.after,
               sections=("data.source", "data.observations", "data.chips.size",
@@ -34,13 +39,15 @@ def default_pipeline() -> list[Stage]:
         Stage("teacher_export", export.run_teacher, version="3", needs=("chips", "teacher"),
               report_into="teacher", sections=("export.onnx",), when=_teacher_exported),
         Stage("export", export.run, version="6", needs=("chips", "teacher", "student"), report_into="variant",
-              sections=("export.onnx",)),
+              sections=("export.onnx", "export.embeddings")),
         Stage("teacher_predict", predict.run_teacher, version="3", needs=("search", "teacher_export"),
               report_into="teacher", sections=PREDICT_SECTIONS),
         Stage("predict", predict.run, version="9", needs=("search", "export"), report_into="variant",
               sections=PREDICT_SECTIONS),
-        Stage("viewer", viewer.run, version="2", needs=("export", "predict"), report_into="variant",
-              sections=("export.viewer",)),
+        Stage("embeddings", embeddings.run, version="1", needs=("search", "export"), report_into="variant",
+              sections=PREDICT_SECTIONS + ("export.embeddings",), when=_embeddings_wanted),
+        Stage("viewer", viewer.run, version="3", needs=("export", "predict"), optional=("embeddings",),
+              report_into="variant", sections=("export.viewer",)),
         Stage("speed", speed.run, version="1", needs=("chips", "teacher", "student", "export"),
               optional=("teacher_export",), gather=True, report_into="run", sections=("export.onnx",)),
     ]

@@ -35,6 +35,11 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
                              inputs["chips"], data if recipe.export.onnx.quantize else None)
     files = dict(FILES, **({"onnx_int8": FILE_INT8} if recipe.export.onnx.quantize else {}),
                  **({"onnx_fp16": FILE_FP16} if recipe.export.onnx.float16 else {}))
+    if recipe.export.embeddings is not None:  # the encoder alone, its PCA and what compression loses
+        from instageo.deploy import embeddings
+
+        summary["embeddings"] = embeddings.export_encoder(model, sample, ctx.workdir, recipe, data)
+        files.update(encoder=embeddings.FILE_ENCODER, embeddings_pca=embeddings.FILE_PCA)
     return StageOutput(files=files, summary=summary)
 
 

@@ -24,9 +24,9 @@ import numpy as np
 INPUTS = ("chips", "temporal_coords", "location_coords")
 
 
-def export(model, sample: tuple, path: Path, opset: int) -> None:
+def export(model, sample: tuple, path: Path, opset: int, output: str = "logits") -> None:
     """``sample``: model inputs (chips, temporal, location) as tensors; the coordinates are
-    inputs of the ONNX model only when the model uses them."""
+    inputs of the ONNX model only when the model uses them. ``output``: the output's name."""
     import torch
 
     model.eval()
@@ -35,8 +35,8 @@ def export(model, sample: tuple, path: Path, opset: int) -> None:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model, tuple(t[:1] for t in sample[:len(names)]), str(path), dynamo=False, opset_version=opset,
-            input_names=names, output_names=["logits"],
-            dynamic_axes={**{name: {0: "batch"} for name in names}, "logits": {0: "batch"}},
+            input_names=names, output_names=[output],
+            dynamic_axes={**{name: {0: "batch"} for name in names}, output: {0: "batch"}},
         )
 
 
@@ -68,7 +68,7 @@ def session(path: Path, threads: int | None = None):
 
 
 def run(onnx_session, inputs: tuple[np.ndarray, ...], batch_size: int = 16) -> np.ndarray:
-    """Logits for model inputs (chips, temporal, location), in batches; each input goes to the
+    """The output (logits, or an encoder's features) for model inputs (chips, temporal, location), in batches; each input goes to the
     session only if the model has it. On CUDA through I/O binding: the inputs are copied to
     the GPU once and the logits come back once, into memory ORT does not allocate per call."""
     wanted = [i.name for i in onnx_session.get_inputs()]
@@ -83,7 +83,7 @@ def run(onnx_session, inputs: tuple[np.ndarray, ...], batch_size: int = 16) -> n
         binding = onnx_session.io_binding()
         for name, array in feed.items():
             binding.bind_cpu_input(name, array)
-        binding.bind_output("logits", "cuda")
+        binding.bind_output(onnx_session.get_outputs()[0].name, "cuda")
         onnx_session.run_with_iobinding(binding)
         outputs.append(binding.copy_outputs_to_cpu()[0])
     return np.concatenate(outputs)

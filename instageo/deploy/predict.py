@@ -330,12 +330,12 @@ def predict_rows(jobs: list[ChipJob], model: TileModel, batch_size: int, outputs
     probabilities then depend only on its own batch (int8's quantisation scale is the whole
     batch's), so blocks that start on a batch boundary give the single process's bytes."""
     layout = outputs.layout
-    strip = Strip(layout, len(outputs.bundle["classes"]), model.weight.shape[0], rgb=model.colour is not None,
+    strip = Strip(layout, model.channels, model.weight.shape[0], rgb=model.colour is not None,
                   top=layout.offset(jobs[0].grid)[0] if jobs else 0)
 
     def finish_rows_above(row: int) -> None:  # tiles arrive in rows: rows above `row` are final
         while row > strip.top and strip.top < outputs.rows[1]:
-            outputs.write(strip.top, *strip.take(min(row - strip.top, strip.size)))
+            outputs.write_blend(strip.top, *strip.take(min(row - strip.top, strip.size)))
 
     def place(predicted: list) -> None:
         for grid, probabilities, weight, rgb in predicted:
@@ -605,15 +605,14 @@ class Strip:
             self.rgb[(slice(None), *window)] += np.nan_to_num(rgb) * weight
 
     def take(self, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Classes, confidence and 8-bit true colour of the first ``rows`` rows."""
+        """The blend of the first ``rows`` rows: the weighted mean of every channel (C, rows, W),
+        where any tile covered them (rows, W), and the 8-bit input colour."""
         if not 0 <= rows <= self.size:
             raise ValueError(f"cannot take {rows} rows from a strip of {self.size}")
         weights = self.weights[:rows]
         covered = weights > 0
         safe = np.where(covered, weights, 1)
-        probabilities = self.probabilities[:, :rows] / safe
-        classes = np.where(covered, probabilities.argmax(0), NODATA_CLASS).astype(np.uint8)
-        confidence = np.where(covered, probabilities.max(0), np.nan).astype(np.float32)
+        mean = self.probabilities[:, :rows] / safe
         rgb = None
         if self.rgb is not None:  # display values 0-1 (InputColour) stretched to 1-255; 0 where empty
             rgb = np.where(covered, np.clip(self.rgb[:, :rows] / safe * 254 + 1, 1, 255), 0).astype(np.uint8)
@@ -622,7 +621,14 @@ class Strip:
                 array[..., :self.size - rows, :] = array[..., rows:, :]
                 array[..., self.size - rows:, :] = 0
         self.top += rows
-        return classes, confidence, rgb
+        return mean, covered, rgb
+
+
+def classes_of(probabilities: np.ndarray, covered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Classes (uint8, NODATA_CLASS where nothing covered) and confidence (float32, NaN there)."""
+    classes = np.where(covered, probabilities.argmax(0), NODATA_CLASS).astype(np.uint8)
+    confidence = np.where(covered, probabilities.max(0), np.nan).astype(np.float32)
+    return classes, confidence
 
 
 @dataclass(frozen=True)
@@ -661,6 +667,7 @@ class TileModel:
 
     def __init__(self, path: Path, bundle: dict, size: int, overlap: int, colour: InputColour | None):
         self.session = onnx.session(path)
+        self.channels = len(bundle["classes"])  # what it blends per pixel
         self.mean = np.array(bundle["normalization"]["mean"], np.float32)[None, :, None, None]
         self.std = np.maximum(np.array(bundle["normalization"]["std"], np.float32), 1e-6)[None, :, None, None]
         self.weight = blend_window(size, overlap)
@@ -745,6 +752,10 @@ class Outputs:
             for band in range(1, dataset.count + 1):
                 dataset.set_band_description(band, self.colour.name if name == "rgb" else "confidence")
         dataset.update_tags(model=f"{self.bundle['backbone']} depth {self.bundle['depth']}")
+
+    def write_blend(self, row: int, probabilities: np.ndarray, covered: np.ndarray, rgb: np.ndarray | None) -> None:
+        """Rows of a Strip's blend, from ``row`` of the layout."""
+        self.write(row, *classes_of(probabilities, covered), rgb)
 
     def write(self, row: int, classes: np.ndarray, confidence: np.ndarray, rgb: np.ndarray | None) -> None:
         """Rows from ``row`` of the layout; those outside ``self.rows`` are dropped."""

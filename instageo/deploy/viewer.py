@@ -4,8 +4,10 @@ XYZ PNG tiles (rio-tiler, WebMercatorQuad) for the recipe's zoom range, and view
 with Leaflet copied next to it from the XStatic-Leaflet wheel: layer toggles, opacity, a
 legend, the area outline and the model's metrics, and a click that shows the class and
 confidence at a point (from a lon/lat grid of both embedded in the page, at most
-LOOKUP_SIZE pixels a side: a page opened from disk may not fetch files). It opens from the
-file system with no network: every URL in it is relative.
+LOOKUP_SIZE pixels a side: a page opened from disk may not fetch files). With embeddings
+(export.embeddings), a layer of their first three PCA components as colour, and a click marks
+the NEIGHBOURS cells most like the clicked one by cosine, searched in the page over the int8
+codes embedded in it. It opens from the file system with no network: every URL is relative.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from instageo.runner.stage import StageContext, StageOutput, StageResult
 
 LAYERS = ("rgb", "prediction", "confidence")
 LOOKUP_SIZE = 512
+NEIGHBOURS = 10  # cells highlighted by a click on the embeddings
+MAX_NEIGHBOUR_CELLS = 200_000  # embedded codes for the nearest-neighbour search, at most (64 B each)
 
 
 def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
@@ -40,8 +44,17 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     if "rgb" in layers:  # true colour, or radar's false colour (the COG says which)
         with Reader(str(predict.path("rgb"))) as reader:
             shown_as = reader.dataset.descriptions[0]
-    page = render_page(recipe, bundle, bounds, zmin, zmax, layers, inputs["export"].summary, shown_as,
-                       lookup(predict.path("prediction"), predict.path("confidence")))
+    values = lookup(predict.path("prediction"), predict.path("confidence"))
+    embeddings = inputs.get("embeddings")
+    if embeddings is not None:  # the first three PCA components as colour, and the codes to search
+        sidecar = json.loads(embeddings.path("sidecar").read_text())
+        colour = folder / ".embeddings.rgb.tif"
+        write_embedding_colour(embeddings.path("embeddings"), sidecar, colour)
+        counts["embeddings"] = write_tiles(colour, folder / "tiles" / "embeddings", "embeddings", bounds, zmin, zmax)
+        colour.unlink()
+        layers.append("embeddings")
+        values["neighbours"] = neighbour_codes(embeddings.path("embeddings"), sidecar)
+    page = render_page(recipe, bundle, bounds, zmin, zmax, layers, inputs["export"].summary, shown_as, values)
     (folder / "index.html").write_text(page, encoding="utf-8")
     return StageOutput(files={"viewer": "viewer/index.html"},
                        summary={"viewer": "@viewer", "viewer_tiles": counts})
@@ -107,6 +120,59 @@ def lookup(prediction: Path, confidence: Path) -> dict:
             "confidence": base64.b64encode(score.tobytes()).decode()}
 
 
+def _decoded(path: Path, sidecar: dict):
+    """(vectors (dims, H, W) float32, where there is data, the COG's transform and CRS)."""
+    import numpy as np
+    import rasterio
+
+    from instageo.deploy.embeddings import decode
+
+    with rasterio.open(path) as dataset:
+        codes, mask = dataset.read(), dataset.read_masks(1) > 0
+        transform, crs = dataset.transform, dataset.crs
+    vectors = decode(codes, sidecar["quantize"], sidecar["dims"], axis=0)
+    valid = mask & np.isfinite(vectors).all(0) if sidecar["quantize"] != "int8" else (codes != -128).all(0)
+    return np.nan_to_num(vectors), valid, transform, crs
+
+
+def write_embedding_colour(path: Path, sidecar: dict, out: Path) -> None:
+    """The first three PCA components as red, green and blue (each stretched over its 2nd-98th
+    percentile to 1-255; 0: no data), on the COG's grid."""
+    import numpy as np
+    import rasterio
+
+    vectors, valid, transform, crs = _decoded(path, sidecar)
+    channels = []
+    for component in vectors[:3] if len(vectors) >= 3 else [vectors[0]] * 3:
+        low, high = np.percentile(component[valid], (2, 98)) if valid.any() else (0.0, 1.0)
+        scaled = np.clip((component - low) / max(high - low, 1e-9), 0, 1) * 254 + 1
+        channels.append(np.where(valid, scaled, 0).astype(np.uint8))
+    with rasterio.open(out, "w", driver="GTiff", width=valid.shape[1], height=valid.shape[0], count=3, dtype="uint8",
+                       crs=crs, transform=transform, nodata=0) as dataset:
+        dataset.write(np.stack(channels))
+
+
+def neighbour_codes(path: Path, sidecar: dict) -> dict | None:
+    """Every cell with data: its centre (lat, lon, float32) and its vector as int8 (127 x the
+    unit vector), base64, for the page's nearest-neighbour search by cosine; None when there
+    are more than MAX_NEIGHBOUR_CELLS."""
+    import base64
+
+    import numpy as np
+    from pyproj import Transformer
+
+    vectors, valid, transform, crs = _decoded(path, sidecar)
+    rows, columns = np.nonzero(valid)
+    if len(rows) > MAX_NEIGHBOUR_CELLS or not len(rows):
+        return None
+    xs, ys = transform * (columns + 0.5, rows + 0.5)
+    lons, lats = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
+    codes = np.clip(np.rint(vectors[:, rows, columns].T * 127), -127, 127).astype(np.int8)
+    centres = np.stack([lats, lons], axis=1).astype(np.float32)
+    return {"dims": int(codes.shape[1]), "k": NEIGHBOURS, "cell_m": float(abs(transform.a)),
+            "centres": base64.b64encode(centres.tobytes()).decode(), "codes": base64.b64encode(codes.tobytes()).decode()}
+
+
 def copy_leaflet(out: Path) -> None:
     import xstatic.pkg.leaflet as leaflet
 
@@ -127,8 +193,9 @@ def render_page(recipe: Recipe, bundle: dict, bounds, zmin: int, zmax: int, laye
     rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
                    for k, v in metrics.items() if not isinstance(v, list))
     config = {"bounds": [[south, west], [north, east]], "minZoom": zmin, "maxZoom": zmax,
-              "layers": layers, "classes": bundle["classes"], "lookup": values, "labels": {"rgb": f"Input ({input_shown_as or 'true colour'})", "prediction": "Prediction",
-                                           "confidence": "Confidence"}}
+              "layers": layers, "classes": bundle["classes"], "lookup": values,
+              "labels": {"rgb": f"Input ({input_shown_as or 'true colour'})", "prediction": "Prediction",
+                         "confidence": "Confidence", "embeddings": "Embeddings (PCA 1-3 as colour)"}}
     return PAGE.format(
         title=html.escape(f"{recipe.name}: {bundle['backbone']} student, depth {bundle['depth']}"),
         legend=legend, metrics=rows, onnx_diff=_fmt(export_summary.get("onnx_max_abs_diff", "")),
@@ -163,6 +230,7 @@ PAGE = """<!doctype html>
   <h4>Test metrics</h4><table>{metrics}</table>
   <p>ONNX vs PyTorch, max |logit difference|: {onnx_diff}</p>
   <h4>Point</h4><div id="point">click the map</div>
+  <div id="similar"></div>
 </div>
 <script>
 const config = {config};
@@ -200,7 +268,49 @@ map.on("click", (event) => {{  // the embedded grid's pixel under the click
     + `<div>confidence ${{score}}</div>`;
   point.querySelector(".point-class").textContent = text;
   L.popup().setLatLng(event.latlng).setContent(point.innerHTML).openOn(map);
+  window.lastClick = [lat, lon];
+  if (near) showNeighbours(lat, lon);
 }});
+const bytes = (text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0)).buffer;
+const near = config.lookup && config.lookup.neighbours && (() => {{
+  const n = config.lookup.neighbours, codes = new Int8Array(bytes(n.codes)), cells = codes.length / n.dims;
+  const norms = new Float64Array(cells);
+  for (let i = 0; i < cells; i++) {{
+    let sum = 0;
+    for (let d = 0; d < n.dims; d++) sum += codes[i * n.dims + d] ** 2;
+    norms[i] = Math.sqrt(sum) || 1;
+  }}
+  return {{ ...n, codes, cells, norms, centres: new Float32Array(bytes(n.centres)) }};
+}})();
+window.neighbours = [];
+window.similarities = [];
+function showNeighbours(lat, lon) {{  // the cells most like the clicked one, by cosine of their codes
+  const scale = Math.cos(lat * Math.PI / 180);
+  let clicked = -1, nearest = Infinity;
+  for (let i = 0; i < near.cells; i++) {{
+    const d = (near.centres[2 * i] - lat) ** 2 + ((near.centres[2 * i + 1] - lon) * scale) ** 2;
+    if (d < nearest) {{ nearest = d; clicked = i; }}
+  }}
+  window.neighbours.forEach((marker) => map.removeLayer(marker));
+  window.neighbours = [];
+  window.similarities = [];
+  const similar = document.getElementById("similar");
+  if (clicked < 0 || Math.sqrt(nearest) * 111320 > near.cell_m) {{ similar.textContent = ""; return; }}
+  const scores = new Float64Array(near.cells), base = clicked * near.dims;
+  for (let i = 0; i < near.cells; i++) {{
+    let dot = 0;
+    for (let d = 0; d < near.dims; d++) dot += near.codes[base + d] * near.codes[i * near.dims + d];
+    scores[i] = dot / (near.norms[clicked] * near.norms[i]);
+  }}
+  const order = Array.from(scores.keys()).sort((a, b) => scores[b] - scores[a]).slice(0, near.k);
+  for (const i of order) {{
+    window.neighbours.push(L.circleMarker([near.centres[2 * i], near.centres[2 * i + 1]], {{
+      radius: 6, color: "#ff00ff", weight: 2, fill: false, className: "neighbour" }}).addTo(map));
+    window.similarities.push(scores[i]);
+  }}
+  similar.textContent = `${{near.k}} most similar cells (cosine): `
+    + window.similarities.map((s) => s.toFixed(3)).join(", ");
+}}
 </script>
 </body>
 </html>

@@ -749,12 +749,29 @@ class ViewerSpec(Model):
         return zoom
 
 
+class EmbeddingsSpec(Model):
+    """The student's encoder over the prediction area as a map of features: PCA (fitted on the
+    train chips), unit length, quantised, one vector per patch or pixel, as a COG."""
+
+    dims: int = Field(64, ge=1, le=1024, description="PCA components kept (at most the encoder's features)")
+    quantize: Literal["int8", "binary", "none"] = Field(
+        "int8", description="int8: round(127 x value), -128 nodata (AlphaEarth's layout); binary: the sign bits, "
+        "packed 8 per byte, with a mask; none: float32, NaN nodata"
+    )
+    level: Literal["patch", "pixel"] = Field(
+        "patch", description="one vector per encoder patch (the chips' resolution x the patch size), or per pixel"
+    )
+
+
 class Export(Model):
-    """What is made from each student: ONNX model, prediction, viewer."""
+    """What is made from each student: ONNX model, prediction, viewer, embeddings."""
 
     onnx: OnnxSpec = OnnxSpec()
     predict: PredictSpec = PredictSpec()
     viewer: ViewerSpec = ViewerSpec()
+    embeddings: EmbeddingsSpec | None = Field(
+        None, description="also map the student's encoder features over the prediction area ({} for the defaults)"
+    )
 
 
 class Recipe(Model):

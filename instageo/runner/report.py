@@ -166,4 +166,7 @@ def render_markdown(report: dict[str, Any], plot: str | None = None) -> str:
     from instageo.runner.cost import cost_markdown
 
     lines += cost_markdown(report)
+    from instageo.deploy.embeddings import probe_markdown
+
+    lines += probe_markdown(report)
     return "\n".join(lines) + "\n"

@@ -73,7 +73,7 @@ def test_a_cached_rerun_loads_neither_torch_nor_matplotlib(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
     assert result.stdout.strip().endswith("exit 0 heavy: []"), result.stdout + result.stderr
-    assert "0 stage(s) run, 8 cached" in result.stderr + result.stdout
+    assert "0 stage(s) run, 9 cached" in result.stderr + result.stdout
 
 
 def test_unknown_option_is_a_usage_error():

@@ -79,7 +79,7 @@ def test_strip_streams_the_mosaic_one_array_would_hold():
     """Tiles added row by row and taken in strips blend to exactly what accumulating the whole
     area in one array gives (the reference below), with memory of one tile row's height."""
     from instageo.data.grid import tiled_grids
-    from instageo.deploy.predict import Layout, Strip
+    from instageo.deploy.predict import Layout, Strip, classes_of
 
     size, stride, classes = 16, 12, 3
     grids = tiled_grids((39.90, 1.41, 39.915, 1.43), size, 30.0, "utm", stride)
@@ -103,6 +103,7 @@ def test_strip_streams_the_mosaic_one_array_would_hold():
         strip.add(grid, tile, weight)
         rows_held.add(strip.weights.shape[0])
     streamed.append(strip.take(layout.height - strip.top))
+    streamed = [classes_of(mean, covered) for mean, covered, _ in streamed]
     classes_out = np.concatenate([part[0] for part in streamed])
     confidence = np.concatenate([part[1] for part in streamed])
     assert len({layout.offset(g)[0] for g in grids}) > 3 and rows_held == {size}

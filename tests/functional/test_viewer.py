@@ -110,3 +110,50 @@ def test_the_students_maps_side_by_side_open_from_disk(tmp_path, browser):
     shutil.copy(REPO / "recipes" / "tiny.yaml", one / "tiny.yaml")
     assert main([str(one / "tiny.yaml"), "--runs-dir", str(one / "runs")]) == 0
     assert not (one / "runs" / "tiny" / "compare.html").exists()  # one student: nothing to compare
+
+
+def test_a_click_on_the_embeddings_highlights_the_cells_most_like_it_in_the_cog(tmp_path, browser):
+    """tiny.yaml maps int8 embeddings: a click in chromium marks its 10 nearest cells by cosine;
+    numpy finds them from the COG itself (decoded by the sidecar's rule, the clicked cell the
+    one whose centre is nearest the click, in metres)."""
+    import rasterio
+    from pyproj import Transformer
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    driver, _ = browser
+    shutil.copy(REPO / "recipes" / "tiny.yaml", tmp_path / "tiny.yaml")
+    assert main([str(tmp_path / "tiny.yaml"), "--runs-dir", str(tmp_path / "runs")]) == 0
+    run = tmp_path / "runs" / "tiny"
+    report = json.loads((run / "report.json").read_text())
+    cog = run / report["variants"][0]["embeddings_map"]
+    assert json.loads(cog.with_name("embeddings.json").read_text())["quantize"] == "int8"
+    with rasterio.open(cog) as dataset:
+        codes, transform, crs = dataset.read().astype(np.float64), dataset.transform, dataset.crs
+    valid = (codes != -128).all(0)
+    rows, columns = np.nonzero(valid)
+    vectors = codes[:, rows, columns].T / 127
+    xs, ys = transform * (columns + 0.5, rows + 0.5)
+    to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    driver.get((run / "viewer" / "index.html").as_uri())
+    assert "Embeddings (PCA 1-3 as colour)" in driver.find_element(By.CLASS_NAME, "leaflet-control-layers").text
+    map_element = driver.find_element(By.ID, "map")
+    checked = 0
+    for dx, dy in ((0, 0), (-40, 30), (35, -25)):
+        ActionChains(driver).move_to_element_with_offset(map_element, dx, dy).click().perform()
+        lat, lon = driver.execute_script("return window.lastClick")
+        x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
+        distance = np.hypot(xs - x, ys - y)
+        if distance.min() > abs(transform.a):
+            continue  # off the embeddings' cells: nothing highlighted
+        clicked = int(distance.argmin())
+        cosine = vectors @ vectors[clicked] / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(vectors[clicked]))
+        expected = np.argsort(-cosine, kind="stable")[:10]
+        lons, lats = to_lonlat.transform(xs[expected], ys[expected])
+        shown = driver.execute_script("return window.neighbours.map((m) => [m.getLatLng().lat, m.getLatLng().lng])")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "path.neighbour")) == 10
+        assert np.allclose(sorted(map(tuple, shown)), sorted(zip(lats, lons)), atol=1e-5)
+        assert np.allclose(driver.execute_script("return window.similarities"), cosine[expected], atol=1e-6)
+        assert driver.execute_script("return window.similarities")[0] == pytest.approx(1.0)
+        checked += 1
+    assert checked >= 2

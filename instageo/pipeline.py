@@ -12,15 +12,19 @@ def _teacher_exported(recipe) -> bool:
     return recipe.export.onnx.teacher
 
 
-def _embeddings_wanted(recipe) -> bool:
-    return recipe.export.embeddings is not None
+def _embeddings_of(whose: str):
+    def wanted(recipe) -> bool:
+        return recipe.export.embeddings is not None and recipe.export.embeddings.model == whose
+
+    return wanted
 
 
 def default_pipeline() -> list[Stage]:
     """search -> chips -> teacher -> student -> export -> predict -> viewer, and speed (every
     model of the sweep timed side by side, once); with
     export.onnx.teacher, teacher -> teacher_export -> teacher_predict too (once per teacher);
-    with export.embeddings, export -> embeddings (the encoder's features over the area).
+    with export.embeddings, export -> embeddings (a student's encoder features over the area), or,
+    with its model: teacher, teacher_export -> teacher_embeddings.
     Stage functions are imported when called: a cached rerun or a plan never loads torch."""
     search, chips = _module("instageo.data.search"), _module("instageo.data.chips")
     teacher, student = _module("instageo.model.teacher"), _module("instageo.model.student")
@@ -37,7 +41,7 @@ def default_pipeline() -> list[Stage]:
         Stage("student", student.run, version="6", needs=("chips", "teacher"), report_into="variant",
               sections=("student", "task", "seed"), ranks=True),
         Stage("teacher_export", export.run_teacher, version="3", needs=("chips", "teacher"),
-              report_into="teacher", sections=("export.onnx",), when=_teacher_exported),
+              report_into="teacher", sections=("export.onnx", "export.embeddings"), when=_teacher_exported),
         Stage("export", export.run, version="6", needs=("chips", "teacher", "student"), report_into="variant",
               sections=("export.onnx", "export.embeddings")),
         Stage("teacher_predict", predict.run_teacher, version="3", needs=("search", "teacher_export"),
@@ -45,7 +49,10 @@ def default_pipeline() -> list[Stage]:
         Stage("predict", predict.run, version="9", needs=("search", "export"), report_into="variant",
               sections=PREDICT_SECTIONS),
         Stage("embeddings", embeddings.run, version="1", needs=("search", "export"), report_into="variant",
-              sections=PREDICT_SECTIONS + ("export.embeddings",), when=_embeddings_wanted),
+              sections=PREDICT_SECTIONS + ("export.embeddings",), when=_embeddings_of("student")),
+        Stage("teacher_embeddings", embeddings.run_teacher, version="1", needs=("search", "teacher_export"),
+              report_into="teacher", sections=PREDICT_SECTIONS + ("export.embeddings",),
+              when=_embeddings_of("teacher")),
         Stage("viewer", viewer.run, version="3", needs=("export", "predict"), optional=("embeddings",),
               report_into="variant", sections=("export.viewer",)),
         Stage("speed", speed.run, version="1", needs=("chips", "teacher", "student", "export"),

@@ -75,8 +75,9 @@ def decode(codes: np.ndarray, kind: str, dims: int, axis: int = -1) -> np.ndarra
 
 def probe_markdown(report: dict) -> list[str]:
     """report.md's table of what compressing each variant's embeddings lost (export.embeddings)."""
-    rows = [(v["name"], v["embeddings"]) for v in report.get("variants", [])
-            if isinstance(v.get("embeddings"), dict) and v["embeddings"].get("probe_accuracy")]
+    teacher = [("teacher", (report.get("teacher") or {}).get("embeddings"))]
+    rows = [(name, e) for name, e in teacher + [(v["name"], v.get("embeddings")) for v in report.get("variants", [])]
+            if isinstance(e, dict) and e.get("probe_accuracy")]
     if not rows:
         return []
     lines = ["", "## Embeddings: what compression loses", "",
@@ -202,11 +203,20 @@ def logistic_probe(x_train, y_train, x_test, y_test, classes: int) -> float:
 # the `embeddings` stage (numpy and ONNX Runtime, as the predict stage)
 
 def run(recipe, inputs: dict, ctx):
-    """The student's embeddings over the (first) prediction area (the `embeddings` stage)."""
+    """A student's embeddings over the (first) prediction area (the `embeddings` stage)."""
+    return embeddings_map(recipe, inputs["search"], inputs["export"], ctx)
+
+
+def run_teacher(recipe, inputs: dict, ctx):
+    """The teacher's, once per teacher (the `teacher_embeddings` stage)."""
+    return embeddings_map(recipe, inputs["search"], inputs["teacher_export"], ctx)
+
+
+def embeddings_map(recipe, search, export, ctx):
+    """The encoder of ``export``'s bundle over the (first) prediction area."""
     from instageo.deploy.predict import areas_of, plan_tiles, predict_rows
     from instageo.runner.stage import StageOutput
 
-    search, export = inputs["search"], inputs["export"]
     bundle = json.loads(export.path("bundle").read_text())
     pca = json.loads(export.path("embeddings_pca").read_text())
     spec, chips = recipe.export.embeddings, recipe.data.chips

@@ -35,21 +35,30 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
                              inputs["chips"], data if recipe.export.onnx.quantize else None)
     files = dict(FILES, **({"onnx_int8": FILE_INT8} if recipe.export.onnx.quantize else {}),
                  **({"onnx_fp16": FILE_FP16} if recipe.export.onnx.float16 else {}))
-    if recipe.export.embeddings is not None:  # the encoder alone, its PCA and what compression loses
-        from instageo.deploy import embeddings
-
-        summary["embeddings"] = embeddings.export_encoder(model, sample, ctx.workdir, recipe, data)
-        files.update(encoder=embeddings.FILE_ENCODER, embeddings_pca=embeddings.FILE_PCA)
+    _export_encoder("student", model, sample, ctx, recipe, data, files, summary)
     return StageOutput(files=files, summary=summary)
+
+
+def _export_encoder(whose: str, model, sample, ctx: StageContext, recipe: Recipe, data, files: dict,
+                    summary: dict) -> None:
+    """With export.embeddings for ``whose`` encoder: the encoder alone, its PCA and what
+    compression loses (into ``files`` and ``summary``)."""
+    if recipe.export.embeddings is None or recipe.export.embeddings.model != whose:
+        return
+    from instageo.deploy import embeddings
+
+    summary["embeddings"] = embeddings.export_encoder(model, sample, ctx.workdir, recipe, data)
+    files.update(encoder=embeddings.FILE_ENCODER, embeddings_pca=embeddings.FILE_PCA)
 
 
 def run_teacher(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
     """The teacher's bundle (the `teacher_export` stage, when export.onnx.teacher): once per
     teacher, for its own prediction map and for the students to be timed beside."""
-    model, meta, _, sample = _load(recipe, inputs["chips"], inputs["teacher"])
+    model, meta, data, sample = _load(recipe, inputs["chips"], inputs["teacher"])
     summary = _export_bundle(model, meta, sample, ctx.workdir, recipe, inputs["teacher"].summary, inputs["chips"])
-    return StageOutput(files=dict(FILES, **({"onnx_fp16": FILE_FP16} if recipe.export.onnx.float16 else {})),
-                       summary=summary)
+    files = dict(FILES, **({"onnx_fp16": FILE_FP16} if recipe.export.onnx.float16 else {}))
+    _export_encoder("teacher", model, sample, ctx, recipe, data, files, summary)
+    return StageOutput(files=files, summary=summary)
 
 
 def _load(recipe: Recipe, chips: StageResult, trained: StageResult):

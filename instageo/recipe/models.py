@@ -750,9 +750,13 @@ class ViewerSpec(Model):
 
 
 class EmbeddingsSpec(Model):
-    """The student's encoder over the prediction area as a map of features: PCA (fitted on the
-    train chips), unit length, quantised, one vector per patch or pixel, as a COG."""
+    """An encoder over the prediction area as a map of features: PCA (fitted on the train
+    chips), unit length, quantised, one vector per patch or pixel, as a COG."""
 
+    model: Literal["student", "teacher"] = Field(
+        "student", description="whose encoder: each student's (the embeddings stage), or the teacher's, once "
+        "(teacher_embeddings; needs export.onnx.teacher)"
+    )
     dims: int = Field(64, ge=1, le=1024, description="PCA components kept (at most the encoder's features)")
     quantize: Literal["int8", "binary", "none"] = Field(
         "int8", description="int8: round(127 x value), -128 nodata (AlphaEarth's layout); binary: the sign bits, "
@@ -770,8 +774,17 @@ class Export(Model):
     predict: PredictSpec = PredictSpec()
     viewer: ViewerSpec = ViewerSpec()
     embeddings: EmbeddingsSpec | None = Field(
-        None, description="also map the student's encoder features over the prediction area ({} for the defaults)"
+        None, description="also map an encoder's features over the prediction area ({} for the defaults)"
     )
+
+    @model_validator(mode="after")
+    def _teacher_embeddings_need_its_export(self) -> Export:
+        if self.embeddings is not None and self.embeddings.model == "teacher" and not self.onnx.teacher:
+            raise PydanticCustomError(
+                "teacher_not_exported", "export.embeddings.model 'teacher' needs export.onnx.teacher: true",
+                {"field": "export.embeddings.model"},
+            )
+        return self
 
 
 class Recipe(Model):

@@ -128,3 +128,24 @@ def test_the_export_stage_probe_agrees_with_scikit_learn_on_the_same_features(ru
         scaler.transform(x_test), y_test)
     assert summary["probe_accuracy"]["float32"] == pytest.approx(reference, abs=0.02)
     assert summary["compression"]["int8"] == 12 and summary["compression"]["binary"] == 96  # 768 B per vector
+
+
+def test_the_teachers_embeddings_are_mapped_once_for_the_sweep(tmp_path, capsys):
+    import shutil
+
+    shutil.copy(REPO / "recipes" / "tiny.yaml", tmp_path / "tiny.yaml")
+    base = [str(tmp_path / "tiny.yaml"), "--runs-dir", str(tmp_path / "runs"), "--set", "student.depth=[1,2]",
+            "--set", "export.embeddings={model: teacher}"]
+    assert main([*base, "--until", "teacher_embeddings"]) == 2  # the teacher's encoder is exported with it
+    assert "export.embeddings.model 'teacher' needs export.onnx.teacher: true" in capsys.readouterr().err
+    assert main([*base, "--set", "export.onnx.teacher=true"]) == 0
+    run = tmp_path / "runs" / "tiny"
+    report = json.loads((run / "report.json").read_text())
+    names = [stage["name"] for stage in report["stages"]]
+    assert names.count("teacher_embeddings") == 1 and "embeddings" not in names
+    cog = run / report["teacher"]["embeddings_map"]
+    sidecar = json.loads(cog.with_name("embeddings.json").read_text())
+    assert sidecar["model"].endswith("depth 4 encoder (bundle/encoder.onnx)")  # the CI teacher's 4 blocks
+    with rasterio.open(cog) as dataset:
+        assert dataset.count == 64 and dataset.dtypes[0] == "int8"
+    assert "| teacher |" in (run / "report.md").read_text()

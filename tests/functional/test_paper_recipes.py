@@ -108,7 +108,7 @@ def test_validate_and_plan_pass_offline_with_the_users_files(name, tmp_path, cap
                    for stage in ("student", "export", "predict", "viewer")]
     timed = [("speed", ", ".join(variants))]  # every model of the sweep, side by side, once
     assert [(row[0], row[1]) for row in rows] == shared + per_student + timed
-    optional = {"teacher_export", "teacher_predict", "embeddings"}  # with export.onnx.teacher / export.embeddings
+    optional = {"teacher_export", "teacher_predict", "embeddings", "teacher_embeddings"}  # export.onnx.teacher, .embeddings
     assert {row[0] for row in rows} == {stage.name for stage in default_pipeline()} - optional
     assert all(re.fullmatch(r"[0-9a-f]{12}", row[2]) for row in rows)
     assert len({row[2] for row in rows}) == len(rows)

@@ -15,7 +15,7 @@ def test_tiny_recipe_runs_every_stage_then_nothing(tmp_path):
     assert main([str(recipe), "--runs-dir", str(runs)]) == 0
     report = json.loads((runs / "tiny" / "report.json").read_text())
     assert report["status"] == "ok"
-    optional = {"teacher_export", "teacher_predict"}  # only with export.onnx.teacher
+    optional = {"teacher_export", "teacher_predict", "teacher_embeddings"}  # only with export.onnx.teacher
     wanted = [stage.name for stage in default_pipeline() if stage.name not in optional]
     assert [s["name"] for s in report["stages"]] == wanted
     assert not any(s["cached"] for s in report["stages"])

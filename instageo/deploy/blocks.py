@@ -27,6 +27,7 @@ from xml.sax.saxutils import escape
 from instageo.data.chip_build import ChipJob
 from instageo.data.dask_executor import run_on_dask
 from instageo.deploy.predict import NODATA_CLASS, InputColour, Layout, Outputs, TileModel, predict_rows
+from instageo.errors import InputError
 from instageo.files import write_bytes_atomic, write_json_atomic
 
 BLOCKS = "blocks"
@@ -118,6 +119,10 @@ def predict_blocks(jobs: list[ChipJob], spec: BlockSpec, block_tiles: int, execu
                  f" ({finished} finished before)" if finished else "")
     run_on_dask(predict_block, blocks, {"spec": spec}, executor.address, executor.workers, ctx,
                 description="blocks (dask)", threads_per_worker=1, preload="instageo.deploy.blocks")
+    unseen = [b.name for b in blocks if not (folder / BLOCKS / b.name / "record.json").exists()]
+    if unseen:  # the workers wrote them somewhere this machine does not see
+        raise InputError(f"export.predict.executor: the workers finished {len(unseen)} block(s) this machine cannot see "
+                         f"(e.g. {folder / BLOCKS / unseen[0]}): put --runs-dir on storage the workers share")
     _remove_other_blocks(folder / BLOCKS, {b.name for b in blocks})
     colour = InputColour.of(spec.bands, spec.bundle)
     outputs = Outputs(folder, spec.layout, spec.bundle, colour)  # the blocks applied the outline

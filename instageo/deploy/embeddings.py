@@ -168,13 +168,12 @@ def _probe(train_features, train, test_features, test, pca, patch: int, recipe) 
         return upsampled.transpose(0, 2, 3, 1)[keep], labels[keep]
 
     (x_train, y_train), (x_test, y_test) = pixels(train_features, train), pixels(test_features, test)
-    forms = {"float32": lambda x: x}
-    forms["pca"] = lambda x: unit(project(x, pca))[0]
-    forms["int8"] = lambda x: decode(encode(unit(project(x, pca))[0], "int8"), "int8", dims)
-    forms["binary"] = lambda x: decode(encode(unit(project(x, pca))[0], "binary"), "binary", dims)
+    reduced = [unit(project(x, pca))[0] for x in (x_train, x_test)]  # PCA, unit length
+    forms = {"float32": (x_train, x_test), "pca": reduced,
+             **{kind: [decode(encode(x, kind), kind, dims) for x in reduced] for kind in ("int8", "binary")}}
     classes = len(recipe.task.classes)
-    return {name: round(logistic_probe(form(x_train), y_train, form(x_test), y_test, classes), 6)
-            for name, form in forms.items()}
+    return {name: round(logistic_probe(fit_on, y_train, score_on, y_test, classes), 6)
+            for name, (fit_on, score_on) in forms.items()}
 
 
 def logistic_probe(x_train, y_train, x_test, y_test, classes: int) -> float:

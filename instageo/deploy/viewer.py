@@ -47,13 +47,13 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     values = lookup(predict.path("prediction"), predict.path("confidence"))
     embeddings = inputs.get("embeddings")
     if embeddings is not None:  # the first three PCA components as colour, and the codes to search
-        sidecar = json.loads(embeddings.path("sidecar").read_text())
+        decoded = _decoded(embeddings.path("embeddings"), json.loads(embeddings.path("sidecar").read_text()))
         colour = folder / ".embeddings.rgb.tif"
-        write_embedding_colour(embeddings.path("embeddings"), sidecar, colour)
+        write_embedding_colour(decoded, colour)
         counts["embeddings"] = write_tiles(colour, folder / "tiles" / "embeddings", "embeddings", bounds, zmin, zmax)
         colour.unlink()
         layers.append("embeddings")
-        values["neighbours"] = neighbour_codes(embeddings.path("embeddings"), sidecar)
+        values["neighbours"] = neighbour_codes(decoded)
     page = render_page(recipe, bundle, bounds, zmin, zmax, layers, inputs["export"].summary, shown_as, values)
     (folder / "index.html").write_text(page, encoding="utf-8")
     return StageOutput(files={"viewer": "viewer/index.html"},
@@ -135,13 +135,13 @@ def _decoded(path: Path, sidecar: dict):
     return np.nan_to_num(vectors), valid, transform, crs
 
 
-def write_embedding_colour(path: Path, sidecar: dict, out: Path) -> None:
+def write_embedding_colour(decoded: tuple, out: Path) -> None:
     """The first three PCA components as red, green and blue (each stretched over its 2nd-98th
-    percentile to 1-255; 0: no data), on the COG's grid."""
+    percentile to 1-255; 0: no data), on the COG's grid. ``decoded``: what _decoded returns."""
     import numpy as np
     import rasterio
 
-    vectors, valid, transform, crs = _decoded(path, sidecar)
+    vectors, valid, transform, crs = decoded
     channels = []
     for component in vectors[:3] if len(vectors) >= 3 else [vectors[0]] * 3:
         low, high = np.percentile(component[valid], (2, 98)) if valid.any() else (0.0, 1.0)
@@ -152,7 +152,7 @@ def write_embedding_colour(path: Path, sidecar: dict, out: Path) -> None:
         dataset.write(np.stack(channels))
 
 
-def neighbour_codes(path: Path, sidecar: dict) -> dict | None:
+def neighbour_codes(decoded: tuple) -> dict | None:
     """Every cell with data: its centre (lat, lon, float32) and its vector as int8 (127 x the
     unit vector), base64, for the page's nearest-neighbour search by cosine; None when there
     are more than MAX_NEIGHBOUR_CELLS."""
@@ -161,7 +161,7 @@ def neighbour_codes(path: Path, sidecar: dict) -> dict | None:
     import numpy as np
     from pyproj import Transformer
 
-    vectors, valid, transform, crs = _decoded(path, sidecar)
+    vectors, valid, transform, crs = decoded
     rows, columns = np.nonzero(valid)
     if len(rows) > MAX_NEIGHBOUR_CELLS or not len(rows):
         return None

@@ -17,7 +17,6 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from instageo.errors import InputError
 from instageo.runner.plan import Decision
@@ -89,10 +88,6 @@ def rows_text(rows: list[Row]) -> list[str]:
     return lines
 
 
-def rows_json(rows: list[Row]) -> list[dict[str, Any]]:
-    return [row.__dict__ for row in rows]
-
-
 def _split_shares(recipe) -> dict[str, float]:
     """The fractions of chips per split (a named held-out set counts as a fifth, a guess)."""
     split = recipe.data.split
@@ -144,9 +139,9 @@ def _block_of(items: dict, search: StageResult) -> tuple[tuple[int, int] | None,
 def _human(count: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if count < 1024 or unit == "TiB":
-            return f"{count:,.0f} {unit}" if unit == "B" else f"{count:,.1f} {unit}"
+            break
         count /= 1024
-    return ""
+    return f"{count:,.0f} {unit}" if unit == "B" else f"{count:,.1f} {unit}"
 
 
 class _Timer:

@@ -71,13 +71,18 @@ def follow(decisions: list[Decision], store: RunStore) -> None:
         if not decision.cached:
             if planned.stage.ranks:
                 ranks.sync()
-                context = StageContext(store.partial_dir(planned.name, planned.key), store.run_dir,
-                                       log.getChild(planned.name), Progress(enabled=False),
-                                       tuple(planned.variants), planned.key, forced=decision.reason == "forced")
+                context = _context(decision, store.partial_dir(planned.name, planned.key), store,
+                                   Progress(enabled=False))
                 planned.stage.run(planned.recipe, {n: results[k] for n, k in planned.inputs.items()}, context)
             ranks.sync()
         manifest, _ = store.lookup(planned.name, planned.key)
         results[planned.key] = store.result(manifest)
+
+
+def _context(decision: Decision, workdir, store: RunStore, progress) -> StageContext:
+    planned = decision.planned
+    return StageContext(workdir, store.run_dir, log.getChild(planned.name), progress, tuple(planned.variants),
+                        planned.key, forced=decision.reason == "forced")
 
 
 def _run_stage(decision: Decision, results, store: RunStore, progress: Progress) -> StageResult:
@@ -86,10 +91,7 @@ def _run_stage(decision: Decision, results, store: RunStore, progress: Progress)
     started = time.perf_counter()
     workdir = store.begin(planned.name, planned.key)
     inputs = {name: results[key] for name, key in planned.inputs.items()}
-    context = StageContext(
-        workdir, store.run_dir, log.getChild(planned.name), progress, tuple(planned.variants),
-        planned.key, forced=decision.reason == "forced",
-    )
+    context = _context(decision, workdir, store, progress)
     try:
         output = planned.stage.run(planned.recipe, inputs, context)
         if not isinstance(output, StageOutput):

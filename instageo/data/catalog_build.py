@@ -127,11 +127,12 @@ def build_catalog(folder: Path, out: Path, collection: str = "local", datetime: 
             scenes[scene][asset] = path
     if not scenes:
         raise InputError(f"{folder}: no rasters ({', '.join(sorted(RASTER_SUFFIXES))}) found")
-    from instageo.data.presets import CATALOGUE_PRESET, PRESETS
+    from instageo.data.presets import CATALOGUE_PRESET, PRESETS, stac_nodata
 
     if preset is not None and preset not in PRESETS:
         raise InputError(f"--preset {preset}: not valid, should be one of {sorted(PRESETS)}")
     result = BuildResult(out / "catalog.json", 0, preset=preset or detect_preset(scenes))
+    written = {k: stac_nodata(v) if k == "nodata" else v for k, v in (scaling or {}).items()}
     stac_collection = pystac.Collection(
         collection, f"Scenes from {folder.name}, catalogued by instarun catalog build",
         pystac.Extent(pystac.SpatialExtent([[-180, -90, 180, 90]]), pystac.TemporalExtent([[None, None]])),
@@ -151,7 +152,7 @@ def build_catalog(folder: Path, out: Path, collection: str = "local", datetime: 
                     names = [d or f"b{i}" for i, d in enumerate(dataset.descriptions, start=1)]
                     stac_assets[key] = pystac.Asset(str(path), roles=["data"], extra_fields={
                         "eo:bands": [{"name": n} for n in names],
-                        "raster:bands": [{"nodata": dataset.nodata, "data_type": t, **(scaling or {})}
+                        "raster:bands": [{"nodata": stac_nodata(dataset.nodata), "data_type": t, **written}
                                          for t in dataset.dtypes],
                         "proj:epsg": dataset.crs.to_epsg(), "proj:shape": list(dataset.shape),
                         "proj:transform": list(dataset.transform)[:6],

@@ -10,6 +10,7 @@ documented.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
@@ -106,7 +107,7 @@ class Preset:
         mask = None
         if self.mask is not None and self.mask[0] in assets:
             raw = assets[self.mask[0]]
-            mask = BandAsset(raw["href"], nodata=_raster_band(raw).get("nodata"))
+            mask = BandAsset(raw["href"], nodata=nodata_value(_raster_band(raw).get("nodata")))
         properties = item.get("properties", {})
         cloud = properties.get("eo:cloud_cover")
         return ResolvedItem(
@@ -130,9 +131,34 @@ class Preset:
             href=asset["href"],
             scale=float(documented.get("scale", self.scale)),
             offset=float(documented.get("offset", offset)),
-            nodata=None if nodata is None else float(nodata),
+            nodata=nodata_value(nodata),
             band=index,
         )
+
+
+def stac_nodata(value: float | None) -> float | str | None:
+    """A nodata value as STAC's raster extension spells it: NaN and infinities are the strings
+    "nan", "inf" and "-inf" (JSON has no numbers for them), everything else a number."""
+    if value is None or math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with every NaN or infinity spelt as STAC does (``stac_nodata``), so it is
+    valid JSON and reads back the same (a float NaN would be written as null by pydantic)."""
+    if isinstance(value, float):
+        return stac_nodata(value)
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def nodata_value(value: float | str | None) -> float | None:
+    """A raster:bands nodata as a float: a number, or one of STAC's "nan", "inf", "-inf"."""
+    return None if value is None else float(value)
 
 
 def _raster_band(asset: Mapping[str, Any], index: int = 1) -> Mapping[str, Any]:

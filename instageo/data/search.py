@@ -26,7 +26,7 @@ from instageo.data.catalogue import (ApiCatalogue, LocalCatalogue, PinnedCatalog
 from instageo.data.grid import union_boxes
 from instageo.data.lock import LockedSearch, content_sha256, lock_for, read_lock, update_lock
 from instageo.data.observations import Labels, Observation, read_points, read_polygons, read_rasters
-from instageo.data.presets import Preset, preset_for
+from instageo.data.presets import Preset, finite_json, preset_for
 from instageo.errors import DataSourceError
 from instageo.files import write_json_atomic
 from instageo.recipe.models import Recipe
@@ -65,7 +65,8 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     resolved = {i: preset.resolve(item, recipe.data.chips.bands).as_dict() for i, item in raw_items.items()}
     _write_observations(ctx.workdir / "observations.csv", observations)
     # compact: these grow with the observations (indented JSON is 5x slower to write)
-    write_json_atomic(ctx.workdir / "stac_items.json", [raw_items[i] for i in sorted(raw_items)], indent=None)
+    write_json_atomic(ctx.workdir / "stac_items.json", [finite_json(raw_items[i]) for i in sorted(raw_items)],
+                      indent=None)
     write_json_atomic(ctx.workdir / "items.json", resolved, indent=None)
     write_json_atomic(ctx.workdir / "candidates.json", candidates, indent=None)
     without = sum(1 for o in observations if not candidates.get(o.id))

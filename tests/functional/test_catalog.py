@@ -4,6 +4,7 @@ import csv
 import datetime as dt
 import json
 
+import numpy as np
 import pytest
 
 from instageo.cli import main
@@ -217,3 +218,31 @@ def test_demo_data_into_a_relative_folder_is_readable_from_anywhere(tmp_path, mo
         "task: {classes: [other, water, vegetation]}\n")
     monkeypatch.chdir(tmp_path.parent)  # run from elsewhere
     assert main([str(tmp_path / "r.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "chips"]) == 0
+
+
+def strict_json(path):
+    """JSON as the standard has it: NaN and Infinity are not numbers there."""
+    def refuse(token):
+        raise ValueError(f"{path}: {token} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_nan_nodata_of_real_sentinel1_is_written_the_stac_way_and_a_rerun_is_all_cached(tmp_path):
+    """Sen1Floods11's S1 rasters declare NaN as nodata: the catalogue spells it "nan" (STAC's
+    raster extension), the lock's checksum covers what it holds, and a second run is cached."""
+    from tests.sen1floods11 import write_recipe
+
+    write_recipe(tmp_path, "{size: 128, resolution: 10, bands: [vv, vh], time: {steps: 1, tolerance_days: 1}, "
+                           "mask: {max_fraction: 0.5}}", "{method: random}")
+    item = strict_json(next((tmp_path / "cat").rglob("Spain_7370579.json")))
+    assert [b["nodata"] for b in item["assets"]["S1Hand"]["raster:bands"]] == ["nan", "nan"]
+    args = [str(tmp_path / "floods.yaml"), "--runs-dir", str(tmp_path / "runs"), "--until", "chips"]
+    assert main(args) == 0
+    lock = strict_json(tmp_path / "floods.lock.json")
+    assert {b["nodata"] for i in lock["search"]["items"] for b in i["assets"]["S1Hand"]["raster:bands"]} == {"nan"}
+    assert main(args) == 0  # failed here: the lock it had just written "was edited by hand"
+    report = json.loads((tmp_path / "runs" / "floods" / "report.json").read_text())
+    assert [s["cached"] for s in report["stages"]] == [True, True]
+    items = json.loads(next((tmp_path / "runs" / "floods" / "stages").glob("search-*")).joinpath("items.json").read_text())
+    assert all(np.isnan(b["nodata"]) for i in items.values() for b in i["bands"].values())  # read back as NaN

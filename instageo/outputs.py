@@ -230,6 +230,9 @@ class Report(_Open):
     viewer: str | None = None
     compare: str | None = Field(None, description="compare.html: every student's map side by side with a slider "
                                 "(two students or more)")
+    warnings: list[str] = Field(default_factory=list, description="what a reader must know before believing the "
+                                "tables, one sentence each (a baseline above the teacher, a split that excluded much "
+                                "of the data); report.md shows them first")
 
 
 SCHEMAS = {"report": Report, "bundle": Bundle}

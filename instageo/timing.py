@@ -1,33 +1,54 @@
-"""Throughput measured side by side: several runners timed in alternation on one batch."""
+"""Throughput measured side by side: several runners timed in alternation on one batch.
+
+One protocol for every runtime, so two identical networks time the same: each runner is
+warmed up until its calls settle (first calls pay for allocation, kernel choice and caches),
+every round calls each runner as many times as fill ``least_seconds``, and the order of the
+runners is shuffled every round (a fixed order gave the runner after the slowest one a
+warmer or colder machine every time: a bias, not noise). The median round is reported.
+"""
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Sequence
 from statistics import median
 
+WARMUP_CALLS = 3  # at least; more until least_seconds have been spent warming up
+
 
 def measure(runners: Sequence[Callable], batch, size: int, rounds: int = 7,
-            least_seconds: float = 0.0) -> list[dict[str, float]]:
+            least_seconds: float = 0.0, seed: int = 0) -> list[dict[str, float]]:
     """Items/s of each runner on ``batch`` (``size`` items), timed in alternation over
-    ``rounds``: the median and the slowest and fastest round. On a noisy machine the ratios
-    between runners hold even if the levels drift. With ``least_seconds``, each round calls a
-    runner as many times as its warm-up says fill that long (short calls are mostly noise)."""
-    calls = []
-    for runner in runners:
-        started = time.perf_counter()
-        runner(batch)  # warm-up
-        once = time.perf_counter() - started
-        calls.append(max(1, round(least_seconds / once)) if least_seconds and once > 0 else 1)
+    ``rounds`` in a shuffled order (``seed``): the median and the slowest and fastest round.
+    On a noisy machine the ratios between runners hold even if the levels drift. With
+    ``least_seconds``, each round calls a runner as many times as its warm-up says fill that
+    long (short calls are mostly noise)."""
+    calls = [_warm_up(runner, batch, least_seconds) for runner in runners]
+    order = list(range(len(runners)))
+    shuffle = random.Random(seed).shuffle
     seconds: list[list[float]] = [[] for _ in runners]
     for _ in range(rounds):
-        for index, runner in enumerate(runners):
+        shuffle(order)
+        for index in order:
             started = time.perf_counter()
             for _ in range(calls[index]):
-                runner(batch)
+                runners[index](batch)
             seconds[index].append((time.perf_counter() - started) / calls[index])
     return [{"median": round(size / median(times), 2), "min": round(size / max(times), 2),
              "max": round(size / min(times), 2)} for times in seconds]
+
+
+def _warm_up(runner: Callable, batch, least_seconds: float) -> int:
+    """Call ``runner`` at least WARMUP_CALLS times and for ``least_seconds``; the calls per
+    round that fill ``least_seconds``, from the last (settled) call's time."""
+    spent, calls = 0.0, 0
+    while calls < WARMUP_CALLS or spent < least_seconds:
+        started = time.perf_counter()
+        runner(batch)
+        once = time.perf_counter() - started
+        spent, calls = spent + once, calls + 1
+    return max(1, round(least_seconds / once)) if least_seconds and once > 0 else 1
 
 
 def throughputs(runners: Sequence[Callable], batch, size: int, rounds: int = 5) -> list[float]:

@@ -16,7 +16,7 @@ SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 HELD_OUT = ("Spain_7370579", "Nigeria_812045")  # test scenes: countries training never sees
 CHIPS = ("{size: 64, resolution: 10, bands: [vv, vh], time: {steps: 1, tolerance_days: 1}, "
          "mask: {max_fraction: 0.5}}")
-HELD_OUT_SPLIT = ("{method: spatial, block_km: 1, gap_km: 0.2, val: 0.2, "
+HELD_OUT_SPLIT = ("{method: spatial, block_km: 1, val: 0.2, "
                   f"test: {{files: [{', '.join(s + '_*' for s in HELD_OUT)}]}}}}")
 TRAINING = """teacher:
   backbone: instageo_ci

@@ -1,14 +1,16 @@
 """Baselines a model must beat, on the same val and test pixels as the models.
 
 - majority: the train split's most frequent class, everywhere;
-- for two-class tasks, a threshold on one index, the kind the field uses: an Otsu threshold
-  on VV backscatter (water is dark in SAR), NDWI (green, nir) for water, NDVI (red, nir) for
-  vegetation; its threshold and side are fit on the train split, never on val or test;
-- for more classes, a minimum-distance classifier (each pixel to the nearest train class
-  mean of its band values), the classic supervised baseline of remote sensing.
+- minimum distance, for every classification task: each pixel to the nearest train class
+  mean of its band values, the classic supervised baseline of remote sensing;
+- for two-class tasks, thresholds the field uses: Otsu's threshold on each band (``otsu_vv``:
+  water is dark in SAR, the standard water-mapping threshold), the class below it the one
+  whose train pixels are darker; and a threshold on NDWI (green, nir) for water or NDVI
+  (red, nir) for vegetation. Every threshold and side is fit on the train split, never on
+  val or test.
 
-Indices are computed on the chips' band values (time-mean over steps) as the reader wrote
-them (the models' normalisation undone). Regression tasks get the train mean.
+Band values are the chips' (time-mean over steps) as the reader wrote them (the models'
+normalisation undone). Regression tasks get the train mean.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from instageo.model.data import Split
 from instageo.model.metrics import regression_metrics, segmentation_metrics
 
 INDICES = {  # name -> (bands it needs, formula on a dict of band arrays)
-    "VV": (("vv",), lambda b: b["vv"]),
     "NDWI": (("green", "nir"), lambda b: _ratio(b["green"], b["nir"])),
     "NDVI": (("nir", "red"), lambda b: _ratio(b["nir"], b["red"])),
 }
@@ -62,20 +63,21 @@ def baselines(data: dict[str, Split], bands: list[str], mean: list[float], std: 
     if not len(truth):
         return found
     if classes == 2:
+        for band in bands:
+            threshold, below = _otsu(values[band]), _dark_class(values[band], truth)
+            found[f"otsu_{band}"] = report(f"class {below} where {band} < {threshold:.4g}, else {1 - below} (Otsu)",
+                                           lambda v, b=band, t=threshold, c=below: np.where(v[b] < t, c, 1 - c))
         for name, (needs, formula) in INDICES.items():
             if all(b in bands for b in needs):
-                threshold, below = (_otsu(formula(values)), _dark_class(formula(values), truth)) if name == "VV" \
-                    else _stump(formula(values), truth)
+                threshold, below = _stump(formula(values), truth)
                 found[f"{name.lower()}_threshold"] = report(
-                    f"class {below} where {name} < {threshold:.4g}, else {1 - below} "
-                    f"({'Otsu' if name == 'VV' else 'fit on train'})",
+                    f"class {below} where {name} < {threshold:.4g}, else {1 - below} (fit on train)",
                     lambda v, f=formula, t=threshold, c=below: np.where(f(v) < t, c, 1 - c))
-    else:
-        centres = np.stack([[values[b][truth == c].mean() if (truth == c).any() else np.inf for b in bands]
-                            for c in range(classes)])
-        found["minimum_distance"] = report(
-            "each pixel to the nearest train class mean of its band values",
-            lambda v: np.argmin(((np.stack([v[b] for b in bands], 1)[:, None, :] - centres[None]) ** 2).sum(-1), 1))
+    centres = np.stack([[values[b][truth == c].mean() if (truth == c).any() else np.inf for b in bands]
+                        for c in range(classes)])
+    found["minimum_distance"] = report(
+        "each pixel to the nearest train class mean of its band values",
+        lambda v: np.argmin(((np.stack([v[b] for b in bands], 1)[:, None, :] - centres[None]) ** 2).sum(-1), 1))
     return found
 
 
@@ -105,7 +107,7 @@ def _otsu(values: np.ndarray, bins: int = 256) -> float:
 
 
 def _dark_class(values: np.ndarray, truth: np.ndarray) -> int:
-    """The class whose train pixels are darker on average (for SAR water, class 'water')."""
+    """The class whose train pixels are darker on average (for SAR water on VV, 'water')."""
     means = [values[truth == c].mean() if (truth == c).any() else np.inf for c in (0, 1)]
     return int(np.argmin(means))
 

@@ -601,6 +601,8 @@ class TrainSpec(Model):
         3, ge=1, le=100, description="epochs the val score is averaged over for early stopping and the best "
         "epoch (no epoch is chosen before this many have run), so one noisy epoch does not decide"
     )
+    augment: bool = Field(True, description="each training chip seen in a random one of the square's 8 "
+                          "symmetries (flips and 90-degree rotations), its labels alike")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="bf16: mixed precision (bf16 autocast, fp32 weights); auto: bf16 where it pays (a GPU "
         "that supports bf16, or a CPU with AVX512-BF16 or AMX and an encoder at least 256 wide), else fp32"

@@ -61,7 +61,36 @@ def build_report(plan: Plan, records: list[StageRecord], run_dir: Path, status: 
     report["variants"] = list(variants.values())
     _throughputs(report)
     _headline(report)
+    report["warnings"] = warnings(report)
     return report
+
+
+EXCLUDED_WARNING = 0.25  # of the non-test chips: a gap that costs more than this is said
+
+
+def warnings(report: dict[str, Any]) -> list[str]:
+    """What a reader must know before believing the tables, one sentence each: a baseline
+    that beats the teacher (on val, where it changes what is chosen; on test, where it is
+    only reported) and a split whose gap threw away much of the training data."""
+    from instageo.runner.sweep import best_baseline
+
+    found = []
+    teacher = report.get("teacher", {})
+    for key, sentence in (("val_metrics", "A baseline beats the teacher on val: {name} {value:.4f} vs the teacher's "
+                                          "{own:.4f} mIoU, so the students are compared with a teacher that a "
+                                          "baseline beats."),
+                          ("metrics", "On test, {name} scores {value:.4f} against the teacher's {own:.4f} mIoU "
+                                      "(test is reported, never used to choose).")):
+        best, own = best_baseline(report, key), teacher.get(key, {}).get("miou")
+        if best is not None and own is not None and best[1] >= own:
+            found.append(sentence.format(name=best[0], value=best[1], own=own))
+    splits = report.get("dataset", {}).get("splits") or {}
+    excluded = splits.get("excluded", 0)
+    kept = excluded + splits.get("train", 0) + splits.get("val", 0)
+    if kept and excluded > EXCLUDED_WARNING * kept:
+        found.append(f"The split's gap excluded {excluded} of {kept} chips outside test ({100 * excluded / kept:.0f}%): "
+                     "lower data.split.gap_km (or raise block_km) to train on them.")
+    return found
 
 
 def _throughputs(report: dict[str, Any]) -> None:
@@ -156,6 +185,11 @@ def render_markdown(report: dict[str, Any], plot: str | None = None) -> str:
                   "", f"Traceback: {failure['log']}; the stages below finished and stay cached.", ""]
     elif report.get("error"):
         lines += [f"Error: {report['error']}", ""]
+    said = warnings(report)
+    lines += [f"**Warning:** {w}" for w in said] + ([""] if said else [])
+    splits = report.get("dataset", {}).get("splits")
+    if splits:
+        lines += ["Chips per split: " + ", ".join(f"{name} {count}" for name, count in splits.items()) + ".", ""]
     lines += ["| stage | variants | key | cached | seconds | reason |", "|---|---|---|---|---|---|"]
     for stage in report["stages"]:
         lines.append(

@@ -91,8 +91,13 @@ def sweep_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 def baseline_floor(report: dict[str, Any]) -> tuple[str, float] | None:
     """The best baseline on val (name, mIoU): a model at or below it has learnt nothing a
     threshold or the majority class does not know."""
-    scored = [(name, b["val_metrics"]["miou"]) for name, b in report.get("teacher", {}).get("baselines", {}).items()
-              if "miou" in b.get("val_metrics", {})]
+    return best_baseline(report, "val_metrics")
+
+
+def best_baseline(report: dict[str, Any], key: str) -> tuple[str, float] | None:
+    """The baseline with the highest mIoU in ``key`` (val_metrics or metrics): (name, mIoU)."""
+    scored = [(name, b[key]["miou"]) for name, b in report.get("teacher", {}).get("baselines", {}).items()
+              if "miou" in b.get(key, {})]
     return max(scored, key=lambda item: item[1]) if scored else None
 
 
@@ -127,9 +132,8 @@ def tolerance_pp(row: dict[str, Any]) -> float:
 
 def recommended(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The smallest student whose val mIoU is within ``tolerance_pp`` of the teacher's and
-    above the best baseline's; none when the teacher itself does not beat the baselines."""
-    if any(r.get("teacher_below_baseline") for r in rows):
-        return None
+    above the best baseline's (when a baseline beats the teacher, report.md says the choice
+    is made against that teacher)."""
     keeping = [r for r in rows if r["val_delta_pp"] is not None and r["val_delta_pp"] >= -tolerance_pp(r)
                and not r.get("below_baseline")]
     return min(keeping, key=lambda r: r["params"]) if keeping else None
@@ -172,13 +176,17 @@ def sweep_markdown(report: dict[str, Any], plot: str | None) -> list[str]:
         lines += ["", "Speeds: not measured in this run (the `speed` stage did not run)."]
     best = recommended(rows)
     lines.append("")
-    if best:
-        lines.append(f"Smallest student within {tolerance_pp(best):.2g} pp val mIoU of the teacher: **depth "
-                     f"{best['depth']}** ({best['params']:,} parameters, {_speedup(best)} the teacher's chips/s).")
-    elif any(r["teacher_below_baseline"] for r in rows):
+    if rows[0]["teacher_below_baseline"]:
         name, value = baseline_floor(report)
         lines.append(f"**The teacher does not beat the {name} baseline** (val mIoU {_miou(teacher, 'val_metrics'):.4f} "
-                     f"vs {value:.4f}), so no student is recommended: check the labels, the bands and the training.")
+                     f"vs {value:.4f}): what follows compares students with a teacher that a baseline beats; "
+                     "check the labels, the bands and the training.")
+    if best:
+        lines.append(f"Smallest student within {tolerance_pp(best):.2g} pp val mIoU of the teacher and above every "
+                     f"baseline: **depth {best['depth']}** ({best['params']:,} parameters, {_speedup(best, 'onnx_')} "
+                     f"the teacher's chips/s in ONNX Runtime, {_speedup(best)} in PyTorch).")
+    elif rows[0]["teacher_below_baseline"]:
+        lines.append("So no student is recommended.")
     elif all(r["val_delta_pp"] is None for r in rows):
         lines.append("No val split, so no student is recommended (test metrics are never used to choose).")
     else:

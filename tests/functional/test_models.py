@@ -154,7 +154,7 @@ def test_sen1floods11_teacher_beats_otsu_on_held_out_scenes_in_every_seed(tmp_pa
     assert all(t["metrics"]["pixels"] == result["test_pixels"] for t in result["report"]["teacher"]["seeds"])
     assert all(teacher > result["otsu"] for teacher in result["teacher"])
     # the report's own VV baseline is that Otsu threshold (it reads a gap as the band mean)
-    shown = result["report"]["teacher"]["baselines"]["vv_threshold"]["metrics"]
+    shown = result["report"]["teacher"]["baselines"]["otsu_vv"]["metrics"]
     assert shown["miou"] == pytest.approx(result["otsu"], abs=0.01) and shown["pixels"] == result["test_pixels"]
     assert result["report"]["teacher"]["metrics_spread"]["miou"] > 0
     check_holdout_prediction_matches_chip_metrics(tmp_path, result["stage"], "Spain_7370579")

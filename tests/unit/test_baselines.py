@@ -66,14 +66,14 @@ def test_vv_baseline_on_held_out_scenes_matches_scikit_learn_metrics(real):
     train_x, train_y, test_x, test_y, mean, std = real
     data = {"train": as_split(train_x, train_y, mean, std), "test": as_split(test_x, test_y, mean, std)}
     found = baselines(data, ["vv", "vh"], mean, std, classes=2, ignore_index=-1, regression=False)
-    assert set(found) == {"majority", "vv_threshold"}
+    assert set(found) == {"majority", "otsu_vv", "otsu_vh", "minimum_distance"}
 
     fit = (train_y != -1) & ~np.isnan(train_x[:, 0])
     threshold = threshold_otsu(train_x[:, 0][fit], nbins=256)
     vv = np.where(np.isnan(test_x[:, 0]), mean[0], test_x[:, 0])  # a gap reads as the band mean
     scored = test_y != -1
     truth, prediction = test_y[scored], (vv[scored] < threshold).astype(np.int64)  # water is dark
-    metrics = found["vv_threshold"]["metrics"]
+    metrics = found["otsu_vv"]["metrics"]
     assert metrics["confusion"] == confusion_matrix(truth, prediction, labels=[0, 1]).tolist()
     assert metrics["iou"] == pytest.approx(jaccard_score(truth, prediction, average=None).tolist(), abs=1e-6)
 
@@ -101,3 +101,29 @@ def test_index_thresholds_and_minimum_distance_fit_on_train_only():
     found = baselines({"train": split, "test": split}, ["a", "b"], [1.0, 1.0], [1.0, 1.0], 3, -1, False)
     assert found["minimum_distance"]["metrics"]["miou"] == 1.0
     assert found["majority"]["metrics"]["confusion"][1] == [0, 512, 0]  # class 1 the most frequent
+
+
+def test_per_band_otsu_and_minimum_distance_on_real_scenes_match_scikit(real):
+    """Otsu on VH is scikit-image's threshold on the train scenes' VH; the two-class minimum
+    distance is scikit-learn's NearestCentroid fit on the train pixels, on the same test pixels."""
+    from skimage.filters import threshold_otsu
+    from sklearn.metrics import confusion_matrix
+    from sklearn.neighbors import NearestCentroid
+
+    train_x, train_y, test_x, test_y, mean, std = real
+    data = {"train": as_split(train_x, train_y, mean, std), "test": as_split(test_x, test_y, mean, std)}
+    found = baselines(data, ["vv", "vh"], mean, std, classes=2, ignore_index=-1, regression=False)
+
+    present = (train_y != -1) & ~np.isnan(train_x).any(1)
+    vh_threshold = threshold_otsu(train_x[:, 1][present], nbins=256)
+    assert f"vh < {vh_threshold:.4g}" in found["otsu_vh"]["method"]
+
+    fit = train_x.transpose(0, 2, 3, 1)[present]  # (pixels, bands)
+    centroid = NearestCentroid().fit(fit, train_y[present])
+    scored = test_y != -1
+    test_pixels = np.where(np.isnan(test_x), np.array(mean, np.float32)[None, :, None, None], test_x)
+    expected = centroid.predict(test_pixels.transpose(0, 2, 3, 1)[scored])
+    ours = np.array(found["minimum_distance"]["metrics"]["confusion"])
+    theirs = confusion_matrix(test_y[scored], expected, labels=[0, 1])
+    # the same to float32 rounding of pixels on the boundary (ours undoes the normalisation)
+    assert np.abs(ours - theirs).sum() <= 1e-5 * scored.sum() and ours.sum() == theirs.sum()

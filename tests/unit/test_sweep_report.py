@@ -107,14 +107,28 @@ def test_a_student_that_does_not_beat_the_best_baseline_is_flagged_and_never_rec
     assert "| 2 (below baseline) |" in text and "## Baselines" in text and "| vv_threshold | 0.7500 | 0.7400 | Otsu |" in text
 
 
-def test_when_the_teacher_is_no_better_than_a_baseline_no_student_is_recommended():
-    """Students scoring +37 pp over a broken teacher were once "recommended"."""
-    crafted = report([variant(2, 100, 0.62, 0.6)], [teacher(0.25, 0.25)])
+def test_when_a_baseline_beats_the_teacher_the_report_says_so_first_and_beside_the_recommendation():
+    """Students scoring +37 pp over a broken teacher were once "recommended" with no word of it."""
+    crafted = report([variant(2, 100, 0.62, 0.6), variant(4, 200, 0.45, 0.45)], [teacher(0.25, 0.25)])
     crafted["teacher"]["baselines"] = baselines(0.5, 0.5)
     rows = sweep_rows(crafted)
-    assert rows[0]["teacher_below_baseline"] and recommended(rows) is None
+    assert rows[0]["teacher_below_baseline"] and recommended(rows)["depth"] == 2
     text = render_markdown(crafted)
-    assert "The teacher does not beat the vv_threshold baseline" in text and "teacher (12) (below baseline)" in text
+    top = text.split("| stage |")[0]
+    assert "A baseline beats the teacher on val: vv_threshold 0.5000 vs the teacher's 0.2500" in top
+    assert "teacher (12) (below baseline)" in text
+    assert ("**The teacher does not beat the vv_threshold baseline** (val mIoU 0.2500 vs 0.5000): what follows "
+            "compares students with a teacher that a baseline beats") in text
+    crafted["variants"] = [variant(4, 200, 0.45, 0.45)]  # no student above the baseline either
+    assert recommended(sweep_rows(crafted)) is None and "So no student is recommended." in render_markdown(crafted)
+
+
+def test_a_teacher_above_every_baseline_on_val_but_not_on_test_is_said_at_the_top():
+    crafted = report([variant(2, 100, 0.9, 0.8)], [teacher(0.9, 0.8)])
+    crafted["teacher"]["baselines"] = baselines(0.85, 0.85)
+    top = render_markdown(crafted).split("| stage |")[0]
+    assert "A baseline beats the teacher on val" not in top
+    assert "On test, vv_threshold scores 0.8500 against the teacher's 0.8000" in top
 
 
 def test_predict_takes_the_int8_model_only_within_the_tolerance_on_val():
@@ -161,3 +175,16 @@ def test_the_cost_of_mapping_comes_from_the_stage_timing_and_says_its_assumption
     gpu_row = cost_rows({"variants": [on_gpu]})[0]
     assert gpu_row["unit"] == "GPU-hours" and gpu_row["land_hours"] == pytest.approx(459.6, rel=1e-3)
     assert cost_markdown({"variants": [untimed]}) == []
+
+
+def test_chips_per_split_are_shown_and_a_gap_excluding_over_a_quarter_warns():
+    from instageo.runner.report import warnings
+
+    crafted = report([variant(2, 100, 0.9, 0.8)], [teacher(0.9, 0.8)])
+    crafted["dataset"] = {"splits": {"train": 71, "val": 74, "test": 110, "excluded": 114}}  # bench/stability.py, before
+    text = render_markdown(crafted)
+    assert "Chips per split: train 71, val 74, test 110, excluded 114." in text
+    assert ("The split's gap excluded 114 of 259 chips outside test (44%): lower data.split.gap_km (or raise "
+            "block_km) to train on them.") in text.split("| stage |")[0]
+    crafted["dataset"]["splits"].update(train=150, excluded=60)  # 60 of 284: 21%
+    assert warnings(crafted) == []

@@ -13,7 +13,7 @@ test: $(VENV)/.installed-dev
 	bash scripts/system-deps.sh
 	$(VENV)/bin/python -m pytest -q
 
-bench: $(VENV)/.installed-dev
+bench: $(VENV)/.installed-bench
 	$(VENV)/bin/python -m bench
 
 $(VENV)/bin/python:
@@ -31,6 +31,10 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
 	$(INSTALL) -e '.[dev]'
 	touch $@ $(VENV)/.installed
+
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-dev
+	$(INSTALL) -e '.[dev,bench]'
+	touch $@
 
 # regenerate the JSON Schemas after changing instageo/recipe/models.py or instageo/outputs.py
 schema: $(VENV)/.installed

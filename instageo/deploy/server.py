@@ -65,6 +65,17 @@ def safe_path(root: Path, relative: str) -> Path:
     return candidate
 
 
+def served_file(root: Path, relative: str) -> Path:
+    """The run file ``relative`` names (as decoded from the URL), if the map needs it, else
+    NotFound. The allow-list is checked on the resolved path (``..``, symlinks and encoded
+    slashes gone), never on the string asked for: ``stages/predict-x/../export-y/...``
+    starts like a prediction and names a bundle."""
+    path = safe_path(root, relative)
+    if not servable(path.relative_to(root).as_posix()):
+        raise NotFound(relative)
+    return path
+
+
 def models_of(root: Path, report: dict) -> list[dict]:
     """Every exported model of the run: the teacher (when exported) and each student, with
     its bundle folder, test mIoU and ONNX speed (chips/s, the speed stage's median)."""
@@ -246,10 +257,7 @@ def create_app(run_dir: Path, token: str | None = None, basemap: str | None = No
         return FileResponse(safe_path(Path(package.BASE_DIR).resolve(), request.path_params["path"]))
 
     def files(request):
-        relative = request.path_params["path"]
-        if not servable(relative):
-            raise NotFound(relative)
-        return FileResponse(safe_path(root, relative))
+        return FileResponse(served_file(root, request.path_params["path"]))
 
     def run_info(request):
         report = current_report()

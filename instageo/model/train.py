@@ -133,16 +133,20 @@ def fit(model: nn.Module, splits: dict[str, Split], spec: TrainSpec, loss_fn: Lo
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model, optimizer = acc.prepare(model, optimizer)
+    averaged = _averaged(acc.unwrap_model(model), spec.ema)
+    kept = (lambda: averaged.module) if averaged is not None else (lambda: acc.unwrap_model(model))
     shard = slice(acc.process_index, None, acc.num_processes)
     state_path = workdir / "train_state.pt"
     start, best, waited = 0, None, 0
-    result = FitResult(copy.deepcopy(acc.unwrap_model(model).state_dict()), -1, -math.inf)
+    result = FitResult(copy.deepcopy(kept().state_dict()), -1, -math.inf)
     if state_path.exists():  # resume after an interruption, exactly where the last epoch ended
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
         acc.unwrap_model(model).load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         generator.set_state(saved["generator"])
+        if averaged is not None:
+            averaged.load_state_dict(saved["averaged"])
         start, waited = saved["epoch"] + 1, saved["waited"]
         result = FitResult(saved["best_state"], saved["best_epoch"], saved["best_score"], saved["history"])
         log.info("resuming training at epoch %d", start + 1)
@@ -169,9 +173,11 @@ def fit(model: nn.Module, splits: dict[str, Split], spec: TrainSpec, loss_fn: Lo
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
+            if averaged is not None:
+                averaged.update_parameters(acc.unwrap_model(model))
             losses.append(float(acc.reduce(loss.detach(), "mean")))
             progress.step()
-        raw = score_fn(acc.unwrap_model(model), check)
+        raw = score_fn(kept(), check)
         window = [h["val_score"] for h in result.history[-(spec.smooth - 1):]] if spec.smooth > 1 else []
         score = float(np.mean(window + [raw]))
         result.history.append({"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 6),
@@ -180,7 +186,7 @@ def fit(model: nn.Module, splits: dict[str, Split], spec: TrainSpec, loss_fn: Lo
         chosen = epoch + 1 >= min(spec.smooth, spec.epochs)  # a full window (or the last epoch)
         if chosen and score > result.best_score:
             result.best_score, result.best_epoch, waited = score, epoch + 1, 0
-            result.state = copy.deepcopy(acc.unwrap_model(model).state_dict())
+            result.state = copy.deepcopy(kept().state_dict())
         elif chosen:
             waited += 1
         if acc.is_main_process:
@@ -189,6 +195,7 @@ def fit(model: nn.Module, splits: dict[str, Split], spec: TrainSpec, loss_fn: Lo
                 "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
                 "waited": waited, "best_state": result.state, "best_epoch": result.best_epoch,
                 "best_score": result.best_score, "history": result.history,
+                "averaged": averaged.state_dict() if averaged is not None else None,
             })
         smoothed = f", smoothed {score:.4f}" if spec.smooth > 1 else ""
         best = f"best {result.best_score:.4f} at epoch {result.best_epoch}" if result.best_epoch > 0 else "no best yet"
@@ -198,6 +205,16 @@ def fit(model: nn.Module, splits: dict[str, Split], spec: TrainSpec, loss_fn: Lo
     progress.close()
     result.precision, result.processes = precision, acc.num_processes
     return result
+
+
+def _averaged(model: nn.Module, decay: float):
+    """torch's exponential moving average of ``model``'s weights and buffers (BatchNorm's
+    statistics too), or None when ``decay`` is 0."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _save(path: Path, value: dict) -> None:

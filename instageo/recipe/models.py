@@ -601,6 +601,8 @@ class TrainSpec(Model):
         3, ge=1, le=100, description="epochs the val score is averaged over for early stopping and the best "
         "epoch (no epoch is chosen before this many have run), so one noisy epoch does not decide"
     )
+    ema: float = Field(0.0, ge=0, lt=1, description="decay per step of an exponential moving average of the "
+                       "weights (e.g. 0.9); the average is what val scores and what is kept; 0: off")
     augment: bool = Field(True, description="each training chip seen in a random one of the square's 8 "
                           "symmetries (flips and 90-degree rotations), its labels alike")
     precision: Literal["auto", "bf16", "fp32"] = Field(

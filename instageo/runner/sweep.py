@@ -106,10 +106,13 @@ def _speed_of(measured: list[dict | None]) -> dict[str, Any]:
     variant's: speed depends on the architecture, the same for every seed)."""
     entry = next((m for m in measured if m), None)
     if entry is None:
-        return {"img_s": None, "teacher_img_s": None, "speedup": None, "speedup_range": None,
+        return {"img_s": None, "teacher_img_s": None, "onnx_img_s": None, "teacher_onnx_img_s": None,
+                "speedup": None, "speedup_range": None,
                 "onnx_speedup": None, "onnx_speedup_range": None, "same_as_teacher": False}
     return {"img_s": entry["torch"]["median"], "img_s_range": (entry["torch"]["min"], entry["torch"]["max"]),
             "teacher_img_s": entry.get("teacher_torch", {}).get("median"),
+            "onnx_img_s": entry.get("onnx", {}).get("median"),
+            "teacher_onnx_img_s": entry.get("teacher_onnx", {}).get("median"),
             "speedup": entry.get("speedup_torch"), "speedup_range": _ratio_range(entry, "torch"),
             "onnx_speedup": entry.get("speedup_onnx"), "onnx_speedup_range": _ratio_range(entry, "onnx"),
             "same_as_teacher": entry["same_as_teacher"]}
@@ -150,13 +153,14 @@ def sweep_markdown(report: dict[str, Any], plot: str | None) -> list[str]:
     lines = ["", "## Students", "",
              f"Chosen on val mIoU, reported on test mIoU{note}; changes are against the teacher of the same seed.", "",
              "| depth | params | GFLOPs/chip | val mIoU | vs teacher (val, pp) | test mIoU | vs teacher (test, pp) "
-             "| chips/s (PyTorch) | speed-up (PyTorch) | speed-up (ONNX) |",
-             "|---|---|---|---|---|---|---|---|---|---|",
+             "| chips/s (ONNX) | speed-up (ONNX) | FLOPs promise | chips/s (PyTorch) | speed-up (PyTorch) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|",
              f"| teacher ({teacher.get('depth', '?')}){' (below baseline)' if rows[0]['teacher_below_baseline'] else ''} "
              f"| {teacher['params']:,} | {teacher['gflops']:.4f} | "
              f"{_with_spread(_miou(teacher, 'val_metrics'), teacher.get('val_metrics_spread', {}).get('miou'))} | 0 | "
              f"{_with_spread(_miou(teacher, 'metrics'), teacher.get('metrics_spread', {}).get('miou'))} | 0 | "
-             f"{_number(timed and timed['teacher_img_s'], '.1f')} | 1.00x | 1.00x |"]
+             f"{_number(timed and timed['teacher_onnx_img_s'], '.1f')} | 1.00x | 1.00x | "
+             f"{_number(timed and timed['teacher_img_s'], '.1f')} | 1.00x |"]
     for row in rows:
         depth = f"{row['depth']} (= teacher)" if row["same_as_teacher"] else str(row["depth"])
         depth += " (below baseline)" if row["below_baseline"] else ""
@@ -165,12 +169,14 @@ def sweep_markdown(report: dict[str, Any], plot: str | None) -> list[str]:
             f"{_with_spread(row['val_delta_pp'], row['val_delta_spread'], '+.2f')} | "
             f"{_with_spread(row['test_miou'], row['test_spread'])} | "
             f"{_with_spread(row['test_delta_pp'], row['test_delta_spread'], '+.2f')} | "
-            f"{_number(row['img_s'], '.1f')} | {_speedup(row)} | {_speedup(row, 'onnx_')} |")
+            f"{_number(row['onnx_img_s'], '.1f')} | {_speedup(row, 'onnx_')} | {teacher['gflops'] / row['gflops']:.2f}x | "
+            f"{_number(row['img_s'], '.1f')} | {_speedup(row)} |")
     speed = report.get("speed")
     if speed:
         lines += ["", f"Speeds: every model timed in one process (CPU, {speed['threads']} threads) on the same "
                   f"{speed['batch']} test chips, in alternation over {speed['rounds']} rounds; median, and in "
-                  "brackets the range from the slowest to the fastest round. A student of the teacher's depth "
+                  "brackets the range from the slowest to the fastest round; ONNX Runtime is what the bundle "
+                  "deploys. FLOPs promise: the teacher's GFLOPs over the student's. A student of the teacher's depth "
                   "has its architecture: its speed-up is noise."]
     else:
         lines += ["", "Speeds: not measured in this run (the `speed` stage did not run)."]

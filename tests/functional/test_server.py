@@ -126,6 +126,24 @@ def test_a_foreign_host_header_is_refused(served):
     assert get(url + "/files/report.json")[0] == 200  # the loopback name still works
 
 
+def test_no_traversal_from_a_served_folder_reaches_a_file_the_map_does_not_show(served):
+    """Each form once returned the bundle's weights or the chips' index: the allow-list was
+    checked on the path as asked, before '..' was resolved."""
+    url, run_dir = served
+    predict = next(run_dir.glob("stages/predict-*")).name
+    hidden = [p.relative_to(run_dir / "stages").as_posix() for p in (
+        next(run_dir.glob("stages/export-*/bundle/model.onnx")), next(run_dir.glob("stages/search-*/observations.csv")),
+        next(run_dir.glob("stages/chips-*/index.csv")), next(run_dir.glob("stages/chips-*/manifest.json")))]
+    forms = []
+    for target in hidden:
+        forms += [f"stages/{predict}/../{target}", f"stages/{predict}/%2e%2e/{target}",
+                  f"stages/{predict}/..%2f{target.replace('/', '%2f')}", f"stages/{predict}%2f..%2f{target}",
+                  f"viewer/../../stages/{target}", f"stages/{predict}/./../{target}"]
+    leaked = [form for form in forms if get(f"{url}/files/{form}")[0] != 404]
+    assert leaked == [] and len(forms) == 24
+    assert get(f"{url}/files/stages/{predict}/manifest.json")[0] == 200  # the folder itself is served
+
+
 def test_only_what_the_map_shows_is_served(served):
     url, run_dir = served
     teacher = next(run_dir.glob("stages/teacher-*/teacher.pt")).relative_to(run_dir)

@@ -79,15 +79,16 @@ def test_every_chips_per_second_and_speed_up_comes_from_the_one_side_by_side_mea
     assert rows[2]["img_s"] == 50.0 and rows[2]["teacher_img_s"] == 20.0 and rows[2]["speedup"] == 2.5
     assert rows[2]["speedup_range"] == (round(45 / 25, 3), round(60 / 18, 3))
     text = render_markdown(crafted)
-    assert "| teacher (12) | 1,000 | 1.0000 | 0.8000 | 0 | 0.7000 | 0 | 20.0 | 1.00x | 1.00x |" in text
-    assert "| 50.0 | 2.50x [1.80-3.33] | 3.00x [2.58-3.28] |" in text
-    assert "| 12 (= teacher) |" in text and "| 21.0 | 1.05x [0.76-1.22] | - |" in text
+    # ONNX Runtime (what the bundle deploys) first, the FLOPs' promise beside it, PyTorch after
+    assert "| teacher (12) | 1,000 | 1.0000 | 0.8000 | 0 | 0.7000 | 0 | 30.0 | 1.00x | 1.00x | 20.0 | 1.00x |" in text
+    assert "| 90.0 | 3.00x [2.58-3.28] | 10.00x | 50.0 | 2.50x [1.80-3.33] |" in text
+    assert "| 12 (= teacher) |" in text and "| - | - | 10.00x | 21.0 | 1.05x [0.76-1.22] |" in text
     assert "same 16 test chips, in alternation over 7 rounds" in text
 
 
 def test_without_the_speed_stage_no_speed_is_shown():
     text = render_markdown(report([variant(2, 100, 0.79, 0.7)], [teacher(0.8, 0.7)]))
-    assert "| - | - | - |" in text and "not measured in this run" in text
+    assert "| - | - | 10.00x | - | - |" in text and "not measured in this run" in text
 
 
 def baselines(val, test):

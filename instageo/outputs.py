@@ -195,7 +195,8 @@ class SpeedEntry(_Closed):
     int8: Timing | None = None
     teacher_torch: Timing
     teacher_onnx: Timing | None = None
-    speedup_torch: float = Field(description="median student chips/s over the teacher's, both PyTorch")
+    speedup_torch: float = Field(description="student chips/s over the teacher's, both PyTorch: the median over "
+                                 "rounds of the ratio within each round")
     speedup_onnx: float | None = Field(None, description="the same, both ONNX Runtime float32")
     speedup_int8: float | None = Field(None, description="the int8 student against the float32 ONNX teacher")
 

@@ -18,11 +18,11 @@ from instageo.deploy import onnx
 from instageo.model import tasks
 from instageo.recipe.models import Recipe
 from instageo.runner.stage import StageContext, StageOutput, StageResult
-from instageo.timing import measure
+from instageo.timing import paired_speedup, round_seconds, summary
 
 BATCH = 16
-ROUNDS = 7
-LEAST_SECONDS = 0.1  # per model per round: a tiny model's single call is mostly timer noise
+ROUNDS = 9
+LEAST_SECONDS = 0.2  # per model per round: a tiny model's single call is mostly timer noise
 
 
 def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
@@ -64,8 +64,9 @@ def _time_group(recipe: Recipe, members: dict[str, dict[str, StageResult]], ctx:
         depth_of[variant] = student_meta["depth"]
     labels = [(label, runtime) for label, runtimes in models.items() for runtime in runtimes]
     ctx.log.info("timing %d model(s) on %d chips, %d rounds, in alternation", len(labels), BATCH, ROUNDS)
-    speeds = dict(zip(labels, measure([_runner(models[l][r]) for l, r in labels], batch, BATCH, ROUNDS,
-                                      LEAST_SECONDS)))
+    seconds = dict(zip(labels, round_seconds([_runner(models[l][r]) for l, r in labels], batch, ROUNDS,
+                                             LEAST_SECONDS)))
+    speeds = {label: summary(times, BATCH) for label, times in seconds.items()}
     out = {}
     for variant in members:
         entry = {"depth": depth_of[variant], "same_as_teacher": depth_of[variant] == depth_of["teacher"]}
@@ -75,7 +76,7 @@ def _time_group(recipe: Recipe, members: dict[str, dict[str, StageResult]], ctx:
             base = speeds.get(("teacher", against))
             if base is not None:
                 entry[f"teacher_{against}"] = base
-                entry[f"speedup_{runtime}"] = round(speeds[(variant, runtime)]["median"] / base["median"], 3)
+                entry[f"speedup_{runtime}"] = paired_speedup(seconds[(variant, runtime)], seconds[("teacher", against)])
         out[variant] = entry
     return out
 

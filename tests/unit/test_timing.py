@@ -8,12 +8,12 @@ from instageo.deploy import onnx
 from instageo.deploy.speed import BATCH, LEAST_SECONDS, ROUNDS, _runner
 from instageo.model.network import PixelModel, cut_student
 from instageo.model.specs import backbone_spec
-from instageo.timing import measure
+from instageo.timing import measure, paired_speedup, round_seconds
 
 
 def test_two_networks_of_one_architecture_time_within_ten_percent_in_both_runtimes(tmp_path):
     """A teacher and its student of the teacher's depth (the demo's shapes), as the speed stage
-    times them: PyTorch and ONNX Runtime, in alternation, median of the rounds."""
+    times them: PyTorch and ONNX Runtime, in alternation, the median of the rounds' ratios."""
     torch.manual_seed(0)
     teacher = PixelModel(backbone_spec("instageo_ci"), 6, 3, 3)
     student = cut_student(teacher, 4)
@@ -26,8 +26,8 @@ def test_two_networks_of_one_architecture_time_within_ten_percent_in_both_runtim
         path = tmp_path / f"{name}.onnx"
         onnx.export(model, tuple(torch.from_numpy(a) for a in batch), path, 17)
         runners += [_runner(model), _runner(onnx.session(path))]
-    speeds = [m["median"] for m in measure(runners, batch, BATCH, ROUNDS, LEAST_SECONDS)]
-    torch_ratio, onnx_ratio = speeds[2] / speeds[0], speeds[3] / speeds[1]
+    seconds = round_seconds(runners, batch, ROUNDS, LEAST_SECONDS)
+    torch_ratio, onnx_ratio = paired_speedup(seconds[2], seconds[0]), paired_speedup(seconds[3], seconds[1])
     print(f"student / teacher chips/s: PyTorch {torch_ratio:.3f}, ONNX {onnx_ratio:.3f}")
     assert 0.9 <= torch_ratio <= 1.1 and 0.9 <= onnx_ratio <= 1.1
 

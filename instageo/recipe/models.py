@@ -603,7 +603,7 @@ class TrainSpec(Model):
     )
     ema: float = Field(0.0, ge=0, lt=1, description="decay per step of an exponential moving average of the "
                        "weights (e.g. 0.9); the average is what val scores and what is kept; 0: off")
-    augment: bool = Field(True, description="each training chip seen in a random one of the square's 8 "
+    augment: bool = Field(True, description="each training batch seen in a random one of the square's 8 "
                           "symmetries (flips and 90-degree rotations), its labels alike")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="bf16: mixed precision (bf16 autocast, fp32 weights); auto: bf16 where it pays (a GPU "

@@ -89,7 +89,9 @@ def test_onnx_student_matches_pytorch_and_is_in_the_report(tiny):
         speed = report["speed"]["variants"][each["name"]]
         assert {"torch", "onnx", "int8", "teacher_torch", "teacher_onnx"} <= set(speed)
         for runtime in ("torch", "onnx"):
-            assert speed[f"speedup_{runtime}"] == round(speed[runtime]["median"] / speed[f"teacher_{runtime}"]["median"], 3)
+            # the median of the rounds' paired ratios: inside what the slowest and fastest rounds allow
+            mine, theirs = speed[runtime], speed[f"teacher_{runtime}"]
+            assert mine["min"] / theirs["max"] - 1e-3 <= speed[f"speedup_{runtime}"] <= mine["max"] / theirs["min"] + 1e-3
             assert speed[runtime]["min"] <= speed[runtime]["median"] <= speed[runtime]["max"]
         assert each["throughput"]["torch_img_s"] == speed["torch"]["median"]  # DESIGN.md's field, the same figure
 

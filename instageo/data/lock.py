@@ -96,7 +96,5 @@ def update_lock(path: Path, name: str, replace_bad: bool = False, **sections: An
     if unchanged:
         return
     lock = lock or Lock(recipe=name, instageo_version=__version__)
-    written = lock.model_copy(update={**sections, "instageo_version": __version__}).model_dump(mode="json")
-    if written["search"] is not None:  # the checksum of exactly the items as they are written
-        written["search"]["sha256"] = content_sha256(written["search"]["items"], written["search"].get("candidates"))
-    write_json_atomic(path, written)
+    updated = lock.model_copy(update={**sections, "instageo_version": __version__})
+    write_json_atomic(path, updated.model_dump(mode="json"))

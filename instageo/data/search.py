@@ -64,7 +64,8 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     raw_items, candidates = _query(catalogue, observations, recipe, preset, ctx)
     resolved = {i: preset.resolve(item, recipe.data.chips.bands).as_dict() for i, item in raw_items.items()}
     _write_observations(ctx.workdir / "observations.csv", observations)
-    # compact: these grow with the observations (indented JSON is 5x slower to write)
+    # compact: these grow with the observations (indented JSON is 5x slower to write); the
+    # items finite (STAC's "nan"), so the lock made from them holds what its checksum covers
     write_json_atomic(ctx.workdir / "stac_items.json", [finite_json(raw_items[i]) for i in sorted(raw_items)],
                       indent=None)
     write_json_atomic(ctx.workdir / "items.json", resolved, indent=None)

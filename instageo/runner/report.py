@@ -72,18 +72,17 @@ def warnings(report: dict[str, Any]) -> list[str]:
     """What a reader must know before believing the tables, one sentence each: a baseline
     that beats the teacher (on val, where it changes what is chosen; on test, where it is
     only reported) and a split whose gap threw away much of the training data."""
-    from instageo.runner.sweep import best_baseline
+    from instageo.runner.sweep import baseline_above_teacher
 
     found = []
-    teacher = report.get("teacher", {})
     for key, sentence in (("val_metrics", "A baseline beats the teacher on val: {name} {value:.4f} vs the teacher's "
                                           "{own:.4f} mIoU, so the students are compared with a teacher that a "
                                           "baseline beats."),
                           ("metrics", "On test, {name} scores {value:.4f} against the teacher's {own:.4f} mIoU "
                                       "(test is reported, never used to choose).")):
-        best, own = best_baseline(report, key), teacher.get(key, {}).get("miou")
-        if best is not None and own is not None and best[1] >= own:
-            found.append(sentence.format(name=best[0], value=best[1], own=own))
+        above = baseline_above_teacher(report, key)
+        if above is not None:
+            found.append(sentence.format(name=above[0], value=above[1], own=above[2]))
     splits = report.get("dataset", {}).get("splits") or {}
     excluded = splits.get("excluded", 0)
     kept = excluded + splits.get("train", 0) + splits.get("val", 0)

@@ -70,7 +70,7 @@ def sweep_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
         groups.setdefault(canonical_json([variant["student_depth"], others]), []).append(variant)
     speeds = report.get("speed", {}).get("variants", {})
     floor = baseline_floor(report)
-    teacher_val = _miou(report.get("teacher", {}), "val_metrics")
+    teacher_beaten = baseline_above_teacher(report, "val_metrics") is not None
     rows = []
     for variants in sorted(groups.values(), key=lambda vs: vs[0]["student_depth"]):
         row = {"depth": variants[0]["student_depth"], "params": variants[0]["params"],
@@ -83,7 +83,7 @@ def sweep_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             row[f"{split}_delta_pp"], row[f"{split}_delta_spread"] = _mean_spread(paired)
         row.update(_speed_of([speeds.get(v["name"]) for v in variants]))
         row["below_baseline"] = floor is not None and row["val_miou"] is not None and row["val_miou"] <= floor[1]
-        row["teacher_below_baseline"] = floor is not None and teacher_val is not None and teacher_val <= floor[1]
+        row["teacher_below_baseline"] = teacher_beaten
         rows.append(row)
     return rows
 
@@ -92,6 +92,13 @@ def baseline_floor(report: dict[str, Any]) -> tuple[str, float] | None:
     """The best baseline on val (name, mIoU): a model at or below it has learnt nothing a
     threshold or the majority class does not know."""
     return best_baseline(report, "val_metrics")
+
+
+def baseline_above_teacher(report: dict[str, Any], key: str) -> tuple[str, float, float] | None:
+    """(name, its mIoU, the teacher's) when the best baseline in ``key`` (val_metrics or
+    metrics) scores at least the teacher's mIoU there, else None."""
+    best, own = best_baseline(report, key), _miou(report.get("teacher", {}), key)
+    return (*best, own) if best is not None and own is not None and best[1] >= own else None
 
 
 def best_baseline(report: dict[str, Any], key: str) -> tuple[str, float] | None:

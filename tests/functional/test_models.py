@@ -54,7 +54,7 @@ def test_student_blocks_start_from_the_teacher(tiny):
     assert student.encoder.patch_embed.proj.weight.shape == teacher.encoder.patch_embed.proj.weight.shape
 
 
-def _fit(tiny, workdir, bar):
+def _fit(tiny, workdir, bar, **train):
     recipe = load_recipe(tiny / "tiny.yaml")
     chips = stage_dir(tiny, "chips")[0]
     stats = json.loads((chips / "stats.json").read_text())
@@ -63,7 +63,7 @@ def _fit(tiny, workdir, bar):
     model = tasks.build({"backbone": "instageo_ci", "in_chans": 6, "frames": 2, "outputs": 3,
                          "head": "upsample", "depth": 4})
     result_chips = type("R", (), {"path": lambda self, name: chips / "stats.json"})()
-    spec = TrainSpec(epochs=3, batch_size=8, lr=1e-3, patience=10)
+    spec = TrainSpec(epochs=3, batch_size=8, lr=1e-3, patience=10, **train)
     import logging
     return fit(model, data, spec, tasks.supervised_loss(recipe, result_chips), tasks.val_score(recipe),
                0, workdir, bar, logging.getLogger("test"))
@@ -88,6 +88,30 @@ def test_training_is_deterministic_and_resumes_per_epoch(tiny, tmp_path):
     resumed = _fit(tiny, tmp_path / "c", plain)
     for key, value in first.state.items():
         assert torch.equal(value, resumed.state[key]), key
+
+
+def test_the_weight_average_is_what_is_scored_and_kept_and_it_resumes_too(tiny, tmp_path):
+    """train.ema keeps torch's AveragedModel of the weights: the kept state is not the last
+    raw weights, a killed run resumes to the same average, and without augmentation the run
+    is another one."""
+    plain = Progress(enabled=False).bar
+    for name in "abcd":
+        (tmp_path / name).mkdir()
+    averaged = _fit(tiny, tmp_path / "a", plain, ema=0.5)
+    raw = torch.load(tmp_path / "a" / "train_state.pt", weights_only=False)["model"]
+    assert any(not torch.equal(raw[k], v) for k, v in averaged.state.items() if v.is_floating_point())
+
+    class KilledAfterOneEpoch(Bar):
+        def note(self, text):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tiny, tmp_path / "b", lambda d, t: KilledAfterOneEpoch(Progress(enabled=False), d, t), ema=0.5)
+    resumed = _fit(tiny, tmp_path / "b", plain, ema=0.5)
+    assert all(torch.equal(v, resumed.state[k]) for k, v in averaged.state.items())
+    assert resumed.history == [dict(h, seconds=r["seconds"]) for h, r in zip(averaged.history, resumed.history)]
+    unaugmented, augmented = _fit(tiny, tmp_path / "c", plain, augment=False), _fit(tiny, tmp_path / "d", plain)
+    assert unaugmented.history[0]["loss"] != augmented.history[0]["loss"]
 
 
 def test_a_checkpoint_that_does_not_fit_stops_before_training(tiny, tmp_path, capsys):

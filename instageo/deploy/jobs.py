@@ -22,13 +22,19 @@ from collections import deque
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from instageo.errors import InstageoError
+from instageo.errors import InputError, InstageoError
 from instageo.files import sha256_file, write_json_atomic
 from instageo.progress import Progress
 
 log = logging.getLogger("instageo.serve")
 APP_FOLDER = "app"  # inside the run folder
 MAX_QUEUED = 8
+# serve's default tile budget: what the chosen model predicts in about this long at half its
+# measured ONNX speed (a whole job also reads, blends and writes: 0.4-0.56 of the model alone
+# on this machine, bench/RESULTS.md), or DEFAULT_MAX_TILES when the run has not timed it
+JOB_SECONDS = 300
+DEFAULT_MAX_TILES = 5_000
+_scene_lock = threading.Lock()
 
 
 class Cancelled(Exception):
@@ -44,7 +50,7 @@ class Job:
     bbox: tuple[float, float, float, float]
     date: str
     catalog: str | None  # a local catalog.json to read instead of the bundle's own source
-    state: str = "queued"  # queued, running, done, failed, cancelled
+    state: str = "queued"  # queued, running, cancelling, done, failed, cancelled
     done: int = 0
     total: int | None = None
     started: float | None = None
@@ -63,6 +69,84 @@ def source_dir(run_dir: Path, bundle: dict) -> Path:
     inputs of a job's items can be read again when a point is inspected."""
     digest = hashlib.sha256(json.dumps(bundle["source"], sort_keys=True).encode()).hexdigest()[:12]
     return run_dir / APP_FOLDER / f".source-{digest}"
+
+
+def demo_source(run_dir: Path, bundle: dict) -> Path:
+    """source_dir, with a demo bundle's scene generated there once (into a temporary folder
+    moved into place, so concurrent requests never read half a scene)."""
+    folder = source_dir(run_dir, bundle)
+    if bundle["source"]["kind"] != "demo":
+        return folder
+    with _scene_lock:
+        if not (folder / "scene" / "catalog.json").is_file():
+            import shutil
+            import tempfile
+
+            from instageo.data.search import demo_scene
+            from instageo.deploy.standalone import source_for
+            from instageo.recipe.models import Source
+            from pydantic import TypeAdapter
+
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            partial = Path(tempfile.mkdtemp(prefix=".partial-source-", dir=folder.parent))
+            try:
+                demo_scene(TypeAdapter(Source).validate_python(source_for(bundle, None, None, None)), partial)
+                shutil.rmtree(folder, ignore_errors=True)  # a scene left incomplete by a crash
+                partial.rename(folder)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
+def recipe_for_area(bundle: dict, catalog: Path | None, bbox, date: dt.date):
+    """The recipe `instarun predict` would make of a bundle for an area and date (the predict
+    stage's defaults), reading ``catalog`` instead of the bundle's source when given."""
+    from instageo.deploy.standalone import recipe_for, source_for
+    from instageo.recipe.models import PredictSpec
+
+    defaults = PredictSpec.model_fields
+    return recipe_for(bundle, source_for(bundle, catalog, None, None), bbox, date, defaults["overlap"].default,
+                      defaults["batch_size"].default, None)
+
+
+def tile_budget(max_tiles: int | None, model: dict) -> tuple[int, str]:
+    """The most tiles a job of ``model`` (server.models_of's entry) may predict, and why."""
+    if max_tiles:
+        return max_tiles, "its --max-tiles"
+    speed = model.get("chips_per_s")
+    if not speed:
+        return DEFAULT_MAX_TILES, "its default --max-tiles"
+    tiles = max(int(JOB_SECONDS * speed / 2), 64)
+    return tiles, f"about {JOB_SECONDS // 60} minutes of {model['name']} at its measured {speed:,.0f} chips/s"
+
+
+def size_job(run_dir: Path, bundle_dir: Path, bundle: dict, bbox, date: dt.date, catalog: Path | None,
+             budget: tuple[int, str]) -> int:
+    """The tiles a job would predict, after checking it is worth starting: at most the
+    budget's tiles, and at least one scene of the catalogue over the area at that date.
+    Else InputError, naming what the app's user can change."""
+    from instageo.data.catalogue import LocalCatalogue
+    from instageo.data.grid import union_boxes
+    from instageo.data.search import open_catalogue, search_area
+    from instageo.deploy import predict
+
+    recipe = recipe_for_area(bundle, catalog, bbox, date)
+    area = predict.Area("area", tuple(bbox), None, "the drawn area")
+    tiles = predict.check_area_size(recipe, area, len(bundle["classes"]), fix="draw a smaller area")
+    limit, why = budget
+    if tiles > limit:
+        raise InputError(f"the drawn area needs {tiles:,} tiles, more than this server takes per job ({limit:,}, "
+                         f"{why}); draw a smaller area, or start instarun serve with a larger --max-tiles")
+    catalogue = open_catalogue(recipe, demo_source(run_dir, bundle))
+    if not search_area(catalogue, tuple(bbox), date, recipe):
+        tolerance = recipe.data.chips.time.tolerance_days
+        extent = ""
+        if isinstance(catalogue, LocalCatalogue) and catalogue.items:
+            west, south, east, north = union_boxes(tuple(item["bbox"]) for item in catalogue.items)
+            extent = f" (its scenes lie within {west:.4f}, {south:.4f}, {east:.4f}, {north:.4f})"
+        raise InputError(f"{catalogue.name} has no scene over the drawn area within {tolerance} day(s) of {date}"
+                         f"{extent}; draw the area over a scene, or pick another date or catalogue")
+    return tiles
 
 
 def job_key(bundle_dir: Path, bbox, date: str, catalog: str | None) -> str:
@@ -140,12 +224,16 @@ class JobQueue:
         return found
 
     def cancel(self, job_id: str) -> Job:
+        """A queued job is cancelled at once; a running one is "cancelling" until it stops at
+        its next tile, then "cancelled"."""
         with self.lock:
             job = self.jobs[job_id]
             if job.state == "queued":
                 self.waiting.remove(job_id)
                 job.state = "cancelled"
-            job.cancel.set()  # a running job stops at its next tile
+            elif job.state == "running":
+                job.state = "cancelling"
+            job.cancel.set()
             return job
 
     def close(self) -> None:
@@ -168,19 +256,28 @@ class JobQueue:
             self._run(job)
 
     def _run(self, job: Job) -> None:
-        from instageo.deploy.standalone import predict_bundle
+        """Predict into a temporary folder, renamed to app/<key> with its job.json once done:
+        a failed or cancelled job leaves only its record (in memory), no folder."""
+        import shutil
+        import tempfile
+
+        from instageo.deploy.standalone import predict_bundle, read_bundle
 
         out = self.run_dir / APP_FOLDER / job.key
         if (out / "job.json").is_file():  # the same job ran while this one waited
             job.state, job.result = "done", f"{APP_FOLDER}/{job.key}"
             return
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".partial-{job.key}-", dir=out.parent))
         try:
             bundle_dir = self.run_dir / job.bundle
-            summary = predict_bundle(bundle_dir, job.bbox, dt.date.fromisoformat(job.date), out, JobProgress(job),
+            summary = predict_bundle(bundle_dir, job.bbox, dt.date.fromisoformat(job.date), partial, JobProgress(job),
                                      Path(job.catalog) if job.catalog else None,
-                                     source_dir=source_dir(self.run_dir, json.loads((bundle_dir / "bundle.json").read_text())))
-            write_json_atomic(out / "job.json", {**job.public(), "state": "done", "tiles": summary["tiles"],
-                                                 "result": f"{APP_FOLDER}/{job.key}"})
+                                     source_dir=demo_source(self.run_dir, read_bundle(bundle_dir)))
+            write_json_atomic(partial / "job.json", {**job.public(), "state": "done", "tiles": summary["tiles"],
+                                                     "result": f"{APP_FOLDER}/{job.key}"})
+            shutil.rmtree(out, ignore_errors=True)  # a folder without job.json: left by a crash
+            partial.rename(out)
             job.state, job.result = "done", f"{APP_FOLDER}/{job.key}"
         except Cancelled:
             job.state = "cancelled"
@@ -189,3 +286,5 @@ class JobQueue:
         except Exception as exc:  # a bug: the line for the page, the traceback for the log
             log.exception("job %s failed", job.id)
             job.state, job.error = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)

@@ -111,9 +111,12 @@ def plan_tiles(recipe: Recipe, search: StageResult, classes: int, ctx: StageCont
     return tile_area(recipe, area, date, items, items_from, search.dir, ctx.log)
 
 
-def check_area_size(recipe: Recipe, area: Area, classes: int) -> None:
+def check_area_size(recipe: Recipe, area: Area, classes: int,
+                    fix: str = "set export.predict.bbox to a smaller area") -> int:
+    """The tiles over ``area``, or InputError ending with ``fix`` (what the caller's user can
+    change: a recipe field, a CLI option, the drawn area) when it is too large."""
     chips = recipe.data.chips
-    _check_size(area.bbox, chips.resolution, chips.size, _stride(recipe), classes, area.declared)
+    return _check_size(area.bbox, chips.resolution, chips.size, _stride(recipe), classes, area.declared, fix)
 
 
 def _overlap(recipe: Recipe) -> int:
@@ -410,7 +413,7 @@ def _check_tiles(area: Area, zoom: tuple[int, int]) -> None:
                          f"(more than {MAX_VIEWER_TILES:,}); narrow the zoom range, or browse it with instarun serve")
 
 
-def _check_size(area, resolution: float, size: int, stride: int, classes: int, source: str) -> None:
+def _check_size(area, resolution: float, size: int, stride: int, classes: int, source: str, fix: str) -> int:
     """Refuse, before reading anything, areas that would take hours or a strip that would not
     fit in memory. Width along the middle latitude on a plane (a great circle from -180 to
     180 degrees is 0 km long)."""
@@ -428,7 +431,8 @@ def _check_size(area, resolution: float, size: int, stride: int, classes: int, s
                if strip_bytes > MAX_STRIP_BYTES else None)
     if problem:
         raise InputError(f"prediction area ({source}: {width:,.0f} x {height:,.0f} pixels at {resolution:g} m) "
-                         f"is too large ({problem}); set export.predict.bbox to a smaller area")
+                         f"is too large ({problem}); {fix}")
+    return tiles
 
 
 def _observations(search: StageResult) -> list[dict]:

@@ -16,9 +16,13 @@ read again when a rerun rewrites it.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+from instageo.deploy.edge import BadInput, JobRequest, PointQuery, error_body, parse_body, parse_query
 from instageo.errors import InputError
+
+log = logging.getLogger("instageo.serve")
 
 MAX_ZOOM = 22
 MAX_URL = 1024  # bytes of path and query; nothing this app serves needs more
@@ -32,10 +36,6 @@ NEVER = (".pt", ".log", ".lock.json")
 
 
 class NotFound(Exception):
-    pass
-
-
-class BadRequest(Exception):
     pass
 
 
@@ -54,14 +54,16 @@ def servable(relative: str) -> bool:
 
 
 def safe_path(root: Path, relative: str) -> Path:
-    """``relative`` inside ``root`` (after resolving symlinks), else NotFound."""
+    """``relative`` inside ``root`` (after resolving symlinks), else NotFound. A name the
+    file system refuses (too long, a loop of links) is not found either."""
     if relative.startswith("/") or "\x00" in relative:
         raise NotFound(relative)
-    candidate = (root / relative).resolve()
-    if candidate != root and root not in candidate.parents:
-        raise NotFound(relative)
-    if not candidate.is_file():
-        raise NotFound(relative)
+    try:
+        candidate = (root / relative).resolve()
+        if (candidate != root and root not in candidate.parents) or not candidate.is_file():
+            raise NotFound(relative)
+    except (OSError, RuntimeError, ValueError):  # ENAMETOOLONG, ELOOP, a bad name
+        raise NotFound(relative) from None
     return candidate
 
 
@@ -152,7 +154,7 @@ def inputs_of(root: Path, report: dict, prediction: dict, lon: float, lat: float
         catalog = _run_catalogue(root, report)
     bundle = read_bundle(bundle_dir)
     date = dt.date.fromisoformat(prediction["date"])
-    recipe = _recipe_for_area(bundle, catalog, tuple(prediction["bbox"]), date)
+    recipe = jobs.recipe_for_area(bundle, catalog, tuple(prediction["bbox"]), date)
     return predict.inputs_at(recipe, items, base, date, lon, lat, logging.getLogger("instageo.serve"))
 
 
@@ -204,20 +206,22 @@ def point_values(root: Path, prediction: dict, classes: list[str], lon: float, l
 
 
 def create_app(run_dir: Path, token: str | None = None, basemap: str | None = None,
-               catalogues: list[Path] = ()):
+               catalogues: list[Path] = (), max_tiles: int | None = None):
+    """The app of ``run_dir``. ``max_tiles``: the most tiles a job may predict (None: what
+    the chosen model predicts in about JOB_SECONDS at its measured speed)."""
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import RasterioError
     from rio_tiler.errors import TileOutsideBounds
     from rio_tiler.io import Reader
     from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
-    from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+    from starlette.responses import FileResponse, JSONResponse, Response
     from starlette.routing import Route
 
     from instageo.deploy.jobs import JobQueue
     from instageo.deploy.viewer import render_tile
-
-    from rasterio._err import CPLE_BaseError
-    from rasterio.errors import RasterioError
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     root = Path(run_dir).resolve()
     cached = {"mtime": None, "report": {}}
@@ -282,7 +286,7 @@ def create_app(run_dir: Path, token: str | None = None, basemap: str | None = No
 
     def tile_of(path: str, layer: str, z: int, x: int, y: int) -> Response:
         if not 0 <= z <= MAX_ZOOM:
-            raise BadRequest(f"zoom {z} is outside 0..{MAX_ZOOM}")
+            raise BadInput(f"zoom {z} is outside 0..{MAX_ZOOM}", "z")
         try:
             with Reader(str(safe_path(root, path))) as reader:
                 return Response(render_tile(reader, layer, x, y, z), media_type="image/png")
@@ -295,38 +299,33 @@ def create_app(run_dir: Path, token: str | None = None, basemap: str | None = No
         report = current_report()
         layer = request.path_params["layer"]
         if layer not in LAYERS or not report.get(layer):
-            raise BadRequest(f"layer '{layer}' is not valid, should be one of "
-                             f"{[name for name in LAYERS if report.get(name)]}")
+            raise BadInput(f"layer '{layer}' is not valid, should be one of "
+                           f"{[name for name in LAYERS if report.get(name)]}", "layer")
         return tile_of(report[layer], layer, *(request.path_params[k] for k in ("z", "x", "y")))
 
     def prediction_tile(request):
         prediction = prediction_by_id(request.path_params["pid"])
         layer = request.path_params["layer"]
         if layer not in prediction["layers"]:
-            raise BadRequest(f"layer '{layer}' is not valid, should be one of {sorted(prediction['layers'])}")
+            raise BadInput(f"layer '{layer}' is not valid, should be one of {sorted(prediction['layers'])}", "layer")
         return tile_of(prediction["layers"][layer], layer, *(request.path_params[k] for k in ("z", "x", "y")))
 
     def point(request):
-        try:
-            lon, lat = float(request.query_params["lon"]), float(request.query_params["lat"])
-        except (KeyError, ValueError):
-            raise BadRequest("give lon and lat as numbers") from None
-        prediction = prediction_by_id(request.query_params.get("prediction", ""))
+        query = parse_query(request.query_params, PointQuery)
+        prediction = prediction_by_id(query.prediction)
         report = current_report()
-        found = point_values(root, prediction, (report.get("task") or {}).get("classes", []), lon, lat)
-        if request.query_params.get("inputs") and not found.get("outside"):
-            found["inputs"] = inputs_of(root, report, prediction, lon, lat)
+        found = point_values(root, prediction, (report.get("task") or {}).get("classes", []), query.lon, query.lat)
+        if query.inputs and not found.get("outside"):
+            found["inputs"] = inputs_of(root, report, prediction, query.lon, query.lat)
         return JSONResponse(found)
 
     async def submit(request):
         if request.headers.get("content-type", "").split(";")[0] != "application/json":
-            raise BadRequest("send the job as application/json")
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            raise BadRequest("the job is not valid JSON") from None
-        job = submit_job(root, queue, current_report(), body, list(catalogues))
-        return JSONResponse(job.public(), status_code=202)
+            raise BadInput("send the job as application/json")
+        job = parse_body(await request.body(), JobRequest)
+        # sizing reads the catalogue (a file, or the server's STAC API): off the event loop
+        submitted = await run_in_threadpool(submit_job, root, queue, current_report(), job, list(catalogues), max_tiles)
+        return JSONResponse(submitted.public(), status_code=202)
 
     def job_status(request):
         job = queue.jobs.get(request.path_params["job"])
@@ -339,15 +338,21 @@ def create_app(run_dir: Path, token: str | None = None, basemap: str | None = No
             raise NotFound(f"no job '{request.path_params['job']}'")
         return JSONResponse(queue.cancel(request.path_params["job"]).public())
 
-    def errors(status: int):
+    def errors(status: int | None = None):
         async def handle(request, exc):
-            return PlainTextResponse(f"{status}: {exc}", status_code=status)
+            code = status or getattr(exc, "status", None) or getattr(exc, "status_code", 500)
+            message = exc.detail if isinstance(exc, HTTPException) else str(exc)
+            return JSONResponse(error_body(message, getattr(exc, "field", None)), status_code=code)
         return handle
 
-    hosts = ["*"] if token else LOOPBACK_HOSTS  # beyond this machine the token is the guard
+    async def bug(request, exc):  # not the user's doing: one line for them, the traceback for the log
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(error_body(f"internal error ({type(exc).__name__}); the server's log has the details"),
+                            status_code=500)
+
+    hosts = None if token else LOOPBACK_HOSTS  # beyond this machine the token is the guard
     application = Starlette(
-        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts), Middleware(RequestLimits),
-                    Middleware(TokenGuard, token=token)],
+        middleware=[Middleware(RequestLimits, hosts=hosts), Middleware(TokenGuard, token=token)],
         routes=[Route("/", home), Route("/app/{name}", app_file), Route("/leaflet/{path:path}", leaflet),
                 Route("/files/{path:path}", files),
                 Route("/api/run", run_info), Route("/api/observations", observations), Route("/api/point", point),
@@ -355,9 +360,8 @@ def create_app(run_dir: Path, token: str | None = None, basemap: str | None = No
                 Route("/api/jobs/{job}/cancel", job_cancel, methods=["POST"]),
                 Route("/tiles/{layer}/{z:int}/{x:int}/{y:int}.png", tile),
                 Route("/p/{pid}/tiles/{layer}/{z:int}/{x:int}/{y:int}.png", prediction_tile)],
-        exception_handlers={NotFound: errors(404), TileOutsideBounds: errors(404),
-                            BadRequest: errors(400), Unreadable: errors(500), InputError: errors(400),
-                            JobRefused: errors(429)},
+        exception_handlers={NotFound: errors(404), TileOutsideBounds: errors(404), HTTPException: errors(),
+                            BadInput: errors(), Unreadable: errors(500), InputError: errors(400), Exception: bug},
         lifespan=_stopping(queue),
     )
     application.state.queue = queue
@@ -379,10 +383,6 @@ def _stopping(queue):
     return lifespan
 
 
-class JobRefused(Exception):
-    """Too many jobs waiting."""
-
-
 def _colours(root: Path, report: dict) -> list[str]:
     from instageo.data.quicklook import class_colours
 
@@ -390,59 +390,39 @@ def _colours(root: Path, report: dict) -> list[str]:
     return class_colours(len(task.get("classes", [])), task.get("colors"))
 
 
-def submit_job(root: Path, queue, report: dict, body: dict, catalogues: list[Path] = ()):
+def submit_job(root: Path, queue, report: dict, job: JobRequest, catalogues: list[Path] = (),
+               max_tiles: int | None = None):
     """A job from the page's request: the model by id, a lon/lat box, a date, and the
     catalogue: "recipe" (the default: the recipe's own source) or the index of one the server
-    was started with (--catalog; the page never names a path). The predict stage's limits apply."""
-    import datetime as dt
-
-    from instageo.deploy import predict
+    was started with (--catalog; the page never names a path). Sized before it is queued
+    (jobs.size_job): an area too large for the server or with no scene at that date is
+    refused now, not after minutes of nodata."""
+    from instageo.deploy import jobs
     from instageo.deploy.standalone import read_bundle
-
-    if not isinstance(body, dict):
-        raise BadRequest("the job should be a JSON object")
-    models = {m["id"]: m for m in models_of(root, report)}
-    model = models.get(body.get("model"))
-    if model is None:
-        raise BadRequest(f"model '{body.get('model')}' is not valid, should be one of {sorted(models)}")
-    try:
-        bbox = tuple(float(v) for v in body.get("bbox"))
-    except (TypeError, ValueError):
-        bbox = ()
-    if len(bbox) != 4 or not (-180 <= bbox[0] < bbox[2] <= 180 and -90 <= bbox[1] < bbox[3] <= 90):
-        raise BadRequest("bbox: should be [west, south, east, north] in degrees, west < east, south < north")
-    try:
-        date = dt.date.fromisoformat(str(body.get("date")))
-    except ValueError:
-        raise BadRequest(f"date {body.get('date')!r}: not YYYY-MM-DD") from None
-    bundle_dir = root / model["bundle"]
-    bundle = read_bundle(bundle_dir)
-    chosen = body.get("catalog", "recipe")
-    if chosen == "recipe":
-        catalog = _run_catalogue(root, report) if bundle["source"]["kind"] == "catalog" else None
-    elif isinstance(chosen, int) and 0 <= chosen < len(catalogues):
-        catalog = catalogues[chosen]
-    else:
-        raise BadRequest(f"catalog {chosen!r} is not valid, should be 'recipe' or 0..{len(catalogues) - 1}")
-    recipe = _recipe_for_area(bundle, catalog, bbox, date)
-    predict.check_area_size(recipe, predict.Area("area", bbox, None, "the drawn area"), len(bundle["classes"]))
     from instageo.errors import InstageoError
 
+    models = {m["id"]: m for m in models_of(root, report)}
+    model = models.get(job.model)
+    if model is None:
+        raise BadInput(f"model '{job.model}' is not valid, should be one of {sorted(models)}", "model")
+    bundle_dir = root / model["bundle"]
+    bundle = read_bundle(bundle_dir)
+    if job.catalog == "recipe":
+        catalog = _run_catalogue(root, report) if bundle["source"]["kind"] == "catalog" else None
+    elif job.catalog < len(catalogues):
+        catalog = catalogues[job.catalog]
+    else:
+        valid = "'recipe'" + (f" or 0..{len(catalogues) - 1}" if catalogues else " (serve was given no --catalog)")
+        raise BadInput(f"catalog {job.catalog!r} is not valid, should be {valid}", "catalog")
     try:
-        return queue.submit(model["name"], bundle_dir, bbox, date, catalog)
+        jobs.size_job(root, bundle_dir, bundle, job.bbox, job.date, catalog,
+                      jobs.tile_budget(max_tiles, model))
+    except InputError as exc:
+        raise BadInput(str(exc), "bbox", status=422) from None
+    try:
+        return queue.submit(model["name"], bundle_dir, job.bbox, job.date, catalog)
     except InstageoError as exc:
-        raise JobRefused(str(exc)) from None
-
-
-def _recipe_for_area(bundle: dict, catalog: Path | None, bbox, date):
-    """The recipe `instarun predict` would make of a bundle for an area and date (the predict
-    stage's defaults), reading ``catalog`` instead of the bundle's source when given."""
-    from instageo.deploy.standalone import recipe_for, source_for
-    from instageo.recipe.models import PredictSpec
-
-    defaults = PredictSpec.model_fields
-    return recipe_for(bundle, source_for(bundle, catalog, None, None), bbox, date, defaults["overlap"].default,
-                      defaults["batch_size"].default, None)
+        raise BadInput(str(exc), status=429) from None
 
 
 def _run_catalogue(root: Path, report: dict) -> Path | None:
@@ -473,10 +453,10 @@ class TokenGuard:
         from_query = (parse_qs((scope.get("query_string") or b"").decode(errors="replace")).get("token") or [""])[0]
         if not any(hmac.compare_digest(candidate.encode(), self.token.encode())
                    for candidate in (given, from_cookie, from_query) if candidate):
-            from starlette.responses import PlainTextResponse
+            from starlette.responses import JSONResponse
 
-            await PlainTextResponse("401: this server needs its token (open the URL it printed)",
-                                    status_code=401)(scope, receive, send)
+            await JSONResponse(error_body("this server needs its token (open the URL it printed)", "token"),
+                               status_code=401)(scope, receive, send)
             return
         if from_query:  # the first visit: the page's later requests (tiles too) carry the cookie
             async def send_with_cookie(message):
@@ -520,27 +500,43 @@ def guarded_protocol(head_seconds: float):
 
 
 class RequestLimits:
-    """ASGI middleware: only bodiless GET/HEAD requests with a URL under MAX_URL bytes get in,
-    and POSTs of at most MAX_BODY bytes to the job routes."""
+    """ASGI middleware, before any route: requests must name an allowed host (``hosts``;
+    None: any), only bodiless GET/HEAD requests with a URL under MAX_URL bytes get in, POSTs
+    of at most MAX_BODY bytes to the job route and bodiless POSTs to cancel a job. Refusals
+    have the app's error shape."""
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app, hosts: list[str] | None):
+        self.app, self.hosts = app, hosts
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
-            headers = dict(scope["headers"])
-            length = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
-            posting = scope["method"] == "POST" and scope["path"].startswith(BODY_ROUTES)
-            size = headers.get(b"content-length", b"0")
-            refusal = ((405, "only GET and HEAD") if scope["method"] not in ("GET", "HEAD") and not posting
-                       else (411, "a job request needs a Content-Length") if posting and b"content-length" not in headers
-                       else (413, f"a job request is at most {MAX_BODY} bytes") if posting
-                       and (not size.isdigit() or int(size) > MAX_BODY)
-                       else (413, "requests carry no body") if not posting and (size != b"0" or b"transfer-encoding" in headers)
-                       else (414, f"URL longer than {MAX_URL} bytes") if length > MAX_URL else None)
+            refusal = self.refusal(scope)
             if refusal:
-                from starlette.responses import PlainTextResponse
+                from starlette.responses import JSONResponse
 
-                await PlainTextResponse(f"{refusal[0]}: {refusal[1]}", status_code=refusal[0])(scope, receive, send)
+                await JSONResponse(error_body(refusal[1], refusal[2]), status_code=refusal[0])(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    def refusal(self, scope) -> tuple[int, str, str | None] | None:
+        headers = dict(scope["headers"])
+        host = headers.get(b"host", b"").decode("latin-1")
+        name = host[:host.index("]") + 1] if host.startswith("[") and "]" in host else host.split(":")[0]
+        if self.hosts is not None and name not in self.hosts:
+            return 400, f"host {name!r} is not served (a page from another site cannot read this run)", "host"
+        length = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        posting = scope["method"] == "POST" and scope["path"] in BODY_ROUTES
+        cancelling = scope["method"] == "POST" and scope["path"].startswith("/api/jobs/") \
+            and scope["path"].endswith("/cancel")
+        size = headers.get(b"content-length", b"0")
+        if scope["method"] not in ("GET", "HEAD") and not (posting or cancelling):
+            return 405, "only GET and HEAD here", None
+        if posting and b"content-length" not in headers:
+            return 411, "a job request needs a Content-Length", None
+        if posting and (not size.isdigit() or int(size) > MAX_BODY):
+            return 413, f"a job request is at most {MAX_BODY} bytes", None
+        if not posting and (size.strip() not in (b"0", b"") or b"transfer-encoding" in headers):
+            return 413, "this request carries no body", None
+        if length > MAX_URL:
+            return 414, f"URL longer than {MAX_URL} bytes", None
+        return None

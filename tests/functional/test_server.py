@@ -85,7 +85,15 @@ def test_viewer_and_tiles_are_served(served):
 ])
 def test_refusals(served, path, status):
     url, _ = served
-    assert get(url + path)[0] == status
+    code, body, _ = get(url + path)
+    assert code == status and error_of(body)  # the app's one error shape
+
+
+def error_of(body: bytes) -> str:
+    """The message of the app's error shape, {"error": "...", "field": ...} (one line)."""
+    answer = json.loads(body)
+    assert set(answer) == {"error", "field"} and "\n" not in answer["error"], answer
+    return answer["error"]
 
 
 def test_requests_with_a_body_or_another_method_are_refused(served):
@@ -169,7 +177,7 @@ def test_the_report_is_read_again_after_a_rerun_and_a_damaged_cog_is_one_500(ser
         report_path.write_text(json.dumps({**report, "prediction": str(damaged.relative_to(run_dir))}))
         time.sleep(0.05)
         status, body, _ = get(f"{url}/tiles/prediction/{tile.z}/{tile.x}/{tile.y}.png")
-        assert status == 500 and body.startswith(b"500: ") and b"Traceback" not in body
+        assert status == 500 and "TIFFReadDirectory" in error_of(body) and b"Traceback" not in body
     finally:
         report_path.write_text(original)
         damaged.unlink()
@@ -190,7 +198,7 @@ def test_a_damaged_report_is_one_line_at_start_and_a_500_while_serving(served, t
     try:
         report_path.write_text("\0" * len(original))  # zeroed while the server runs
         status, body, _ = get(url + "/api/run")  # what the app's page asks first
-        assert status == 500 and body.startswith(b"500: ") and b"not a readable report" in body
+        assert status == 500 and "not a readable report" in error_of(body)
     finally:
         report_path.write_text(original)
     assert get(url + "/api/run")[0] == 200
@@ -216,3 +224,42 @@ def test_connections_that_never_finish_their_headers_are_closed(served):
     finally:
         for connection in slow:
             connection.close()
+
+
+def send(url: str, method: str, path: str, body: bytes | None = None, kind: str = "application/json"):
+    """(status, body) of a request; urllib sends Content-Length for a body, none without."""
+    request = urllib.request.Request(url + path, data=body, method=method,
+                                     headers={"Content-Type": kind} if body is not None else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_bad_requests_are_4xx_in_one_shape_never_500(served):
+    """Each of these answered 500 (unhashable model, RecursionError, NaN written into JSON, a
+    PROJ error) or took a date the user did not write."""
+    url, run_dir = served
+    report = json.loads((run_dir / "report.json").read_text())
+    job = {"model": "student-default", "bbox": report["variants"][0]["prediction_area"]["bbox"], "date": "2023-02-04"}
+    cases = [
+        ("POST", "/api/jobs", json.dumps({**job, "model": ["student-default"]}).encode(), 400, "model"),
+        ("POST", "/api/jobs", b"[" * 2000 + b"]" * 2000, 400, None),
+        ("POST", "/api/jobs", b'{"model": "student-default", "bbox": [NaN, 1, 2, 3], "date": "2023-02-04"}', 400, None),
+        ("POST", "/api/jobs", json.dumps({**job, "bbox": [1e308, 1, 2, 3]}).encode(), 400, "bbox"),
+        ("POST", "/api/jobs", json.dumps({**job, "date": "20230204"}).encode(), 400, "date"),
+        ("POST", "/api/jobs", json.dumps({**job, "catalog": True}).encode(), 400, "catalog"),
+        ("POST", "/api/jobs", json.dumps({**job, "extra": 1}).encode(), 400, "extra"),
+        ("POST", "/api/jobs", b"\xff\xfe", 400, None),
+        ("GET", "/api/point?lon=nan&lat=1&prediction=teacher", None, 400, "lon"),
+        ("GET", "/api/point?lon=1e308&lat=1&prediction=teacher", None, 400, "lon"),
+        ("GET", "/api/point?lon=1&lon=2&lat=1", None, 400, "lon"),
+        ("GET", "/api/point?lon=1&lat=1&prediction=nope", None, 404, None),
+        ("GET", "/api/no-such-route", None, 404, None),
+        ("POST", "/api/jobs/no-such-job/cancel", None, 404, None),  # no body needed (was 411)
+        ("GET", "/files/" + "x" * 300, None, 404, None),  # a name the file system refuses
+    ]
+    for method, path, body, status, field in cases:
+        code, answer = send(url, method, path, body)
+        assert code == status and json.loads(answer)["field"] == field and error_of(answer), (path, body, answer)

@@ -20,7 +20,11 @@ function fail(message) {
 async function call(url, options) {
   const answer = await fetch(url, options);
   const text = await answer.text();
-  if (!answer.ok) throw new Error(text.replace(/^\d+: /, ""));
+  if (!answer.ok) {
+    let message = text;
+    try { message = JSON.parse(text).error || text; } catch (_) { /* not the app's error shape */ }
+    throw new Error(message);
+  }
   return JSON.parse(text);
 }
 

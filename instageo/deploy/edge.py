@@ -1,0 +1,144 @@
+"""The edge of `instarun serve`: every query string and job body is checked by a pydantic
+model before a handler sees it, and every refusal has one shape, ``{"error", "field"}``
+with a 4xx status (``field`` null when the request as a whole is wrong).
+
+Bodies are bounded twice before parsing: in bytes (server.MAX_BODY) and in nesting depth
+(a 2,000-deep array made Python's JSON parser raise RecursionError). NaN and infinities are
+not JSON (RFC 8259) and are refused wherever a number is read, so none reaches PROJ or is
+written back into an answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic.functional_validators import BeforeValidator
+
+MAX_DEPTH = 4  # a job is {"bbox": [..]}: two levels; room for a client's wrapping, no more
+
+
+class BadInput(Exception):
+    """A request the app refuses: its message, the field it names, its status."""
+
+    def __init__(self, message: str, field: str | None = None, status: int = 400):
+        super().__init__(message)
+        self.field, self.status = field, status
+
+
+def error_body(message: str, field: str | None = None) -> dict:
+    return {"error": message, "field": field}
+
+
+def _iso_date(value):
+    """YYYY-MM-DD only: Python 3.11 also takes 20230628 or 2023-W26, which a user did not mean."""
+    if isinstance(value, dt.date):
+        return value
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError(f"{value!r}: not YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r}: not YYYY-MM-DD (no such day)") from None
+
+
+IsoDate = Annotated[dt.date, BeforeValidator(_iso_date)]
+Lon = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+Lat = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+
+
+class _Edge(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class JobRequest(_Edge):
+    """POST /api/jobs: a model of the run over a lon/lat box on a date, read from the recipe's
+    catalogue or one the server was started with (by index: the page never names a path)."""
+
+    model: StrictStr = Field(max_length=200)
+    bbox: tuple[Lon, Lat, Lon, Lat]
+    date: IsoDate
+    catalog: Literal["recipe"] | Annotated[StrictInt, Field(ge=0, le=10_000)] = "recipe"
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        west, south, east, north = self.bbox
+        if not (west < east and south < north):
+            raise ValueError("bbox: should be [west, south, east, north] in degrees, west < east, south < north")
+        return self
+
+
+class PointQuery(_Edge):
+    """GET /api/point: a prediction's values at a lon/lat point (and the model's inputs there)."""
+
+    lon: Lon
+    lat: Lat
+    prediction: str = Field("", max_length=200)
+    inputs: bool = False
+
+
+def parse_body(raw: bytes, model: type[BaseModel]):
+    """``model`` from a JSON body, or BadInput naming the first wrong field."""
+    depth = json_depth(raw)
+    if depth > MAX_DEPTH:
+        raise BadInput(f"the request is nested {depth} levels deep (at most {MAX_DEPTH})")
+    try:
+        data = json.loads(raw, parse_constant=_not_json)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadInput(f"the request is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise BadInput("the request should be a JSON object")
+    return validated(model, data)
+
+
+def parse_query(params, model: type[BaseModel]):
+    """``model`` from a query string (each name once), or BadInput naming the first wrong field."""
+    repeated = sorted({name for name in params.keys() if len(params.getlist(name)) > 1})
+    if repeated:
+        raise BadInput(f"{repeated[0]}: given more than once", repeated[0])
+    return validated(model, dict(params))
+
+
+def validated(model: type[BaseModel], data: dict):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        field = ".".join(str(part) for part in first["loc"]) or None
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "missing":
+            message = "missing"
+        elif first["type"] == "extra_forbidden":
+            message = f"not a field of the request (it takes {', '.join(model.model_fields)})"
+        text = message if field is None or message.startswith(f"{field.split('.')[0]}:") else f"{field}: {message}"
+        raise BadInput(text, field.split(".")[0] if field else None) from None
+
+
+def json_depth(raw: bytes) -> int:
+    """The deepest nesting of arrays and objects in a JSON text (strings skipped), without
+    parsing it: the parser recurses, this does not."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not a JSON number")

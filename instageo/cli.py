@@ -254,6 +254,9 @@ def serve_command(
     basemap: Annotated[Optional[str], typer.Option(help="an XYZ tile URL to draw under the maps, e.g. "
                                                    "https://tile.openstreetmap.org/{z}/{x}/{y}.png (default: none, "
                                                    "nothing leaves the machine)", show_default=False)] = None,
+    max_tiles: Annotated[Optional[int], typer.Option("--max-tiles", min=1, help="the most tiles a prediction job may "
+                                                     "have (default: what the chosen model predicts in about 5 minutes "
+                                                     "at its measured speed)", show_default=False)] = None,
 ) -> None:
     """Serve the map app of a run: its models, predictions and observations; draw an area,
     run a model over it, inspect and compare the maps."""
@@ -280,7 +283,8 @@ def serve_command(
     for path in catalog or []:
         if not path.is_file():
             raise InputError(f"--catalog {path}: no such file; give a STAC catalog.json")
-    application = create_app(run_dir, token=token, basemap=basemap, catalogues=[p.resolve() for p in catalog or []])
+    application = create_app(run_dir, token=token, basemap=basemap, catalogues=[p.resolve() for p in catalog or []],
+                             max_tiles=max_tiles)
     shown = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
     typer.echo(f"serving {run_dir} on {shown}")
     # idle keep-alive connections close after 5 s, slow request heads after header_timeout;

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 from pydantic.functional_validators import BeforeValidator
@@ -58,6 +58,12 @@ class JobRequest(_Edge):
     """POST /api/jobs: a model of the run over a lon/lat box on a date, read from the recipe's
     catalogue or one the server was started with (by index: the page never names a path)."""
 
+    HINTS: ClassVar[dict] = {
+        "bbox": "should be [west, south, east, north] in degrees, west < east, south < north",
+        "catalog": "should be 'recipe' or the index of a catalogue serve was given (--catalog)",
+        "model": "should be a model id of /api/run",
+    }
+
     model: StrictStr = Field(max_length=200)
     bbox: tuple[Lon, Lat, Lon, Lat]
     date: IsoDate
@@ -67,12 +73,15 @@ class JobRequest(_Edge):
     def _ordered(self):
         west, south, east, north = self.bbox
         if not (west < east and south < north):
-            raise ValueError("bbox: should be [west, south, east, north] in degrees, west < east, south < north")
+            raise ValueError(f"bbox: {self.HINTS['bbox']}")
         return self
 
 
 class PointQuery(_Edge):
     """GET /api/point: a prediction's values at a lon/lat point (and the model's inputs there)."""
+
+    HINTS: ClassVar[dict] = {"lon": "should be a number of degrees from -180 to 180",
+                             "lat": "should be a number of degrees from -90 to 90"}
 
     lon: Lon
     lat: Lat
@@ -103,18 +112,24 @@ def parse_query(params, model: type[BaseModel]):
 
 
 def validated(model: type[BaseModel], data: dict):
+    """``model`` from ``data``, or BadInput with one line naming the first wrong field (its
+    HINTS entry when it has one: what a right value looks like)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
-        field = ".".join(str(part) for part in first["loc"]) or None
         message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "missing":
+        field = str(first["loc"][0]) if first["loc"] else message.split(":")[0]
+        if field not in model.model_fields and first["type"] != "extra_forbidden":
+            raise BadInput(message) from None
+        hints = getattr(model, "HINTS", {})
+        if first["type"] == "missing" and len(first["loc"]) == 1:
             message = "missing"
         elif first["type"] == "extra_forbidden":
             message = f"not a field of the request (it takes {', '.join(model.model_fields)})"
-        text = message if field is None or message.startswith(f"{field.split('.')[0]}:") else f"{field}: {message}"
-        raise BadInput(text, field.split(".")[0] if field else None) from None
+        elif field in hints:
+            message = hints[field]
+        raise BadInput(message if message.startswith(f"{field}:") else f"{field}: {message}", field) from None
 
 
 def json_depth(raw: bytes) -> int:

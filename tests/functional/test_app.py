@@ -198,32 +198,68 @@ def test_beyond_loopback_a_token_is_required_and_checked(run_dir):
         process.wait(10)
 
 
-def test_job_requests_that_are_wrong_are_one_line_400s(run_dir):
-    process, url = start(run_dir)
+def post_job(url: str, body, kind: str = "application/json") -> tuple[int, dict]:
+    request = urllib.request.Request(url + "/api/jobs", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": kind})
     try:
-        def post(body, kind="application/json"):
-            request = urllib.request.Request(url + "/api/jobs", data=json.dumps(body).encode(), method="POST",
-                                             headers={"Content-Type": kind})
-            try:
-                return urllib.request.urlopen(request, timeout=10).status, ""
-            except urllib.error.HTTPError as error:
-                return error.code, error.read().decode()
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
+
+def test_job_requests_that_are_wrong_or_too_big_are_one_line_4xx(run_dir):
+    """Wrong fields are 400s naming the field; jobs the server should not start are 422s
+    naming what the app's user can change (never a recipe field): an area too large, one over
+    the server's --max-tiles (a 5-degree box over this 0.03-degree scene was accepted as
+    595,210 tiles), one where the catalogue has no scene, a date with no acquisition."""
+    process, url = start(run_dir, "--max-tiles", "50")
+    folders_before = set((run_dir / "app").glob("*"))
+    try:
         good = {"model": "student-default", "bbox": [39.9, 1.41, 39.91, 1.42], "date": NEW_DATE}
-        for body, status, words in (({**good, "model": "nope"}, 400, "model 'nope' is not valid"),
-                                    ({**good, "bbox": [1, 2, 3]}, 400, "bbox: should be"),
-                                    ({**good, "date": "2023-13-01"}, 400, "not YYYY-MM-DD"),
-                                    ({**good, "bbox": [-170, -80, 170, 80]}, 400, "too large"),
-                                    ({**good, "catalog": 3}, 400, "catalog 3 is not valid"),
-                                    ({**good, "catalog": "/etc/passwd"}, 400, "is not valid")):
-            code, text = post(body)
-            assert code == status and words in text and "\n" not in text.strip(), text
-        assert post(good, "text/plain")[0] == 400  # a cross-site form cannot send JSON without asking
+        for body, status, field, words in (
+                ({**good, "model": "nope"}, 400, "model", "model 'nope' is not valid"),
+                ({**good, "bbox": [1, 2, 3]}, 400, "bbox", "bbox: should be"),
+                ({**good, "date": "2023-13-01"}, 400, "date", "not YYYY-MM-DD"),
+                ({**good, "catalog": 3}, 400, "catalog", "catalog 3 is not valid"),
+                ({**good, "catalog": "/etc/passwd"}, 400, "catalog", "catalog: should be"),
+                ({**good, "bbox": [-170, -80, 170, 80]}, 422, "bbox", "draw a smaller area"),
+                ({**good, "bbox": [37.4, -1.1, 42.4, 3.9]}, 422, "bbox", "draw a smaller area"),
+                ({**good, "bbox": [39.8, 1.3, 40.0, 1.5]}, 422, "bbox", "start instarun serve with a larger --max-tiles"),
+                ({**good, "bbox": [10.0, 10.0, 10.01, 10.01]}, 422, "bbox", "has no scene over the drawn area"),
+                ({**good, "date": "1990-01-01"}, 422, "bbox", "pick another date")):
+            code, answer = post_job(url, body)
+            assert (code, answer["field"]) == (status, field) and words in answer["error"], (body, answer)
+            assert "\n" not in answer["error"] and "export." not in answer["error"], answer
+        assert post_job(url, good, "text/plain")[0] == 400  # a cross-site form cannot send JSON without asking
         big = urllib.request.Request(url + "/api/jobs", data=b"x" * 5000, method="POST",
                                      headers={"Content-Type": "application/json"})
         with pytest.raises(urllib.error.HTTPError) as refusal:
             urllib.request.urlopen(big, timeout=10)
         assert refusal.value.code == 413
+        assert set((run_dir / "app").glob("*")) == folders_before  # no refused job made a folder
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_cancel_answers_cancelling_then_the_job_ends_cancelled_leaving_no_folder(run_dir):
+    """A running job, cancelled over HTTP without a body (was 411): the answer says
+    "cancelling" (it said "running"), the job then ends "cancelled", and app/ holds no folder
+    of it (failed and cancelled jobs left an empty app/<key>/)."""
+    process, url = start(run_dir, "--max-tiles", "100000")
+    try:
+        body = {"model": "student-default", "bbox": [39.7, 1.2, 40.1, 1.6], "date": NEW_DATE}  # mostly nodata
+        code, job = post_job(url, body)
+        assert code == 202, job
+
+        def state():
+            return json.loads(urllib.request.urlopen(f"{url}/api/jobs/{job['id']}", timeout=10).read())
+        wait_for(lambda: state()["done"] > 0, 60)
+        cancel = urllib.request.Request(f"{url}/api/jobs/{job['id']}/cancel", method="POST")
+        assert json.loads(urllib.request.urlopen(cancel, timeout=10).read())["state"] == "cancelling"
+        assert wait_for(lambda: (s := state())["state"] != "cancelling" and s, 60)["state"] == "cancelled"
+        assert not (run_dir / "app" / job["key"]).exists() and not list((run_dir / "app").glob(".partial-*"))
     finally:
         process.terminate()
         process.wait(10)

@@ -4,12 +4,13 @@
 
 import sys
 
-from bench import (chips, distributed, estimate, gpu, heldout, models, precision, predict, rerun, search, stability,
-                   stitching)
+from bench import (chips, distributed, estimate, gpu, heldout, hostile, models, precision, predict, rerun, search,
+                   stability, stitching)
 
 BENCHMARKS = {"chips": chips, "models": models, "predict": predict, "rerun": rerun, "search": search,
               "heldout": heldout, "stability": stability, "precision": precision, "stitching": stitching,
-              "estimate": estimate, "gpu": gpu, "distributed": distributed}
+              "estimate": estimate, "gpu": gpu, "distributed": distributed,
+              "hostile": hostile}
 
 for name in sys.argv[1:] or BENCHMARKS:
     print(f"== bench/{name}.py", flush=True)

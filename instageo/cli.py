@@ -9,6 +9,7 @@ import contextlib
 import difflib
 import errno
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -140,23 +141,24 @@ def predict_command(
 ) -> None:
     """Run an exported bundle over a new area and date: the predict stage's selection,
     reading and COGs, without the recipe."""
-    import datetime as dt
-
-    from instageo.deploy.standalone import predict_bundle
+    from instageo.dates import iso_date
+    from instageo.deploy.standalone import check_out_folder, predict_bundle
     from instageo.errors import InputError
 
     try:
         box = tuple(float(v) for v in bbox.split(","))
     except ValueError:
         box = ()
+    # the comparisons are False for NaN, and infinities fall outside the ranges
     if len(box) != 4 or not (-180 <= box[0] < box[2] <= 180 and -90 <= box[1] < box[3] <= 90):
         raise InputError(f"--bbox {bbox}: should be west,south,east,north in degrees, west < east, south < north")
     try:
-        day = dt.date.fromisoformat(date)
-    except ValueError:
-        raise InputError(f"--date {date}: not YYYY-MM-DD") from None
+        day = iso_date(date)
+    except ValueError as exc:
+        raise InputError(f"--date {exc}") from None
     if catalog is not None and stac is not None:
         raise InputError("--catalog and --stac: give one")
+    check_out_folder(out)
     with _console() as progress, progress:
         summary = predict_bundle(bundle, box, day, out, progress, catalog, stac, collection, overlap, batch_size,
                                  None if float32 else int8_tolerance_pp)
@@ -247,7 +249,10 @@ def serve_command(
     header_timeout: Annotated[float, typer.Option(min=0.1, max=600, help="seconds a client has to send a "
                                                   "request's headers before it is disconnected")] = 10.0,
     token: Annotated[Optional[str], typer.Option(help="a secret every request must carry; required to bind "
-                                                 "beyond 127.0.0.1", show_default=False)] = None,
+                                                 "beyond 127.0.0.1 (other users see it in `ps`: prefer "
+                                                 "--token-file or $INSTAGEO_TOKEN)", show_default=False)] = None,
+    token_file: Annotated[Optional[Path], typer.Option("--token-file", help="a file whose first line is the "
+                                                       "token", show_default=False)] = None,
     catalog: Annotated[Optional[list[Path]], typer.Option("--catalog", help="a local STAC catalog.json the app may "
                                                          "also predict from (repeatable; the recipe's is the default)",
                                                          show_default=False)] = None,
@@ -264,11 +269,12 @@ def serve_command(
 
     if not (run_dir / "report.json").is_file():
         raise InputError(f"{run_dir}: no report.json; give a runs/<recipe> folder of a finished run")
+    token, token_from = _serve_token(token, token_file)
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
-        raise InputError(f"--host {host}: serving beyond this machine needs --token SECRET (checked on every "
-                         "request); or keep --host 127.0.0.1")
+        raise InputError(f"--host {host}: serving beyond this machine needs a token (--token-file FILE, "
+                         "$INSTAGEO_TOKEN or --token SECRET; checked on every request); or keep --host 127.0.0.1")
     if token is not None and len(token) < 16:
-        raise InputError("--token: use at least 16 characters (it is all that guards the run)")
+        raise InputError(f"{token_from}: use at least 16 characters (it is all that guards the run)")
     import socket
 
     import uvicorn
@@ -285,12 +291,41 @@ def serve_command(
             raise InputError(f"--catalog {path}: no such file; give a STAC catalog.json")
     application = create_app(run_dir, token=token, basemap=basemap, catalogues=[p.resolve() for p in catalog or []],
                              max_tiles=max_tiles)
-    shown = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
-    typer.echo(f"serving {run_dir} on {shown}")
+    typer.echo(f"serving {run_dir} on {serving_line(host, port, token)}")
     # idle keep-alive connections close after 5 s, slow request heads after header_timeout;
     # past 200 connections at once, new requests are answered 503
     uvicorn.run(application, host=host, port=port, log_level="warning", http=guarded_protocol(header_timeout),
                 timeout_keep_alive=5, limit_concurrency=200)
+
+
+def serving_line(host: str, port: int, token: str | None) -> str:
+    """The URL to open: 0.0.0.0 and :: are where the server listens, not addresses a browser opens."""
+    everywhere = host in ("0.0.0.0", "::")
+    url = f"http://{'127.0.0.1' if everywhere else host}:{port}/" + (f"?token={token}" if token else "")
+    return url + (" (listening on all interfaces: from another machine, use this machine's address)"
+                  if everywhere else "")
+
+
+TOKEN_ENV = "INSTAGEO_TOKEN"
+
+
+def _serve_token(given: str | None, token_file: Path | None) -> tuple[str | None, str]:
+    """The token and where it came from: --token or --token-file (not both), else $INSTAGEO_TOKEN."""
+    from instageo.errors import InputError
+
+    if given is not None and token_file is not None:
+        raise InputError("--token and --token-file: give one")
+    if token_file is not None:
+        try:
+            lines = token_file.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"--token-file {token_file}: cannot read it ({getattr(exc, 'strerror', None) or exc})"
+                             ) from None
+        return (lines[0].strip() if lines else ""), f"--token-file {token_file}"
+    if given is not None:
+        return given, "--token"
+    from_env = os.environ.get(TOKEN_ENV)
+    return (from_env or "").strip() or None, f"${TOKEN_ENV}"
 
 
 @app.command("schema")
@@ -345,15 +380,14 @@ def catalog_build_command(
     nodata: Annotated[Optional[float], typer.Option(help="raw value meaning no data, for every band")] = None,
 ) -> None:
     """Turn a folder of rasters into a static STAC catalogue (a `catalog` data source)."""
-    import datetime as dt
-
     from instageo.data.catalog_build import build_catalog, read_dates
+    from instageo.dates import iso_date
     from instageo.errors import InputError
 
     try:
-        fixed = dt.date.fromisoformat(datetime) if datetime else None
-    except ValueError:
-        raise InputError(f"--datetime {datetime}: not YYYY-MM-DD") from None
+        fixed = iso_date(datetime) if datetime else None
+    except ValueError as exc:
+        raise InputError(f"--datetime {exc}") from None
     scaling = {k: v for k, v in (("scale", scale), ("offset", offset), ("nodata", nodata)) if v is not None}
     result = build_catalog(folder, out, collection, fixed, date_pattern,
                            read_dates(dates) if dates else None, preset, scaling)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 from pydantic.functional_validators import BeforeValidator
+
+from instageo.dates import iso_date
 
 MAX_DEPTH = 4  # a job is {"bbox": [..]}: two levels; room for a client's wrapping, no more
 
@@ -34,15 +35,7 @@ def error_body(message: str, field: str | None = None) -> dict:
 
 
 def _iso_date(value):
-    """YYYY-MM-DD only: Python 3.11 also takes 20230628 or 2023-W26, which a user did not mean."""
-    if isinstance(value, dt.date):
-        return value
-    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        raise ValueError(f"{value!r}: not YYYY-MM-DD")
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{value!r}: not YYYY-MM-DD (no such day)") from None
+    return value if isinstance(value, dt.date) else iso_date(value)
 
 
 IsoDate = Annotated[dt.date, BeforeValidator(_iso_date)]

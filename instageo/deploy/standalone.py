@@ -23,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from instageo.deploy import predict
 from instageo.errors import InputError
 from instageo.files import write_json_atomic
-from instageo.outputs import BUNDLE_FORMAT
+from instageo.outputs import BUNDLE_FORMAT, Bundle
 from instageo.recipe.models import (
     AssetsSpec, ChipSpec, Data, Export, LocalExecutor, PredictSpec, Recipe, Source, SplitSpec, Student, Task,
     Teacher,
@@ -33,9 +33,22 @@ from instageo.runner.stage import StageContext
 log = logging.getLogger("instageo.predict")
 
 
+def bundle_folder(given: Path) -> Path:
+    """The bundle folder the user means: ``given`` itself, or the folder of a bundle.json
+    given as a file; named as given when it is not one (a mistyped sub-folder of a bundle
+    is an error, never its parent's bundle)."""
+    if given.is_file() and given.name == "bundle.json":
+        return given.parent
+    if not given.is_dir():
+        raise InputError(f"{given}: no such folder; give an export stage's bundle/ folder")
+    if not (given / "bundle.json").is_file():
+        raise InputError(f"{given}: no bundle.json in this folder; give an export stage's bundle/ folder")
+    return given
+
+
 def read_bundle(folder: Path) -> dict:
-    """bundle.json of a bundle folder (or the file itself), checked to be one we can run."""
-    path = folder / "bundle.json" if folder.is_dir() else folder
+    """bundle.json of a bundle folder, checked against its schema (``outputs.Bundle``)."""
+    path = folder / "bundle.json"
     try:
         bundle = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -43,7 +56,88 @@ def read_bundle(folder: Path) -> dict:
     if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
         found = bundle.get("format") if isinstance(bundle, dict) else None
         raise InputError(f"{path}: format {found!r}, not {BUNDLE_FORMAT!r}; re-export it with this instageo")
+    try:
+        Bundle.model_validate(bundle)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "bundle"
+        said = "missing" if first["type"] == "missing" else first["msg"]
+        raise InputError(f"{path}: {where}: {said}; re-export the bundle rather than edit it") from None
     return bundle
+
+
+def check_bundle(folder: Path, bundle: dict) -> None:
+    """Refuse, before any work, a bundle whose parts disagree: bands, normalisation, chip
+    spec, classes and every ONNX model file's inputs and outputs must describe one model
+    (a bundle edited to one band ran and wrote a wrong map)."""
+    bands, chip, classes = bundle["bands"], bundle["chip"], bundle["classes"]
+    problems = [f"normalization.{key} has {len(bundle['normalization'][key])} value(s) for {len(bands)} band(s)"
+                for key in ("mean", "std") if len(bundle["normalization"][key]) != len(bands)]
+    if len(bundle["colours"]) != len(classes):
+        problems.append(f"colours has {len(bundle['colours'])} colour(s) for {len(classes)} class(es)")
+    chips = ["batch", len(bands), chip["steps"], chip["size"], chip["size"]]
+    declared = {t["name"]: t["shape"] for t in bundle["inputs"]}
+    first = bundle["inputs"][0]
+    if not _agree(first["shape"], chips):
+        problems.append(f"inputs.{first['name']} is {first['shape']}, but bands, chip.steps and chip.size make "
+                        f"{chips}")
+    if bundle["task"] == "segmentation" and bundle["output"]["shape"][1:2] != [len(classes)]:
+        problems.append(f"output is {bundle['output']['shape']} for {len(classes)} class(es)")
+    if problems:
+        raise InputError(f"{folder / 'bundle.json'}: {problems[0]}; re-export the bundle rather than edit it")
+    for key in ("model", "model_int8", "model_fp16"):
+        if bundle.get(key):
+            _check_model_file(folder / bundle[key], declared, bundle["output"])
+
+
+def _agree(shape: list, other: list) -> bool:
+    """Same rank, and the same size wherever both fix one (named dimensions such as 'batch'
+    are free; ONNX names the ones the exporter left dynamic)."""
+    return len(shape) == len(other) and all(
+        a == b or not isinstance(a, int) or not isinstance(b, int) for a, b in zip(shape, other))
+
+
+def _check_model_file(path: Path, inputs: dict[str, list], output: dict) -> None:
+    """The ONNX file loads, is a valid graph, and takes and gives what bundle.json says."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises protobuf, checker and OS errors alike for a bad file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a loadable ONNX model ({reason[:200]}); re-export the bundle") from None
+
+    def shapes(values) -> dict[str, list]:
+        return {v.name: [d.dim_value if d.HasField("dim_value") else d.dim_param
+                         for d in v.type.tensor_type.shape.dim] for v in values}
+
+    have = {name: shape for name, shape in shapes(model.graph.input).items()
+            if name not in {i.name for i in model.graph.initializer}}
+    gives = shapes(model.graph.output)
+    if set(have) != set(inputs):
+        raise InputError(f"{path}: takes inputs {sorted(have)}, but bundle.json declares {sorted(inputs)}")
+    for name, shape in inputs.items():
+        if not _agree(have[name], shape):
+            raise InputError(f"{path}: input {name} is {have[name]}, but bundle.json declares {shape}")
+    if output["name"] not in gives or not _agree(gives[output["name"]], output["shape"]):
+        raise InputError(f"{path}: output {output['name']} is {gives.get(output['name'])}, but bundle.json "
+                         f"declares {output['shape']}")
+
+
+def check_out_folder(out: Path) -> None:
+    """``--out`` can become a folder we write into: checked before any work by making (and
+    removing) a folder where it would go, so a file in the way, /proc or a read-only place
+    is one line naming --out, not a traceback after the prediction."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: a file is there; give a folder")
+    ancestor = next(p for p in (out, *out.parents) if p.exists())
+    if not ancestor.is_dir():
+        raise InputError(f"--out {out}: {ancestor} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".instageo-probe-", dir=ancestor))
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot write in {ancestor} ({exc.strerror or exc})") from None
 
 
 def source_for(bundle: dict, catalog: Path | None, stac: str | None, collections: list[str] | None) -> dict:
@@ -96,12 +190,13 @@ def predict_bundle(bundle_dir: Path, bbox, date: dt.date, out: Path, progress, c
     """prediction.tif, confidence.tif (and rgb.tif), items.json and prediction.json in ``out``.
     ``source_dir``: where a demo bundle's scene is kept (made once), so that its items.json
     can be read again later; by default it is made in a temporary folder and removed."""
-    bundle_dir = bundle_dir if bundle_dir.is_dir() else bundle_dir.parent
+    bundle_dir = bundle_folder(bundle_dir)
     bundle = read_bundle(bundle_dir)
+    check_bundle(bundle_dir, bundle)
     recipe = recipe_for(bundle, source_for(bundle, catalog, stac, collections), bbox, date, overlap, batch_size,
                         int8_tolerance_pp)
     area = predict.Area("area", tuple(bbox), None, "--bbox")
-    predict.check_area_size(recipe, area, len(bundle["classes"]))
+    predict.check_area_size(recipe, area, len(bundle["classes"]), fix="give a smaller --bbox")
     out.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=".partial-predict-", dir=out))
     try:

@@ -26,10 +26,11 @@ NEW_DATE = "2023-02-04"  # tiny.yaml's stage predicts for 2023-02-20
 TOKEN = "s3cret-token-for-the-test"
 
 
-def start(run_dir: Path, *args: str) -> tuple[subprocess.Popen, str]:
+def start(run_dir: Path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen([INSTARUN, "serve", str(run_dir), "--port", str(port), *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=None if env is None else {**os.environ, **env})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -175,9 +176,12 @@ def test_draw_run_inspect_and_compare_in_a_real_browser(run_dir, browser, tmp_pa
 def test_beyond_loopback_a_token_is_required_and_checked(run_dir):
     refused = subprocess.run([INSTARUN, "serve", str(run_dir), "--host", "0.0.0.0", "--port", str(free_port())],
                              capture_output=True, text=True, timeout=60)
-    assert refused.returncode == 2 and "needs --token" in refused.stderr and "Traceback" not in refused.stderr
-    process, url = start(run_dir, "--host", "0.0.0.0", "--token", TOKEN)
+    assert refused.returncode == 2 and "needs a token" in refused.stderr and "Traceback" not in refused.stderr
+    # the token from the environment (not in `ps`); the printed URL is one a browser opens
+    process, url = start(run_dir, "--host", "0.0.0.0", env={"INSTAGEO_TOKEN": TOKEN})
     try:
+        printed = process.stdout.readline()
+        assert f"on {url}/?token={TOKEN} (listening on all interfaces" in printed, printed
         for path in ("/", "/api/run", "/tiles/prediction/12/0/0.png"):
             with pytest.raises(urllib.error.HTTPError) as refusal:
                 urllib.request.urlopen(url + path, timeout=10)
@@ -206,6 +210,30 @@ def post_job(url: str, body, kind: str = "application/json") -> tuple[int, dict]
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def test_the_token_comes_from_one_place_and_is_long_enough(run_dir, tmp_path):
+    short, good = tmp_path / "short", tmp_path / "good"
+    short.write_text("abc\n")
+    good.write_text(TOKEN + "\n")
+    for args, env, words in ((["--token-file", str(short)], {}, "--token-file"),
+                             (["--token-file", str(good), "--token", TOKEN], {}, "--token and --token-file: give one"),
+                             (["--token-file", str(tmp_path / "none")], {}, "cannot read it"),
+                             ([], {"INSTAGEO_TOKEN": "abc"}, "$INSTAGEO_TOKEN: use at least 16 characters")):
+        refused = subprocess.run([INSTARUN, "serve", str(run_dir), "--port", str(free_port()), *args],
+                                 capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+        assert refused.returncode == 2 and words in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    process, url = start(run_dir, "--token-file", str(good))
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refusal:
+            urllib.request.urlopen(url + "/api/run", timeout=10)
+        assert refusal.value.code == 401
+        right = urllib.request.Request(url + "/api/run", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert urllib.request.urlopen(right, timeout=10).status == 200
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 def test_job_requests_that_are_wrong_or_too_big_are_one_line_4xx(run_dir):

@@ -82,9 +82,10 @@ def request(port: int, method: str, target: str, body: bytes | None = None,
         connection.close()
 
 
-def check_answer(status: int, body: bytes, what: str) -> None:
-    COUNTS["requests"] += 1
-    COUNTS[f"status {status}"] += 1
+def check_answer(status: int, body: bytes, what: str, surface: str) -> None:
+    """No 500 and no dropped connection; every refusal is the one error shape, one line."""
+    COUNTS[f"{surface}: requests"] += 1
+    COUNTS[f"{surface}: status {status}"] += 1
     assert status != 500 and status != 0, (what, status, body[:300])
     if status >= 400:
         answer = json.loads(body)
@@ -123,9 +124,9 @@ def test_files_never_serve_a_byte_from_outside_the_allow_list(app):
     @given(file_paths(app["names"]))
     def probe(target):
         status, body = request(app["port"], "GET", target)
-        check_answer(status, body, target)
+        check_answer(status, body, target, "/files")
         if status == 200:
-            COUNTS["files served"] += 1
+            COUNTS["/files: bodies served (each a servable file)"] += 1
             assert hashlib.sha256(body).hexdigest() in allowed, target
 
     probe()
@@ -159,13 +160,12 @@ def test_job_bodies_are_answered_never_500_and_leave_no_folder(app):
     @given(job_bodies(models))
     def probe(body):
         status, answer = request(port, "POST", "/api/jobs", body)
-        check_answer(status, answer, body[:200])
+        check_answer(status, answer, body[:200], "/api/jobs")
         if status == 202:
-            COUNTS["jobs accepted"] += 1
             job = json.loads(answer)["id"]
             app["jobs"].append(job)
             status, answer = request(port, "POST", f"/api/jobs/{job}/cancel")  # now or once it runs
-            check_answer(status, answer, "cancel")
+            check_answer(status, answer, "cancel", "/api/jobs/<id>/cancel")
 
     probe()
     deadline = time.monotonic() + 120
@@ -175,6 +175,7 @@ def test_job_bodies_are_answered_never_500_and_leave_no_folder(app):
             time.sleep(0.1)
     for entry in (run_dir / "app").glob("*") if (run_dir / "app").exists() else []:
         assert entry.name.startswith(".source-") or (entry / "job.json").is_file(), entry
+        COUNTS["/api/jobs: finished job folders at the end"] += entry.name[0] != "."
 
 
 QUERY_VALUES = st.one_of(st.sampled_from(["nan", "inf", "-inf", "1e308", "-0", "", "40", "1.42", "teacher",
@@ -202,6 +203,6 @@ def test_query_strings_and_tile_addresses_are_answered_never_500(app):
     @given(st.one_of(queries().map(lambda q: f"/api/point?{q}"), tile_targets()))
     def probe(target):
         status, body = request(app["port"], "GET", target)
-        check_answer(status, body, target)
+        check_answer(status, body, target, "/api/point" if target.startswith("/api/point") else "tiles")
 
     probe()

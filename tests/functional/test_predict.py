@@ -208,7 +208,7 @@ def test_instarun_predict_on_the_demo_bundle_makes_the_predict_stage_cogs_byte_f
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
     not_a_bundle = subprocess.run([instarun, "predict", str(tmp_path), "--bbox", "1,1,2,2", "--date", "2023-01-01",
                                    "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=60)
-    assert not_a_bundle.returncode == 2 and "cannot read the bundle" in not_a_bundle.stderr
+    assert not_a_bundle.returncode == 2 and "no bundle.json in this folder" in not_a_bundle.stderr
 
 
 def test_predict_memory_does_not_grow_with_the_area_and_torch_is_never_imported(demo_bundle, tmp_path):

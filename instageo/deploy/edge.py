@@ -31,7 +31,9 @@ class BadInput(Exception):
 
 
 def error_body(message: str, field: str | None = None) -> dict:
-    return {"error": message, "field": field}
+    """The one refusal shape. Messages quote what the request sent, so control characters
+    (a %0A in a path) are spelt as escapes: an answer is one line, and no log is forged."""
+    return {"error": "".join(c if c.isprintable() else repr(c)[1:-1] for c in message), "field": field}
 
 
 def _iso_date(value):

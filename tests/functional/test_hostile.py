@@ -11,6 +11,7 @@ requests sent and answers by status are added to.
 import hashlib
 import http.client
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -54,7 +55,8 @@ def app(tmp_path_factory):
             assert process.poll() is None and time.monotonic() < deadline
             time.sleep(0.2)
         names = sorted({p.name for p in run_dir.rglob("*")} | {p.name for p in run_dir.glob("stages/*")})
-        yield {"port": port, "run_dir": run_dir, "names": names, "jobs": []}
+        files = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file())
+        yield {"port": port, "run_dir": run_dir, "names": names, "files": files, "jobs": []}
     finally:
         process.terminate()
         process.wait(10)
@@ -117,11 +119,28 @@ def file_paths(draw, names):
     return "/files/" + "/".join(parts)
 
 
+def disguised(part: str, how: str) -> str:
+    """One path segment as a hostile client might spell it."""
+    return {"plain": part, "encoded": "".join(f"%{b:02X}" for b in part.encode()), "detour": f"{part}/../{part}",
+            "dot": f"./{part}", "up": f"x/../{part}", "slash": f"{part}%2f"}[how]
+
+
+@st.composite
+def run_file_paths(draw, files):
+    """A real file of the run (weights and lock files included), its segments disguised, or
+    reached from a servable folder by a climb."""
+    parts = draw(st.sampled_from(files)).split("/")
+    ways = st.sampled_from(["plain", "plain", "encoded", "detour", "dot", "up", "slash"])
+    spelt = [disguised(part, draw(ways)) for part in parts]
+    climb = draw(st.sampled_from(["", "stages/predict-x/../../", "viewer/..%2f", "%2e%2e/", "stages/%2e%2e/"]))
+    return "/files/" + climb + draw(st.sampled_from(["/", "%2f", "//"])).join(spelt)
+
+
 def test_files_never_serve_a_byte_from_outside_the_allow_list(app):
     allowed = servable_digests(app["run_dir"])
 
     @SETTINGS
-    @given(file_paths(app["names"]))
+    @given(st.one_of(file_paths(app["names"]), run_file_paths(app["files"])))
     def probe(target):
         status, body = request(app["port"], "GET", target)
         check_answer(status, body, target, "/files")
@@ -138,9 +157,20 @@ JSON = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st
                     max_leaves=12)
 
 
+SCENE_DATES = ["2023-02-04", "2023-02-20", "2023-01-19"]
+
+
 def job_bodies(models):
     near = st.builds(lambda w, s, dw, dh: [w, s, w + dw, s + dh], st.floats(39.85, 39.95), st.floats(1.38, 1.46),
                      st.floats(-0.01, 0.02), st.floats(-0.01, 0.02))
+    inside = st.builds(lambda w, s, d: [w, s, w + d, s + d], st.floats(SCENE[0], SCENE[2] - 0.006),
+                       st.floats(SCENE[1], SCENE[3] - 0.006), st.floats(0.0005, 0.006))
+    doable = st.fixed_dictionaries({"model": st.sampled_from(models), "bbox": inside,
+                                    "date": st.sampled_from(SCENE_DATES)},
+                                   optional={"catalog": st.sampled_from(["recipe", 0, -1, 10**9])})
+    # a job the server can do, with at most one field replaced by anything
+    one_wrong = st.tuples(doable, st.sampled_from(["model", "bbox", "date", "catalog", "extra"]), JSON).map(
+        lambda t: {**t[0], t[1]: t[2]})
     fields = st.fixed_dictionaries({
         "model": st.one_of(st.sampled_from(models), JSON),
         "bbox": st.one_of(near, st.lists(NUMBERS, max_size=5), JSON),
@@ -149,7 +179,8 @@ def job_bodies(models):
         optional={"catalog": st.one_of(st.sampled_from(["recipe", 0, -1, 10**9]), JSON), "extra": JSON})
     as_json = st.one_of(fields, JSON).map(lambda v: json.dumps(v).encode())  # NaN, Infinity as Python writes them
     nested = st.integers(1, 2000).map(lambda n: b"[" * n + b"]" * n)
-    return st.one_of(as_json, as_json, nested, st.binary(max_size=64))
+    near_doable = st.one_of(doable, one_wrong).map(lambda v: json.dumps(v).encode())
+    return st.one_of(near_doable, near_doable, as_json, as_json, nested, st.binary(max_size=64))
 
 
 def test_job_bodies_are_answered_never_500_and_leave_no_folder(app):
@@ -162,6 +193,7 @@ def test_job_bodies_are_answered_never_500_and_leave_no_folder(app):
         status, answer = request(port, "POST", "/api/jobs", body)
         check_answer(status, answer, body[:200], "/api/jobs")
         if status == 202:
+            COUNTS["/api/jobs: accepted, then cancelled"] += 1
             job = json.loads(answer)["id"]
             app["jobs"].append(job)
             status, answer = request(port, "POST", f"/api/jobs/{job}/cancel")  # now or once it runs
@@ -183,9 +215,14 @@ QUERY_VALUES = st.one_of(st.sampled_from(["nan", "inf", "-inf", "1e308", "-0", "
 
 
 @st.composite
-def queries(draw):
+def queries(draw, predictions):
     pairs = draw(st.lists(st.tuples(st.sampled_from(["lon", "lat", "prediction", "inputs", "token", "x"]),
                                     QUERY_VALUES), max_size=6))
+    if draw(st.booleans()):  # a point on the scene, with anything else beside it
+        pairs = [("lon", str(draw(st.floats(SCENE[0] - 0.01, SCENE[2] + 0.01)))),
+                 ("lat", str(draw(st.floats(SCENE[1] - 0.01, SCENE[3] + 0.01)))),
+                 ("prediction", draw(st.sampled_from(predictions))),
+                 ("inputs", draw(st.sampled_from(["true", "false", "1", "0"]))), *pairs[:2]]
     return urllib.parse.urlencode(pairs)
 
 
@@ -195,12 +232,19 @@ def tile_targets(draw):
                          st.text(max_size=8).map(lambda t: encoded(t).replace("/", "%2f") or "x")))
     layer = draw(st.one_of(st.sampled_from(["prediction", "confidence", "rgb", "weights"]), st.text(min_size=1, max_size=6).map(encoded)))
     z, x, y = (draw(st.integers(0, 2**70)) for _ in range(3))
+    if draw(st.booleans()):  # a tile on the scene, or beside it
+        z = draw(st.integers(8, 17))
+        lon, lat = draw(st.floats(SCENE[0], SCENE[2])), draw(st.floats(SCENE[1], SCENE[3]))
+        x = int((lon + 180) / 360 * 2**z) + draw(st.integers(-1, 1))
+        y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * 2**z) + draw(st.integers(-1, 1))
     return draw(st.sampled_from([f"/p/{pid}/tiles/{layer}/{z}/{x}/{y}.png", f"/tiles/{layer}/{z}/{x}/{y}.png"]))
 
 
 def test_query_strings_and_tile_addresses_are_answered_never_500(app):
+    predictions = [p["id"] for p in json.loads(request(app["port"], "GET", "/api/run")[1])["predictions"]]
+
     @SETTINGS
-    @given(st.one_of(queries().map(lambda q: f"/api/point?{q}"), tile_targets()))
+    @given(st.one_of(queries(predictions).map(lambda q: f"/api/point?{q}"), tile_targets()))
     def probe(target):
         status, body = request(app["port"], "GET", target)
         check_answer(status, body, target, "/api/point" if target.startswith("/api/point") else "tiles")

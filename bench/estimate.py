@@ -24,7 +24,7 @@ def main() -> None:
     from instageo.progress import Progress
     from instageo.recipe import load_recipe
     from instageo.runner import plan_recipe
-    from instageo.runner.estimate import estimate_plan
+    from instageo.deploy.estimate import estimate_plan
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -28,7 +28,7 @@ def main() -> None:
 
     from instageo.deploy import onnx
     from instageo.model.network import PixelModel, count_parameters, cut_student
-    from instageo.model.specs import backbone_spec
+    from instageo.recipe.backbones import backbone_spec
     from instageo.model.train import cost
     from instageo.timing import throughputs
 

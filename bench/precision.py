@@ -50,7 +50,7 @@ def _training_steps() -> list[str]:
     import torch
 
     from instageo.model.network import PixelModel
-    from instageo.model.specs import backbone_spec
+    from instageo.recipe.backbones import backbone_spec
     from instageo.model.train import autocast
 
     rows = []

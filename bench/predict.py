@@ -78,7 +78,7 @@ def make_bundle(folder: Path, recipe) -> Path:
     from instageo.deploy import onnx
     from instageo.deploy.export import _bundle
     from instageo.model.network import PixelModel, cut_student
-    from instageo.model.specs import V1, backbone_spec
+    from instageo.recipe.backbones import V1, backbone_spec
 
     torch.manual_seed(0)
     spec = backbone_spec(BACKBONE)

@@ -96,7 +96,7 @@ def score(run: Path, truth, classes: int, size: int, overlap: float, patch: int)
 def sweep(recipe: Path, runs: Path, truth, classes: int, size: int, sets: list[str]) -> dict:
     """Every overlap in float32 and int8, predict re-run ROUNDS times in alternation."""
     from instageo.cli import main as instarun
-    from instageo.model.specs import backbone_spec
+    from instageo.recipe.backbones import backbone_spec
     from instageo.recipe.loader import load_recipe
 
     patch = backbone_spec(load_recipe(recipe).teacher.backbone).patch_size

@@ -205,7 +205,7 @@ def plan_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
     if not decisions:
         typer.echo("(the pipeline has no stages)")
     elif estimate:
-        from instageo.runner.estimate import estimate_plan, rows_text
+        from instageo.deploy.estimate import estimate_plan, rows_text
 
         with _console() as progress, progress:
             rows, source = estimate_plan(decisions, runs_dir.resolve() / loaded.name, progress)

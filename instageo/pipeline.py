@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from instageo.recipe.models import CatalogueFile
 from instageo.runner.stage import Stage
 
 
@@ -19,6 +22,12 @@ def _embeddings_of(whose: str):
     return wanted
 
 
+def _catalogue_digest(path: Path) -> str:
+    from instageo.data.catalogue import LocalCatalogue
+
+    return LocalCatalogue(path).fingerprint()
+
+
 def default_pipeline() -> list[Stage]:
     """search -> chips -> teacher -> student -> export -> predict -> viewer, and speed (every
     model of the sweep timed side by side, once); with
@@ -32,6 +41,7 @@ def default_pipeline() -> list[Stage]:
                                                   for name in ("export", "predict", "viewer", "speed", "embeddings"))
     return [
         Stage("search", search.run, version="3", report_into="dataset", after=search.after,
+              input_digests=((CatalogueFile, _catalogue_digest),),
               sections=("data.source", "data.observations", "data.chips.size",
                         "data.chips.resolution", "data.chips.bands", "data.chips.time")),
         Stage("chips", chips.run, version="4", needs=("search",), report_into="dataset",
@@ -49,12 +59,13 @@ def default_pipeline() -> list[Stage]:
         Stage("predict", predict.run, version="9", needs=("search", "export"), report_into="variant",
               sections=PREDICT_SECTIONS),
         Stage("embeddings", embeddings.run, version="1", needs=("search", "export"), report_into="variant",
-              sections=PREDICT_SECTIONS + ("export.embeddings",), when=_embeddings_of("student")),
+              sections=PREDICT_SECTIONS + ("export.embeddings",), when=_embeddings_of("student"),
+              report_markdown=embeddings.probe_markdown),
         Stage("teacher_embeddings", embeddings.run_teacher, version="1", needs=("search", "teacher_export"),
               report_into="teacher", sections=PREDICT_SECTIONS + ("export.embeddings",),
-              when=_embeddings_of("teacher")),
+              when=_embeddings_of("teacher"), report_markdown=embeddings.probe_markdown),
         Stage("viewer", viewer.run, version="3", needs=("export", "predict"), optional=("embeddings",),
-              report_into="variant", sections=("export.viewer",)),
+              report_into="variant", sections=("export.viewer",), report_files=viewer.compare_into_report),
         Stage("speed", speed.run, version="1", needs=("chips", "teacher", "student", "export"),
               optional=("teacher_export",), gather=True, report_into="run", sections=("export.onnx",)),
     ]

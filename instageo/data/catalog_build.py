@@ -127,7 +127,7 @@ def build_catalog(folder: Path, out: Path, collection: str = "local", datetime: 
             scenes[scene][asset] = path
     if not scenes:
         raise InputError(f"{folder}: no rasters ({', '.join(sorted(RASTER_SUFFIXES))}) found")
-    from instageo.data.presets import CATALOGUE_PRESET, PRESETS, stac_nodata
+    from instageo.recipe.presets import CATALOGUE_PRESET, PRESETS, stac_nodata
 
     if preset is not None and preset not in PRESETS:
         raise InputError(f"--preset {preset}: not valid, should be one of {sorted(PRESETS)}")

@@ -23,7 +23,7 @@ from shapely.geometry import box, shape
 
 from instageo.data.grid import ChipGrid
 from instageo.data.masks import decode
-from instageo.data.presets import BandAsset
+from instageo.recipe.presets import BandAsset
 from instageo.data.reader import AssetReader, GridReads, is_remote
 from instageo.files import sha256_file, write_bytes_atomic
 

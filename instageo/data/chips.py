@@ -30,7 +30,7 @@ from instageo.data.chip_build import Candidate, ChipJob, ChipRecord, build_chip
 from instageo.data.grid import ChipGrid, centred_grid, centres_lonlat, footprints_lonlat, tiled_grids
 from instageo.data.lock import lock_for, update_lock
 from instageo.data.observations import raster_remap
-from instageo.data.presets import preset_for
+from instageo.recipe.presets import preset_for
 from instageo.data.quicklook import chips_quicklook, class_colours
 from instageo.data.split import assign_splits
 from instageo.errors import InputError

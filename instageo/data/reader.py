@@ -26,7 +26,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from instageo.data.grid import ChipGrid
-from instageo.data.presets import BandAsset
+from instageo.recipe.presets import BandAsset
 from instageo.errors import DataSourceError
 
 # GDAL configuration for reading COGs over HTTP (see GDAL's "Configuration options").

@@ -26,7 +26,7 @@ from instageo.data.catalogue import (ApiCatalogue, LocalCatalogue, PinnedCatalog
 from instageo.data.grid import union_boxes
 from instageo.data.lock import LockedSearch, content_sha256, lock_for, read_lock, update_lock
 from instageo.data.observations import Labels, Observation, read_points, read_polygons, read_rasters
-from instageo.data.presets import Preset, finite_json, preset_for
+from instageo.recipe.presets import Preset, finite_json, preset_for
 from instageo.errors import DataSourceError
 from instageo.files import write_json_atomic
 from instageo.recipe.models import Recipe

@@ -2,7 +2,7 @@
 
 A block owns a band of the output's rows and reads every tile that reaches into them (so
 the tiles along a block's edge are read by both neighbours), starting on a batch boundary,
-with the single process's read, predict and blend code (`predict.predict_rows`): each
+with the single process's read, predict and blend code (`engine.predict_rows`): each
 pixel sums the same tiles in the same order from the same batches, so the mosaic has the
 single process's bytes. A finished block is its folder blocks/rows<first>-<end>/ (COGs and
 record.json), made by renaming a temporary one, so a rerun after a kill or a lost worker
@@ -26,7 +26,7 @@ from xml.sax.saxutils import escape
 
 from instageo.data.chip_build import ChipJob
 from instageo.data.dask_executor import run_on_dask
-from instageo.deploy.predict import NODATA_CLASS, InputColour, Layout, Outputs, TileModel, predict_rows
+from instageo.deploy.engine import NODATA_CLASS, InputColour, Layout, Outputs, TileModel, predict_rows
 from instageo.errors import InputError
 from instageo.files import write_bytes_atomic, write_json_atomic
 

@@ -213,7 +213,8 @@ def run_teacher(recipe, inputs: dict, ctx):
 
 def embeddings_map(recipe, search, export, ctx):
     """The encoder of ``export``'s bundle over the (first) prediction area."""
-    from instageo.deploy.predict import areas_of, plan_tiles, predict_rows
+    from instageo.deploy.engine import predict_rows
+    from instageo.deploy.predict import areas_of, plan_tiles
     from instageo.runner.stage import StageOutput
 
     bundle = json.loads(export.path("bundle").read_text())
@@ -254,11 +255,11 @@ DECODE = {"int8": "value = code / 127 (unit vectors, up to rounding); -128: no d
 
 
 class EncoderTiles:
-    """The encoder over tiles, as predict.TileModel runs the whole model: each tile's features
+    """The encoder over tiles, as engine.TileModel runs the whole model: each tile's features
     projected on the PCA, per pixel (nearest: a patch's vector over its pixels), to blend."""
 
     def __init__(self, path: Path, bundle: dict, size: int, overlap: int, pca: dict):
-        from instageo.deploy.predict import TileModel
+        from instageo.deploy.engine import TileModel
 
         self.tiles = TileModel(path, bundle, size, overlap, colour=None)
         self.weight, self.colour, self.pca = self.tiles.weight, None, pca

@@ -14,7 +14,7 @@ from instageo.deploy import onnx
 from instageo.errors import StageError
 from instageo.files import write_json_atomic
 from instageo.model import tasks
-from instageo.model.specs import backbone_spec
+from instageo.recipe.backbones import backbone_spec
 from instageo.outputs import Tensor
 from instageo.recipe.models import Recipe
 from instageo.runner.stage import StageContext, StageOutput, StageResult
@@ -130,7 +130,7 @@ def _int8_check(session, int8, data: dict, recipe: Recipe) -> dict:
 
 def _bundle(recipe: Recipe, meta: dict, trained: dict, int8: dict | None, float16: dict | None = None) -> dict:
     """bundle.json (``instageo.outputs.Bundle``, schemas/bundle.schema.json)."""
-    from instageo.data.presets import preset_for
+    from instageo.recipe.presets import preset_for
     from instageo.outputs import Bundle
 
     spec = recipe.data.chips

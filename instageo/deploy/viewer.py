@@ -317,7 +317,15 @@ function showNeighbours(lat, lon) {{  // the cells most like the clicked one, by
 """
 
 
-def write_compare_page(report: dict, run_dir: Path, name: str = "compare.html") -> bool:
+COMPARE_PAGE = "compare.html"
+
+
+def compare_into_report(report: dict, run_dir: Path) -> dict:
+    """The viewer stage's report hook: compare.html beside report.json, when it is written."""
+    return {"compare": COMPARE_PAGE} if write_compare_page(report, run_dir, COMPARE_PAGE) else {}
+
+
+def write_compare_page(report: dict, run_dir: Path, name: str = COMPARE_PAGE) -> bool:
     """<run>/compare.html: every student's static map side by side with a slider (the left
     and right maps chosen from lists), from their viewer stages' own tiles by relative paths,
     so it opens from disk with no network. Written when at least two students have a viewer."""

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from instageo.model.specs import BACKBONES, HLS_BANDS, BackboneSpec, backbone_spec
+from instageo.recipe.backbones import BACKBONES, HLS_BANDS, BackboneSpec, backbone_spec
 
 __all__ = ["BACKBONES", "HLS_BANDS", "BackboneSpec", "PrithviEncoder", "backbone_spec", "sincos_3d"]
 

@@ -12,7 +12,7 @@ from instageo.data.chips import read_index
 from instageo.model.budget import check_training_memory
 from instageo.model.data import Split, load_splits, train_stats
 from instageo.model.network import PixelModel
-from instageo.model.specs import backbone_spec
+from instageo.recipe.backbones import backbone_spec
 from instageo.model.train import batch_mean, cost, evaluate, score
 from instageo.recipe.models import Recipe
 from instageo.runner.stage import StageResult

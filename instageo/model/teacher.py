@@ -8,7 +8,7 @@ from pathlib import Path
 from instageo.model import tasks
 from instageo.model.checkpoint import load_encoder
 from instageo.model.network import PixelModel
-from instageo.model.specs import backbone_spec
+from instageo.recipe.backbones import backbone_spec
 from instageo.model.train import fit, seed_everything
 from instageo.recipe.models import Recipe
 from instageo.runner import ranks

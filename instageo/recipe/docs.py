@@ -46,7 +46,7 @@ def recipe_docs() -> str:
 def backbones_table() -> str:
     """The ``teacher.backbone`` names, their architecture and the published checkpoint each
     one loads (from the registry, which a test checks against the official configs)."""
-    from instageo.model.specs import BACKBONES
+    from instageo.recipe.backbones import BACKBONES
 
     lines = ["## Backbones (`teacher.backbone`)", "",
              "Each name means what it means in terratorch's registry. `weights` takes the checkpoint "

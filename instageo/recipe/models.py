@@ -60,12 +60,8 @@ InputPath = Annotated[Path, AfterValidator(_resolve_existing)]
 
 class CatalogueFile(InputFile):
     """A local catalogue's catalog.json: what a stage reads through it is the whole catalogue
-    (its items and the asset files they point at), so that is what its cache key hashes."""
-
-    def fingerprint(self) -> str:
-        from instageo.data.catalogue import LocalCatalogue
-
-        return LocalCatalogue(self).fingerprint()
+    (its items and the asset files they point at), so that is what its cache key hashes; the
+    search stage hands the runner that digest (pipeline.py, ``Stage.input_digests``)."""
 
 
 def _resolve_catalogue(path: Path, info: ValidationInfo) -> CatalogueFile:
@@ -167,7 +163,7 @@ class DemoSource(Model):
 
 
 def _known_preset(name: str | None) -> str | None:
-    from instageo.data.presets import PRESETS
+    from instageo.recipe.presets import PRESETS
 
     if name is not None and name not in PRESETS:
         raise PydanticCustomError(
@@ -531,7 +527,7 @@ class Data(Model):
 
     @model_validator(mode="after")
     def _bands_in_preset(self) -> Data:
-        from instageo.data.presets import preset_for
+        from instageo.recipe.presets import preset_for
 
         preset = preset_for(self.source)
         if preset is None:
@@ -612,7 +608,7 @@ class TrainSpec(Model):
 
 
 def _known_backbone(name: str) -> str:
-    from instageo.model.specs import BACKBONES
+    from instageo.recipe.backbones import BACKBONES
 
     if name not in BACKBONES:
         raise PydanticCustomError(
@@ -812,7 +808,7 @@ class Recipe(Model):
 
     @model_validator(mode="after")
     def _student_fits_teacher(self) -> Recipe:
-        from instageo.model.specs import BACKBONES
+        from instageo.recipe.backbones import BACKBONES
 
         spec = BACKBONES.get(self.teacher.backbone)
         depths = self.student.depth if isinstance(self.student.depth, list) else [self.student.depth]

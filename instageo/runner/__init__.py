@@ -6,7 +6,7 @@ import datetime as dt
 import functools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,9 @@ def plan_recipe(recipe: Recipe, pipeline: Sequence[Stage], runs_dir: Path,
                 until: str | None = None, force: Sequence[str] = ()) -> tuple[Plan, list[Decision]]:
     """The plan of a recipe and, per stage, whether it is cached or why it runs."""
     _check_force(pipeline, force)
-    plan = make_plan(expand(recipe), pipeline, functools.cache(input_digest), until)
+    digests = tuple(pair for stage in pipeline for pair in stage.input_digests)
+    plan = make_plan(expand(recipe), pipeline, functools.cache(functools.partial(input_digest, digests=digests)),
+                     until)
     return plan, decide(plan, RunStore(Path(runs_dir).resolve() / recipe.name), force)
 
 
@@ -62,16 +64,16 @@ def run_recipe(recipe: Recipe, pipeline: Sequence[Stage], runs_dir: Path,
             with progress:
                 execute(decisions, RunStore(run_dir), progress, publish, records)
         except (Exception, KeyboardInterrupt) as exc:
-            _report_failure(exc, plan, decisions, records, run_dir, log_file)
+            _report_failure(exc, plan, decisions, records, run_dir, log_file, pipeline)
             raise
         report = build_report(plan, records, run_dir, "ok")
-        write_report(report, run_dir)
+        write_report(report, run_dir, pipeline)
         ranks.sync()
         return report
 
 
 def _report_failure(exc: BaseException, plan: Plan, decisions: list[Decision], records: list[StageRecord],
-                    run_dir: Path, log_file: Path) -> None:
+                    run_dir: Path, log_file: Path, pipeline: Sequence[Stage]) -> None:
     """The trail of a run that did not finish: the error and its traceback in the run's log
     (never on the console: the command line prints one line), and a report listing the
     stages that finished, the one that failed, its error and where the traceback is."""
@@ -87,16 +89,16 @@ def _report_failure(exc: BaseException, plan: Plan, decisions: list[Decision], r
                "log": str(log_file.relative_to(run_dir))}
     try:
         write_report(build_report(plan, records, run_dir, "interrupted" if interrupted else "failed",
-                                  error, failure), run_dir)
+                                  error, failure), run_dir, pipeline)
     except OSError as failed:  # e.g. the disk is full: the run's own error is the news
         log.warning("could not write the report of the failed run: %s", failed)
 
 
-def input_digest(path: Path) -> str:
-    """What a cache key holds for an input file: its content, or, for a file that stands for
-    more (a catalogue), its own fingerprint."""
-    fingerprint = getattr(path, "fingerprint", None)
-    return fingerprint() if fingerprint is not None else sha256_file(path)
+def input_digest(path: Path, digests: Sequence[tuple[type, Callable[[Path], str]]] = ()) -> str:
+    """What a cache key holds for an input file: its content, or, for a kind of file that
+    stands for more (a catalogue), what the stage reading it says (``Stage.input_digests``)."""
+    digest = next((hasher for kind, hasher in digests if isinstance(path, kind)), sha256_file)
+    return digest(path)
 
 
 def _check_force(pipeline: Sequence[Stage], force: Sequence[str]) -> None:

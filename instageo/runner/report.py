@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from instageo.files import write_bytes_atomic, write_json_atomic
 from instageo.runner.execute import StageRecord
 from instageo.runner.plan import Plan
+from instageo.runner.stage import Stage
 
 
 def build_report(plan: Plan, records: list[StageRecord], run_dir: Path, status: str,
@@ -157,24 +159,33 @@ def _link_viewer(run_dir: Path, folder: Path) -> None:
     os.replace(tmp, link)
 
 
-COMPARE_PAGE = "compare.html"
-
-
-def write_report(report: dict[str, Any], run_dir: Path) -> None:
+def write_report(report: dict[str, Any], run_dir: Path, pipeline: Sequence[Stage] = ()) -> None:
+    """report.json and report.md, with what the pipeline's stages add (``Stage.report_files``
+    and ``Stage.report_markdown``)."""
     from instageo.runner.sweep import sweep_plot
 
     plot = "sweep.png" if sweep_plot(report, run_dir / "sweep.png") else None
     if report.get("viewer"):
         _link_viewer(run_dir, Path(report["viewer"]).parent)
-    from instageo.deploy.viewer import write_compare_page
-
-    if write_compare_page(report, run_dir):
-        report["compare"] = COMPARE_PAGE
+    for write_files in _hooks(pipeline, "report_files"):
+        report.update(write_files(report, run_dir))
     write_json_atomic(run_dir / "report.json", report)
-    write_bytes_atomic(run_dir / "report.md", render_markdown(report, plot).encode("utf-8"))
+    markdown = render_markdown(report, plot, _hooks(pipeline, "report_markdown"))
+    write_bytes_atomic(run_dir / "report.md", markdown.encode("utf-8"))
 
 
-def render_markdown(report: dict[str, Any], plot: str | None = None) -> str:
+def _hooks(pipeline: Sequence[Stage], kind: str) -> list:
+    """The stages' hooks of one kind, each once (a teacher's and a student's stage may share one)."""
+    found: dict[str, Any] = {}
+    for stage in pipeline:
+        hook = getattr(stage, kind)
+        if hook is not None:
+            found.setdefault(getattr(hook, "__qualname__", repr(hook)), hook)
+    return list(found.values())
+
+
+def render_markdown(report: dict[str, Any], plot: str | None = None,
+                    sections: Sequence[Callable[[dict[str, Any]], list[str]]] = ()) -> str:
     from instageo.runner.sweep import sweep_markdown
 
     lines = [f"# {report['recipe']}: {report['status']}", ""]
@@ -199,7 +210,6 @@ def render_markdown(report: dict[str, Any], plot: str | None = None) -> str:
     from instageo.runner.cost import cost_markdown
 
     lines += cost_markdown(report)
-    from instageo.deploy.embeddings import probe_markdown
-
-    lines += probe_markdown(report)
+    for section in sections:
+        lines += section(report)
     return "\n".join(lines) + "\n"

@@ -71,6 +71,13 @@ StageRun = Callable[["Recipe", dict[str, StageResult], StageContext], StageOutpu
 # Called after the stage completed or was found cached, to publish outside the runs folder
 # (for example the recipe's lock file).
 StageAfter = Callable[["Recipe", StageResult], None]
+# How a kind of input file goes into cache keys, when not by its bytes (a catalogue: its items
+# and their assets); handed in by the stage that reads it, so the runner knows no product type.
+InputDigest = Callable[[Path], str]
+# Report hooks of a stage above the runner: files written beside report.json (returning the
+# report keys they set), and report.md sections.
+ReportFiles = Callable[[dict[str, Any], Path], dict[str, Any]]
+ReportMarkdown = Callable[[dict[str, Any]], list[str]]
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,9 @@ class Stage:
     once for the whole sweep and reads its needs from every variant, as inputs named
     ``<need>@<variant>``; nothing may need it. ``ranks``: under ``accelerate launch`` every
     process runs the stage (training, data-parallel), not rank 0 alone. Bump ``version`` when a code change alters the
-    stage's outputs, so cached results are recomputed.
+    stage's outputs, so cached results are recomputed. ``input_digests``: (input file type,
+    how its cache key is hashed) pairs; ``report_files`` and ``report_markdown``: what the stage
+    adds to the run's report, called when the report is written.
     """
 
     name: str
@@ -98,3 +107,6 @@ class Stage:
     after: StageAfter | None = None
     gather: bool = False
     ranks: bool = False
+    input_digests: tuple[tuple[type, InputDigest], ...] = ()
+    report_files: ReportFiles | None = None
+    report_markdown: ReportMarkdown | None = None

@@ -118,7 +118,7 @@ def test_a_checkpoint_that_does_not_fit_stops_before_training(tiny, tmp_path, ca
     import dataclasses
 
     from instageo.model.backbone import PrithviEncoder
-    from instageo.model.specs import BACKBONES
+    from instageo.recipe.backbones import BACKBONES
 
     wide = dataclasses.replace(BACKBONES["instageo_ci"], embed_dim=32, num_heads=2)
     torch.save(PrithviEncoder(wide, 6).state_dict(), tmp_path / "wrong.pt")

@@ -65,7 +65,7 @@ def no_home_checkpoints(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", PAPER)
 def test_recipe_is_documented_and_uses_the_backbones_pretraining_setup(name, tmp_path):
-    from instageo.model.specs import BACKBONES
+    from instageo.recipe.backbones import BACKBONES
 
     text = (REPO / "recipes" / f"{name}.yaml").read_text()
     assert text.startswith("# yaml-language-server: $schema=../schemas/recipe.schema.json\n")

@@ -19,7 +19,7 @@ def test_auto_follows_the_hardware_and_the_width_and_explicit_choices_win():
 
 def test_bf16_autocast_runs_the_model_in_bf16_and_keeps_fp32_weights():
     from instageo.model.network import PixelModel
-    from instageo.model.specs import backbone_spec
+    from instageo.recipe.backbones import backbone_spec
 
     model = PixelModel(backbone_spec("instageo_ci"), 2, 1, 2)
     x = torch.randn(2, 2, 1, 32, 32)

@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from instageo.data.presets import PRESETS, guess_preset
+from instageo.recipe.presets import PRESETS, guess_preset
 from instageo.errors import InputError
 from tests.conftest import SHARED_DATA
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from instageo.model import backbone as ours
-from instageo.model.specs import BACKBONES
+from instageo.recipe.backbones import BACKBONES
 from instageo.model.teacher import initial_model
 from tests.reference import prithvi_configs, prithvi_mae
 

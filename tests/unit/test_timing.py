@@ -7,7 +7,7 @@ import torch
 from instageo.deploy import onnx
 from instageo.deploy.speed import BATCH, LEAST_SECONDS, ROUNDS, _runner
 from instageo.model.network import PixelModel, cut_student
-from instageo.model.specs import backbone_spec
+from instageo.recipe.backbones import backbone_spec
 from instageo.timing import measure, paired_speedup, round_seconds
 
 

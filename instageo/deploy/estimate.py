@@ -97,12 +97,9 @@ def _split_shares(recipe) -> dict[str, float]:
 
 
 def _tiles(recipe, search: StageResult) -> int:
-    from instageo.data.grid import tiled_grids
-    from instageo.deploy.predict import _stride, areas_of
+    from instageo.deploy.predict import area_grids, areas_of
 
-    chips = recipe.data.chips
-    return sum(len(tiled_grids(area.bbox, chips.size, chips.resolution, chips.crs, _stride(recipe)))
-               for area in areas_of(recipe, search))
+    return sum(len(area_grids(recipe, area)) for area in areas_of(recipe, search))
 
 
 def _read_bytes(items: dict, search: StageResult, recipe, chips: int) -> str:
@@ -155,7 +152,7 @@ class _Timer:
     def _models(self, recipe, depth: int | None):
         from instageo.model import tasks
         from instageo.model.network import cut_student
-        from instageo.model.specs import backbone_spec
+        from instageo.recipe.backbones import backbone_spec
 
         chips = recipe.data.chips
         meta = {"backbone": recipe.teacher.backbone, "in_chans": len(chips.bands), "frames": chips.time.steps,

@@ -142,7 +142,7 @@ def predict_command(
     """Run an exported bundle over a new area and date: the predict stage's selection,
     reading and COGs, without the recipe."""
     from instageo.dates import iso_date
-    from instageo.deploy.standalone import check_out_folder, predict_bundle
+    from instageo.deploy.standalone import bundle_folder, check_bundle, check_out_folder, predict_bundle, read_bundle
     from instageo.errors import InputError
 
     try:
@@ -159,6 +159,9 @@ def predict_command(
     if catalog is not None and stac is not None:
         raise InputError("--catalog and --stac: give one")
     check_out_folder(out)
+    # a bundle from elsewhere is checked whole here; the app's jobs run the run's own exports
+    folder = bundle_folder(bundle)
+    check_bundle(folder, read_bundle(folder))
     with _console() as progress, progress:
         summary = predict_bundle(bundle, box, day, out, progress, catalog, stac, collection, overlap, batch_size,
                                  None if float32 else int8_tolerance_pp)

@@ -192,7 +192,6 @@ def predict_bundle(bundle_dir: Path, bbox, date: dt.date, out: Path, progress, c
     can be read again later; by default it is made in a temporary folder and removed."""
     bundle_dir = bundle_folder(bundle_dir)
     bundle = read_bundle(bundle_dir)
-    check_bundle(bundle_dir, bundle)
     recipe = recipe_for(bundle, source_for(bundle, catalog, stac, collections), bbox, date, overlap, batch_size,
                         int8_tolerance_pp)
     area = predict.Area("area", tuple(bbox), None, "--bbox")

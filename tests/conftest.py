@@ -7,6 +7,19 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def run_tiny(folder: Path, *args: str) -> tuple[Path, dict]:
+    """recipes/tiny.yaml run in ``folder`` (``args``: e.g. --until predict): its run folder and report."""
+    import json
+    import shutil
+
+    from instageo.cli import main
+
+    shutil.copy(REPO / "recipes" / "tiny.yaml", folder / "tiny.yaml")
+    assert main([str(folder / "tiny.yaml"), "--runs-dir", str(folder / "runs"), *args]) == 0
+    run_dir = folder / "runs" / "tiny"
+    return run_dir, json.loads((run_dir / "report.json").read_text())
+
+
 @pytest.fixture
 def write_recipe(tmp_path):
     """Write a recipe YAML (dedented) into tmp_path and return its path."""

@@ -13,7 +13,6 @@ import http.client
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -25,9 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from instageo.cli import main
 from instageo.deploy.server import servable
-from tests.conftest import REPO
+from tests.conftest import run_tiny
 from tests.servers import free_port
 
 EXAMPLES = int(os.environ.get("INSTAGEO_HOSTILE_EXAMPLES", "150"))
@@ -41,10 +39,7 @@ SCENE = (39.9, 1.41, 39.935, 1.445)  # tiny.yaml's demo scene, roughly
 def app(tmp_path_factory):
     """tiny.yaml's finished run, served with a small tile budget (a generated job that is
     accepted runs in a second), and the names a hostile path would aim at."""
-    folder = tmp_path_factory.mktemp("hostile")
-    shutil.copy(REPO / "recipes" / "tiny.yaml", folder / "tiny.yaml")
-    assert main([str(folder / "tiny.yaml"), "--runs-dir", str(folder / "runs")]) == 0
-    run_dir = (folder / "runs" / "tiny").resolve()
+    run_dir = run_tiny(tmp_path_factory.mktemp("hostile"))[0].resolve()
     (run_dir / "outside-link").symlink_to("/etc/hostname")
     port = free_port()
     process = subprocess.Popen([str(Path(sys.executable).parent / "instarun"), "serve", str(run_dir), "--port",

@@ -9,18 +9,15 @@ import shutil
 import pytest
 
 from instageo.cli import main, serving_line
-from tests.conftest import REPO
+from tests.conftest import run_tiny
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The tiny recipe's bundle, and the area and date its predict stage used."""
-    folder = tmp_path_factory.mktemp("tiny")
-    shutil.copy(REPO / "recipes" / "tiny.yaml", folder / "tiny.yaml")
-    assert main([str(folder / "tiny.yaml"), "--runs-dir", str(folder / "runs"), "--until", "predict"]) == 0
-    report = json.loads((folder / "runs" / "tiny" / "report.json").read_text())
+    run_dir, report = run_tiny(tmp_path_factory.mktemp("tiny"), "--until", "predict")
     variant = report["variants"][0]
-    return (folder / "runs" / "tiny" / variant["onnx"]).parent, variant["prediction_area"]
+    return (run_dir / variant["onnx"]).parent, variant["prediction_area"]
 
 
 def predict(capsys, bundle, area, out, **changes) -> tuple[int, str]:

@@ -20,9 +20,9 @@ import typer
 from typer.core import TyperGroup
 
 from instageo.errors import InstageoError, RecipeError
-from instageo.recipe.models import PredictSpec
+from instageo.recipe.defaults import INT8_TOLERANCE_PP, PREDICT_BATCH_SIZE, PREDICT_OVERLAP
 from instageo.redact import RedactingFilter, redact
-from instageo.runner import FILE_ONLY
+from instageo.logs import FILE_ONLY
 
 
 class _RecipeFirstGroup(TyperGroup):
@@ -46,6 +46,7 @@ class _RecipeFirstGroup(TyperGroup):
 
 app = typer.Typer(
     cls=_RecipeFirstGroup,
+    rich_markup_mode=None,  # click's plain help: rich's formatter costs ~100 ms of every start
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -117,9 +118,6 @@ def run_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
         typer.echo(f"students side by side: {run_dir / report['compare']}")
 
 
-_PREDICT_DEFAULTS = PredictSpec.model_fields  # one place for the stage's and the command's defaults
-
-
 @app.command("predict")
 def predict_command(
     bundle: Annotated[Path, typer.Argument(help="an export stage's bundle/ folder (model.onnx + bundle.json)")],
@@ -131,12 +129,10 @@ def predict_command(
     stac: Annotated[Optional[str], typer.Option("--stac", help="a STAC API URL to read instead")] = None,
     collection: Annotated[Optional[list[str]], typer.Option("--collection", help="collection id (repeatable)")] = None,
     overlap: Annotated[float, typer.Option(min=0.0, max=0.99, help="fraction of a chip neighbouring tiles "
-                                           "share")] = _PREDICT_DEFAULTS["overlap"].default,
-    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="tiles per ONNX call")] = (
-        _PREDICT_DEFAULTS["batch_size"].default),
+                                           "share")] = PREDICT_OVERLAP,
+    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="tiles per ONNX call")] = PREDICT_BATCH_SIZE,
     int8_tolerance_pp: Annotated[float, typer.Option(min=0, max=100, help="use the bundle's int8 model when it "
-                                                     "lost at most this much val mIoU (pp)")] = (
-        _PREDICT_DEFAULTS["int8_tolerance_pp"].default),
+                                                     "lost at most this much val mIoU (pp)")] = INT8_TOLERANCE_PP,
     float32: Annotated[bool, typer.Option("--float32", help="never the int8 model")] = False,
 ) -> None:
     """Run an exported bundle over a new area and date: the predict stage's selection,
@@ -363,7 +359,7 @@ def demo_data_command(
         typer.echo(f"quicklook: {out / 'quicklook.png'}")
 
 
-catalog_app = typer.Typer(no_args_is_help=True, help="Local STAC catalogues.")
+catalog_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True, help="Local STAC catalogues.")
 app.add_typer(catalog_app, name="catalog")
 
 

@@ -19,7 +19,7 @@ INTRO = """\
 Every field of a recipe, generated from the recipe's JSON Schema
 ([schemas/recipe.schema.json](../schemas/recipe.schema.json)) by `make docs`
 (`python -m instageo.recipe.docs > docs/recipes.md`); edit the descriptions in
-`instageo/recipe/models.py`, not here.
+`instageo/recipe/` (one module per section), not here.
 
 - Unknown fields are errors: `instarun validate` names the field and the closest valid one.
 - A field whose type says *or a list (sweep)* accepts a list of values: one variant of the

@@ -12,6 +12,7 @@ from typing import Any
 
 from instageo.errors import InputError, InstageoError
 from instageo.files import remove_temporaries, sha256_file
+from instageo.logs import FILE_ONLY
 from instageo.progress import Progress
 from instageo.redact import RedactingFilter, redact
 from instageo.recipe.models import Recipe
@@ -106,9 +107,6 @@ def _check_force(pipeline: Sequence[Stage], force: Sequence[str]) -> None:
     for name in force:
         if name not in names:
             raise InputError(f"--force {name}: no such stage, should be one of {names}")
-
-
-FILE_ONLY = "file_only"  # a log record's extra: for the run's log file, not the console
 
 
 class _RunLogHandler(logging.FileHandler):

@@ -12,7 +12,7 @@ PACKAGE = REPO / "instageo"
 
 # lowest first; a module may import its own floor and any floor below
 FLOORS = [
-    {"errors", "files", "dates", "redact", "timing", "progress", "outputs", "__init__"},
+    {"errors", "files", "dates", "logs", "redact", "timing", "progress", "outputs", "__init__"},
     {"recipe"},
     {"runner"},
     {"data"},

@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import machine, write_section  # noqa: E402
+from bench.common import machine, tile_inputs, write_section  # noqa: E402
 from bench.predict import BACKBONE, BANDS, CHIP, CLASSES, DEPTH, SCENE, STEPS, demo_area, make_bundle  # noqa: E402
 
 ROUNDS = 3
@@ -39,9 +39,7 @@ def main() -> None:
 
 
 def measure() -> list[str]:
-    import numpy as np
 
-    from instageo.data.chip_build import read_stack, reader_for
     from instageo.deploy import onnx, predict
     from instageo.progress import Progress
     from instageo.runner.stage import StageContext, StageResult
@@ -54,27 +52,24 @@ def measure() -> list[str]:
         bundle = json.loads((bundle_dir / "bundle.json").read_text())
         context = StageContext(folder, folder, logging.getLogger("bench.gpu"), Progress(enabled=False), (), "gpu")
         tiling = predict.plan_tiles(recipe, search, len(CLASSES), context)
-        mean = np.array(bundle["normalization"]["mean"], np.float32)[None, :, None, None]
-        std = np.array(bundle["normalization"]["std"], np.float32)[None, :, None, None]
-        stacks = [read_stack(job, reader_for(job)) for job in tiling.jobs]
-        tiles = np.stack([np.nan_to_num((s.image - mean) / std).transpose(1, 0, 2, 3)
-                          for s in stacks if not isinstance(s, str)]).astype(np.float32)
+        tiles = tile_inputs(tiling.jobs, bundle_dir / "model.onnx", bundle, CHIP, tiling.overlap)
         sessions = {name: onnx.session(bundle_dir / f"model{suffix}.onnx") for name, suffix in (("float32", ""),
                                                                                                 ("float16", ".fp16"))}
-        agreement = float((onnx.run(sessions["float32"], (tiles,)).argmax(1)
-                           == onnx.run(sessions["float16"], (tiles,)).argmax(1)).mean())
+        agreement = float((onnx.run(sessions["float32"], tiles).argmax(1)
+                           == onnx.run(sessions["float16"], tiles).argmax(1)).mean())
         bundle.update(model_fp16="model.fp16.onnx", float16={"argmax_agreement": agreement, "max_abs_diff": None})
         (bundle_dir / "bundle.json").write_text(json.dumps(bundle))
-        batches = {name: onnx.fastest_batch(session, (tiles[:1],), 2) for name, session in sessions.items()}
+        batches = {name: onnx.fastest_batch(session, tuple(t[:1] for t in tiles), 2)
+                   for name, session in sessions.items()}
         model_only = {}
         for name, session in sessions.items():
-            onnx.run(session, (tiles,), batches[name])
+            onnx.run(session, tiles, batches[name])
             times = []
             for _ in range(ROUNDS):
                 started = time.perf_counter()
-                onnx.run(session, (tiles,), batches[name])
+                onnx.run(session, tiles, batches[name])
                 times.append(time.perf_counter() - started)
-            model_only[name] = len(tiles) / min(times)
+            model_only[name] = len(tiles[0]) / min(times)
         export = StageResult("export", "gpu", folder / "export", {"onnx": "bundle/model.onnx",
                                                                    "bundle": "bundle/bundle.json"}, {})
         end_to_end, chosen = [], None

@@ -29,7 +29,7 @@ from statistics import median
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import machine, write_section  # noqa: E402
+from bench.common import machine, tile_inputs, write_section  # noqa: E402
 from bench.chips import serve_scene_over_http  # noqa: E402
 from tests.servers import RangeFileServer  # noqa: E402
 
@@ -132,12 +132,10 @@ def instarun_predict(bundle: Path, bbox: list[float], date: str, catalog: Path, 
 
 
 def main() -> None:
-    import numpy as np
 
     from instageo.cli import main as instarun
     from instageo.data import demo, reader
-    from instageo.data.chip_build import read_stack, reader_for
-    from instageo.deploy import onnx, predict
+    from instageo.deploy import onnx, predict, tiles
     from instageo.progress import Progress
     from instageo.recipe.loader import load_recipe
     from instageo.runner.stage import StageContext, StageResult
@@ -180,21 +178,19 @@ def main() -> None:
         def end_to_end(name: str, search: StageResult) -> None:
             predict.run(recipes[name], {"search": search, "export": export}, context(f"e2e-{time.monotonic_ns()}"))
 
-        # model only: the same tiles, read once and normalised in memory, through the same model
-        mean = np.array(bundle["normalization"]["mean"], np.float32)[None, :, None, None]
-        std = np.array(bundle["normalization"]["std"], np.float32)[None, :, None, None]
+        # model only: the same tiles, read once and prepared in memory as the engine prepares
+        # them (normalised, with their coordinates), through the same model
         tilings, arrays, sessions = {}, {}, {}
         for name in (BEFORE, NOW):
             tilings[name] = predict.plan_tiles(recipes[name], search, len(CLASSES), context("plan"))
-            stacks = [read_stack(job, reader_for(job)) for job in tilings[name].jobs]
-            arrays[name] = np.stack([np.nan_to_num((s.image - mean) / std).transpose(1, 0, 2, 3)
-                                     for s in stacks if not isinstance(s, str)]).astype(np.float32)
-            sessions[name] = onnx.session(bundle_dir / predict.choose_model(bundle, CONFIGS[name][1])[0])
+            model_path = bundle_dir / tiles.choose_model(bundle, CONFIGS[name][1])[0]
+            arrays[name] = tile_inputs(tilings[name].jobs, model_path, bundle, CHIP, tilings[name].overlap)
+            sessions[name] = onnx.session(model_path)
         pixels = tilings[BEFORE].layout.width * tilings[BEFORE].layout.height
         assert pixels == tilings[NOW].layout.width * tilings[NOW].layout.height
 
         def model_only(name: str) -> None:
-            onnx.run(sessions[name], (arrays[name],), CONFIGS[name][2])
+            onnx.run(sessions[name], arrays[name], CONFIGS[name][2])
 
         runners = [(name, lambda name=name: end_to_end(name, search)) for name in CONFIGS]
         runners += [(f"model only: {name}", lambda name=name: model_only(name)) for name in (BEFORE, NOW)]

@@ -159,7 +159,7 @@ def predict_command(
     folder = bundle_folder(bundle)
     check_bundle(folder, read_bundle(folder))
     with _console() as progress, progress:
-        summary = predict_bundle(bundle, box, day, out, progress, catalog, stac, collection, overlap, batch_size,
+        summary = predict_bundle(bundle, box, day, out, progress.track, catalog, stac, collection, overlap, batch_size,
                                  None if float32 else int8_tolerance_pp)
     typer.echo(f"{out / 'prediction.tif'}: {summary['width']} x {summary['height']} px, {summary['tiles']} tiles, "
                f"{summary['items']} item(s) from {summary['catalogue']}; model {summary['model']} "
@@ -278,7 +278,8 @@ def serve_command(
 
     import uvicorn
 
-    from instageo.deploy.server import create_app, guarded_protocol
+    from instageo.deploy.guards import guarded_protocol
+    from instageo.deploy.server import create_app
 
     try:  # a busy port is one line now, not after the server has said it is serving
         with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):

@@ -35,7 +35,7 @@ from instageo.data.quicklook import chips_quicklook, class_colours
 from instageo.data.split import assign_splits
 from instageo.errors import InputError
 from instageo.files import write_json_atomic
-from instageo.recipe.models import Recipe
+from instageo.recipe.models import MaskSpec, Recipe
 from instageo.runner.stage import StageContext, StageOutput, StageResult
 
 INDEX_COLUMNS = ["chip_id", "observation", "lon", "lat", "crs", "date", "split", "dates", "items",
@@ -96,10 +96,9 @@ def observation_sources(search: StageResult) -> dict[str, str]:
         return {row["id"]: row["source"] or "" for row in csv.DictReader(handle)}
 
 
-def masked_items(items: dict[str, dict], recipe: Recipe, log) -> dict[str, dict]:
-    """The items chips may use: when the recipe masks classes and an item has no mask asset,
-    a warning names them; with data.chips.mask.require they are left out."""
-    mask = recipe.data.chips.mask
+def masked_items(items: dict[str, dict], mask: MaskSpec, log) -> dict[str, dict]:
+    """The items chips may use: when ``mask`` (data.chips.mask) masks classes and an item has
+    no mask asset, a warning names them; with data.chips.mask.require they are left out."""
     unmasked = sorted(i for i, item in items.items() if item.get("mask") is None)
     if not mask.classes or not unmasked:
         return items
@@ -115,7 +114,7 @@ def masked_items(items: dict[str, dict], recipe: Recipe, log) -> dict[str, dict]
 
 
 def make_jobs(recipe: Recipe, search: StageResult, log=None) -> list[ChipJob]:
-    items = masked_items(json.loads(search.path("items").read_text()), recipe, log or logging.getLogger("instageo.chips"))
+    items = masked_items(json.loads(search.path("items").read_text()), recipe.data.chips.mask, log or logging.getLogger("instageo.chips"))
     candidates = json.loads(search.path("candidates").read_text())
     preset = preset_for(recipe.data.source)
     chips, time = recipe.data.chips, recipe.data.chips.time

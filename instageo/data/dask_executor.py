@@ -15,11 +15,11 @@ from instageo.errors import DataSourceError, InputError
 
 
 def run_chips_on_dask(jobs: list[ChipJob], out_dir: str, address: str | None, workers: int, ctx) -> list[ChipRecord]:
-    return run_on_dask(build_chip, jobs, {"out_dir": out_dir}, address, workers, ctx, description="chips (dask)",
+    return run_on_dask(build_chip, jobs, {"out_dir": out_dir}, address, workers, ctx.track, description="chips (dask)",
                        threads_per_worker=4, preload="instageo.data.chip_build")
 
 
-def run_on_dask(function, jobs: list, kwargs: dict, address: str | None, workers: int, ctx, description: str,
+def run_on_dask(function, jobs: list, kwargs: dict, address: str | None, workers: int, track, description: str,
                 threads_per_worker: int, preload: str) -> list:
     """``function(job, **kwargs)`` for every job, results in completion order. ``preload``: the
     module each worker imports before its threads start on jobs (rasterio's extension
@@ -41,7 +41,7 @@ def run_on_dask(function, jobs: list, kwargs: dict, address: str | None, workers
         with client:
             client.run(importlib.import_module, preload)
             futures = client.map(function, jobs, **kwargs, pure=False)
-            results = [future.result() for future in ctx.track(as_completed(futures), total=len(futures),
+            results = [future.result() for future in track(as_completed(futures), total=len(futures),
                                                                  description=description)]
     finally:
         if cluster is not None:

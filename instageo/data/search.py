@@ -29,7 +29,7 @@ from instageo.data.observations import Labels, Observation, read_points, read_po
 from instageo.recipe.presets import Preset, finite_json, preset_for
 from instageo.errors import DataSourceError
 from instageo.files import write_json_atomic
-from instageo.recipe.models import Recipe
+from instageo.recipe.models import ChipSpec, Recipe, Source, TimeSpec
 from instageo.runner.stage import StageContext, StageOutput, StageResult
 
 GROUP_DAYS = 60  # observations further apart in time get a query of their own
@@ -109,7 +109,7 @@ def _open_source(recipe: Recipe, ctx: StageContext):
     if source.kind == "demo":
         scene = demo_scene(source, ctx.workdir)  # in the stage folder
         observations = read_points(scene.observations, labels=Labels.of(recipe)) if spec is None else None
-    catalogue = open_catalogue(recipe, ctx.workdir)
+    catalogue = open_catalogue(recipe.data.source, ctx.workdir)
     if spec is not None and spec.kind == "points":
         observations = read_points(spec.path, spec.x, spec.y, spec.date, spec.label, spec.crs, spec.dates,
                                    Labels.of(recipe, spec.remap), spec.time)
@@ -120,9 +120,8 @@ def _open_source(recipe: Recipe, ctx: StageContext):
     return catalogue, observations
 
 
-def open_catalogue(recipe: Recipe, search_dir: Path):
-    """The recipe's catalogue (the demo scene lives in the search stage's folder)."""
-    source = recipe.data.source
+def open_catalogue(source: Source, search_dir: Path):
+    """The catalogue of a data.source (the demo scene lives in the search stage's folder)."""
     if source.kind == "demo":
         return LocalCatalogue(search_dir / "scene" / "catalog.json", name="demo", relative_to=search_dir)
     if source.kind == "catalog":
@@ -130,17 +129,16 @@ def open_catalogue(recipe: Recipe, search_dir: Path):
     return ApiCatalogue(source.url, retries=source.retries, timeout=source.timeout)
 
 
-def search_area(catalogue, bbox: tuple[float, float, float, float], date: dt.date,
-                recipe: Recipe) -> dict[str, dict]:
+def search_area(catalogue, bbox: tuple[float, float, float, float], date: dt.date, source: Source,
+                chips: ChipSpec) -> dict[str, dict]:
     """Resolved items for every step of a chip dated ``date`` anywhere in ``bbox``: the query
     the search stage would make for an observation there (the predict stage uses it for an
     area or a date the observations did not cover)."""
-    preset = preset_for(recipe.data.source)
-    source = recipe.data.source
+    preset = preset_for(source)
     collections = tuple(getattr(source, "collections", None) or ()) or None
-    start, end = window(date, recipe)
+    start, end = window(date, chips.time)
     query = Query(bbox, start, end, collections, getattr(source, "max_cloud_cover", 100.0))
-    bands = recipe.data.chips.bands
+    bands = chips.bands
     return {item["id"]: preset.resolve(_trim(item, preset, bands), bands).as_dict()
             for item in catalogue.search(query)}
 
@@ -185,9 +183,9 @@ def group_observations(observations: list[Observation], recipe: Recipe) -> list[
         batch: list[Observation] = []
         for observation in members + [None]:  # type: ignore[list-item]
             if batch and (observation is None or (observation.date - batch[0].date).days > GROUP_DAYS):
-                start = window(batch[0].date, recipe)[0]
-                end = window(batch[-1].date, recipe)[1]
-                bbox = union_boxes(chip_extent(o, recipe) for o in batch)
+                start = window(batch[0].date, recipe.data.chips.time)[0]
+                end = window(batch[-1].date, recipe.data.chips.time)[1]
+                bbox = union_boxes(chip_extent(o, recipe.data.chips) for o in batch)
                 groups.append(Group(tuple(batch), Query(bbox, start, end, collections, max_cloud)))
                 batch = []
             if observation is not None:
@@ -195,17 +193,15 @@ def group_observations(observations: list[Observation], recipe: Recipe) -> list[
     return groups
 
 
-def window(date: dt.date, recipe: Recipe) -> tuple[dt.date, dt.date]:
+def window(date: dt.date, time: TimeSpec) -> tuple[dt.date, dt.date]:
     """The dates whose acquisitions may serve an observation on ``date``."""
-    time = recipe.data.chips.time
     first = date - dt.timedelta(days=(time.steps - 1) * time.step_days + time.tolerance_days)
     return first, date + dt.timedelta(days=time.tolerance_days)
 
 
-def chip_extent(observation: Observation, recipe: Recipe) -> tuple[float, float, float, float]:
+def chip_extent(observation: Observation, chips: ChipSpec) -> tuple[float, float, float, float]:
     """Lon/lat box around an observation's chip (generous: half a chip, its largest shift
     and a pixel)."""
-    chips = recipe.data.chips
     half = (chips.size / 2 + chips.max_shift + 1) * chips.resolution
     dlat = half / METRES_PER_DEGREE
     dlon = half / (METRES_PER_DEGREE * max(math.cos(math.radians(observation.lat)), 0.01))
@@ -228,13 +224,13 @@ def serving(items: list[dict], observations: Sequence[Observation], recipe: Reci
         if item["id"] not in footprints:
             footprints[item["id"]] = footprint(item)
     tree = shapely.STRtree([footprints[item["id"]] for item in items])
-    extents = np.array([chip_extent(o, recipe) for o in observations])
+    extents = np.array([chip_extent(o, recipe.data.chips) for o in observations])
     chips = shapely.box(*extents.T)
     for i in np.flatnonzero((extents[:, 0] < -180) | (extents[:, 2] > 180)):
         chips[i] = lonlat_box(*extents[i])
     chip_of, item_of = tree.query(chips, predicate="intersects")
     dates = np.array([(item_date(item) or dt.date.min).toordinal() for item in items])
-    windows = np.array([[d.toordinal() for d in window(o.date, recipe)] for o in observations])
+    windows = np.array([[d.toordinal() for d in window(o.date, recipe.data.chips.time)] for o in observations])
     keep = (dates[item_of] >= windows[chip_of, 0]) & (dates[item_of] <= windows[chip_of, 1])
     chip_of, item_of = chip_of[keep], item_of[keep]
     order = np.lexsort((item_of, chip_of))

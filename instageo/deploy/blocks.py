@@ -108,16 +108,16 @@ def predict_block(block: Block, spec: BlockSpec) -> dict:
     return record
 
 
-def predict_blocks(jobs: list[ChipJob], spec: BlockSpec, block_tiles: int, executor,
-                   ctx) -> tuple[Outputs, dict[str, str]]:
+def predict_blocks(jobs: list[ChipJob], spec: BlockSpec, block_tiles: int, executor, track,
+                   log) -> tuple[Outputs, dict[str, str]]:
     """Every block on the cluster, then the mosaic: its VRTs ({"<output>_vrt": file name}) and
     the final files, not yet `finish`ed to COGs (the caller checks the area had imagery first)."""
     folder = Path(spec.folder)
     blocks = plan_blocks(jobs, spec.layout, spec.size, spec.batch_size, block_tiles)
     finished = sum((folder / BLOCKS / b.name / "record.json").exists() for b in blocks)
-    ctx.log.info("predicting %d tiles in %d blocks on dask%s", len(jobs), len(blocks),
+    log.info("predicting %d tiles in %d blocks on dask%s", len(jobs), len(blocks),
                  f" ({finished} finished before)" if finished else "")
-    run_on_dask(predict_block, blocks, {"spec": spec}, executor.address, executor.workers, ctx,
+    run_on_dask(predict_block, blocks, {"spec": spec}, executor.address, executor.workers, track,
                 description="blocks (dask)", threads_per_worker=1, preload="instageo.deploy.blocks")
     unseen = [b.name for b in blocks if not (folder / BLOCKS / b.name / "record.json").exists()]
     if unseen:  # the workers wrote them somewhere this machine does not see

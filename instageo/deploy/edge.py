@@ -2,7 +2,7 @@
 model before a handler sees it, and every refusal has one shape, ``{"error", "field"}``
 with a 4xx status (``field`` null when the request as a whole is wrong).
 
-Bodies are bounded twice before parsing: in bytes (server.MAX_BODY) and in nesting depth
+Bodies are bounded twice before parsing: in bytes (guards.MAX_BODY) and in nesting depth
 (a 2,000-deep array made Python's JSON parser raise RecursionError). NaN and infinities are
 not JSON (RFC 8259) and are refused wherever a number is read, so none reaches PROJ or is
 written back into an answer.

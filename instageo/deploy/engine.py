@@ -22,6 +22,7 @@ import numpy as np
 
 from instageo.data.chip_build import ChipJob, Stack, read_stack, reader_for
 from instageo.data.grid import ChipGrid
+from instageo.data.normalise import STD_FLOOR, Normaliser
 from instageo.deploy import onnx
 from instageo.model import coordinates
 
@@ -33,11 +34,17 @@ READ_THREADS = 4  # tiles read at once (each tile's own reads of remote files ov
 BLOCK_CACHE_BYTES = 32 << 20
 
 
-def predict_rows(jobs: list[ChipJob], model: TileModel, batch_size: int, outputs: Outputs, track) -> None:
+class Cancelled(Exception):
+    """A prediction stopped by its caller's cancel event, between two tiles."""
+
+
+def predict_rows(jobs: list[ChipJob], model: TileModel, batch_size: int, outputs: Outputs, track,
+                 cancel=None) -> None:
     """Read, predict and blend row-major tiles, writing every finished row ``outputs`` holds.
     A batch is the readable tiles among jobs[k * batch_size:(k + 1) * batch_size]: a tile's
     probabilities then depend only on its own batch (int8's quantisation scale is the whole
-    batch's), so blocks that start on a batch boundary give the single process's bytes."""
+    batch's), so blocks that start on a batch boundary give the single process's bytes.
+    ``cancel`` (a threading.Event), once set, stops it before the next tile with Cancelled."""
     layout = outputs.layout
     strip = Strip(layout, model.channels, model.weight.shape[0], rgb=model.colour is not None,
                   top=layout.offset(jobs[0].grid)[0] if jobs else 0)
@@ -55,6 +62,8 @@ def predict_rows(jobs: list[ChipJob], model: TileModel, batch_size: int, outputs
         batch: list = []
         stacks = read_ahead(pool, jobs, model.prepare, depth=2 * batch_size + READ_THREADS)
         for index, (job, tile) in enumerate(track(stacks, total=len(jobs), description="tiles")):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
             if tile is not None:
                 batch.append((job.grid, *tile))
             if (index + 1) % batch_size == 0:
@@ -198,7 +207,7 @@ class InputColour:
             picked = tuple(bands.index(b) for b in ("vv", "vh"))
             norm = bundle["normalization"]
             return cls("false colour (VV, VH, VV-VH)", picked, tuple(norm["mean"][i] for i in picked),
-                       tuple(max(norm["std"][i], 1e-6) for i in picked))
+                       tuple(max(norm["std"][i], STD_FLOOR) for i in picked))
         return None
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
@@ -215,8 +224,7 @@ class TileModel:
     def __init__(self, path: Path, bundle: dict, size: int, overlap: int, colour: InputColour | None):
         self.session = onnx.session(path)
         self.channels = len(bundle["classes"])  # what it blends per pixel
-        self.mean = np.array(bundle["normalization"]["mean"], np.float32)[None, :, None, None]
-        self.std = np.maximum(np.array(bundle["normalization"]["std"], np.float32), 1e-6)[None, :, None, None]
+        self.normalise = Normaliser.of_bundle(bundle)
         self.weight = blend_window(size, overlap)
         self.colour = colour
 
@@ -226,8 +234,7 @@ class TileModel:
         threads call this, so the model's thread does not wait on it."""
         if isinstance(stack, str):
             return None
-        image = np.nan_to_num((stack.image - self.mean) / self.std, nan=0.0).transpose(1, 0, 2, 3)
-        return (stack, np.ascontiguousarray(image, dtype=np.float32), coordinates.temporal(stack.dates),
+        return (stack, self.normalise(stack.image), coordinates.temporal(stack.dates),
                 coordinates.location(job.lon, job.lat))
 
     def predict(self, batch: list) -> list[tuple]:

@@ -97,9 +97,11 @@ def _split_shares(recipe) -> dict[str, float]:
 
 
 def _tiles(recipe, search: StageResult) -> int:
-    from instageo.deploy.predict import area_grids, areas_of
+    from instageo.deploy.predict import areas_of
+    from instageo.deploy.tiles import TileSpec, area_grids
 
-    return sum(len(area_grids(recipe, area)) for area in areas_of(recipe, search))
+    spec = TileSpec.of_recipe(recipe)
+    return sum(len(area_grids(spec, area)) for area in areas_of(recipe, search))
 
 
 def _read_bytes(items: dict, search: StageResult, recipe, chips: int) -> str:

@@ -22,9 +22,9 @@ from collections import deque
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from instageo.deploy.engine import Cancelled
 from instageo.errors import InputError, InstageoError
 from instageo.files import sha256_file, write_json_atomic
-from instageo.progress import Progress
 
 log = logging.getLogger("instageo.serve")
 APP_FOLDER = "app"  # inside the run folder
@@ -35,10 +35,6 @@ MAX_QUEUED = 8
 JOB_SECONDS = 300
 DEFAULT_MAX_TILES = 5_000
 _scene_lock = threading.Lock()
-
-
-class Cancelled(Exception):
-    pass
 
 
 @dataclass
@@ -98,19 +94,18 @@ def demo_source(run_dir: Path, bundle: dict) -> Path:
     return folder
 
 
-def recipe_for_area(bundle: dict, catalog: Path | None, bbox, date: dt.date):
-    """The recipe `instarun predict` would make of a bundle for an area and date (the predict
-    stage's defaults), reading ``catalog`` instead of the bundle's source when given."""
-    from instageo.deploy.standalone import recipe_for, source_for
-    from instageo.recipe.models import PredictSpec
+def spec_for(bundle: dict, catalog: Path | None):
+    """The tile spec `instarun predict` makes of a bundle (the predict stage's defaults),
+    reading ``catalog`` instead of the bundle's source when given."""
+    from instageo.deploy.standalone import source_for
+    from instageo.deploy.tiles import TileSpec
+    from instageo.recipe.defaults import PREDICT_BATCH_SIZE, PREDICT_OVERLAP
 
-    defaults = PredictSpec.model_fields
-    return recipe_for(bundle, source_for(bundle, catalog, None, None), bbox, date, defaults["overlap"].default,
-                      defaults["batch_size"].default, None)
+    return TileSpec.of_bundle(bundle, source_for(bundle, catalog, None, None), PREDICT_OVERLAP, PREDICT_BATCH_SIZE)
 
 
 def tile_budget(max_tiles: int | None, model: dict) -> tuple[int, str]:
-    """The most tiles a job of ``model`` (server.models_of's entry) may predict, and why."""
+    """The most tiles a job of ``model`` (run_files.models_of's entry) may predict, and why."""
     if max_tiles:
         return max_tiles, "its --max-tiles"
     speed = model.get("chips_per_s")
@@ -128,18 +123,18 @@ def size_job(run_dir: Path, bundle_dir: Path, bundle: dict, bbox, date: dt.date,
     from instageo.data.catalogue import LocalCatalogue
     from instageo.data.grid import union_boxes
     from instageo.data.search import open_catalogue, search_area
-    from instageo.deploy import predict
+    from instageo.deploy.tiles import Area, check_area_size
 
-    recipe = recipe_for_area(bundle, catalog, bbox, date)
-    area = predict.Area("area", tuple(bbox), None, "the drawn area")
-    tiles = predict.check_area_size(recipe, area, len(bundle["classes"]), fix="draw a smaller area")
+    spec = spec_for(bundle, catalog)
+    tiles = check_area_size(spec, Area("area", tuple(bbox), None, "the drawn area"), len(bundle["classes"]),
+                            fix="draw a smaller area")
     limit, why = budget
     if tiles > limit:
         raise InputError(f"the drawn area needs {tiles:,} tiles, more than this server takes per job ({limit:,}, "
                          f"{why}); draw a smaller area, or start instarun serve with a larger --max-tiles")
-    catalogue = open_catalogue(recipe, demo_source(run_dir, bundle))
-    if not search_area(catalogue, tuple(bbox), date, recipe):
-        tolerance = recipe.data.chips.time.tolerance_days
+    catalogue = open_catalogue(spec.source, demo_source(run_dir, bundle))
+    if not search_area(catalogue, tuple(bbox), date, spec.source, spec.chips):
+        tolerance = spec.chips.time.tolerance_days
         extent = ""
         if isinstance(catalogue, LocalCatalogue) and catalogue.items:
             west, south, east, north = union_boxes(tuple(item["bbox"]) for item in catalogue.items)
@@ -158,27 +153,22 @@ def job_key(bundle_dir: Path, bbox, date: str, catalog: str | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-class JobProgress(Progress):
-    """Counts the tiles of a job for the page, and stops it when it is cancelled."""
+def tile_counter(job: Job):
+    """A progress tracker that counts a job's tiles (and its ETA) for the page."""
 
-    def __init__(self, job: Job):
-        super().__init__(enabled=False)
-        self.job = job
-
-    def track(self, items, total=None, description=""):
-        if total is None and hasattr(items, "__len__"):
-            total = len(items)
-        if description == "tiles":
-            self.job.total, self.job.done = total, 0
+    def track(items, total=None, description=""):
+        counting = description == "tiles"
+        if counting:
+            job.total, job.done = total, 0
         for item in items:
-            if self.job.cancel.is_set():
-                raise Cancelled()
             yield item
-            if description == "tiles":
-                self.job.done += 1
-                elapsed = time.monotonic() - self.job.started
+            if counting:
+                job.done += 1
                 if total:
-                    self.job.eta_seconds = round(elapsed / self.job.done * (total - self.job.done), 1)
+                    elapsed = time.monotonic() - job.started
+                    job.eta_seconds = round(elapsed / job.done * (total - job.done), 1)
+
+    return track
 
 
 class JobQueue:
@@ -271,9 +261,10 @@ class JobQueue:
         partial = Path(tempfile.mkdtemp(prefix=f".partial-{job.key}-", dir=out.parent))
         try:
             bundle_dir = self.run_dir / job.bundle
-            summary = predict_bundle(bundle_dir, job.bbox, dt.date.fromisoformat(job.date), partial, JobProgress(job),
+            summary = predict_bundle(bundle_dir, job.bbox, dt.date.fromisoformat(job.date), partial,
+                                     tile_counter(job),
                                      Path(job.catalog) if job.catalog else None,
-                                     source_dir=demo_source(self.run_dir, read_bundle(bundle_dir)))
+                                     source_dir=demo_source(self.run_dir, read_bundle(bundle_dir)), cancel=job.cancel)
             write_json_atomic(partial / "job.json", {**job.public(), "state": "done", "tiles": summary["tiles"],
                                                      "result": f"{APP_FOLDER}/{job.key}"})
             shutil.rmtree(out, ignore_errors=True)  # a folder without job.json: left by a crash

@@ -26,53 +26,17 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from instageo.data.chip_build import ChipJob, read_stack, reader_for
-from instageo.data.chips import candidates_for, masked_items
-from instageo.data.grid import ChipGrid, boxes_touch, centres_lonlat, tiled_grids, union_boxes
-from instageo.recipe.presets import preset_for
+from instageo.data.chips import candidates_for
+from instageo.data.grid import boxes_touch, union_boxes
 from instageo.data.search import chip_extent, open_catalogue, search_area
 from instageo.deploy import onnx
-from instageo.deploy.engine import InputColour, Layout, Outputs, TileModel, predict_rows
-from instageo.deploy.stac_meta import write_prediction_item
+from instageo.deploy.tiles import Area, TileSpec, Tiling, check_area_size, choose_model, run_tiling, tile_area
 from instageo.errors import InputError
 from instageo.files import write_json_atomic
 from instageo.recipe.models import Recipe
 from instageo.runner.stage import StageContext, StageOutput, StageResult
-
-MAX_AREA_PIXELS = 2**33  # ~8.6 G pixels (e.g. 2,700 km x 2,700 km at 30 m): hours of reading
-MAX_TILES = 1_000_000
-MAX_STRIP_BYTES = 2 * 2**30  # one tile row across the area: probabilities, weights, colour
-
-
-@dataclass
-class Tiling:
-    """What the predict stage will do: the area, its date, the items and the tiles to read."""
-
-    area: tuple[float, float, float, float]
-    area_name: str
-    outline: object  # shapely geometry in lon/lat, or None
-    date: dt.date
-    items: dict[str, dict]
-    items_from: str
-    jobs: list[ChipJob]
-    layout: Layout
-    overlap: int
-
-
-@dataclass(frozen=True)
-class Area:
-    """One area to predict over: its name (the folder of its COGs), lon/lat box, optional
-    outline (outside it: nodata) and where the recipe declared it (for messages)."""
-
-    name: str
-    bbox: tuple[float, float, float, float]
-    outline: object = None
-    declared: str = "the observations' extent"
 
 
 def areas_of(recipe: Recipe, search: StageResult) -> list[Area]:
@@ -98,78 +62,10 @@ def plan_tiles(recipe: Recipe, search: StageResult, classes: int, ctx: StageCont
     observations = _observations(search)
     area = area or areas_of(recipe, search)[0]
     date = recipe.export.predict.date or max(dt.date.fromisoformat(o["date"]) for o in observations)
-    check_area_size(recipe, area, classes)
+    spec = TileSpec.of_recipe(recipe)
+    check_area_size(spec, area, classes)
     items, items_from = _items(recipe, search, area.bbox, date, ctx)
-    return tile_area(recipe, area, date, items, items_from, search.dir, ctx.log)
-
-
-def check_area_size(recipe: Recipe, area: Area, classes: int,
-                    fix: str = "set export.predict.bbox to a smaller area") -> int:
-    """The tiles over ``area``, or InputError ending with ``fix`` (what the caller's user can
-    change: a recipe field, a CLI option, the drawn area) when it is too large."""
-    chips = recipe.data.chips
-    return _check_size(area.bbox, chips.resolution, chips.size, _stride(recipe), classes, area.declared, fix)
-
-
-def _overlap(recipe: Recipe) -> int:
-    """Pixels that neighbouring tiles share."""
-    return int(round(recipe.data.chips.size * recipe.export.predict.overlap))
-
-
-def _stride(recipe: Recipe) -> int:
-    return max(recipe.data.chips.size - _overlap(recipe), 1)
-
-
-def area_grids(recipe: Recipe, area: Area) -> list[ChipGrid]:
-    """The tiles' grids over ``area``, neighbours sharing the recipe's overlap."""
-    chips = recipe.data.chips
-    return tiled_grids(area.bbox, chips.size, chips.resolution, chips.crs, _stride(recipe))
-
-
-def tile_area(recipe: Recipe, area: Area, date: dt.date, items: dict[str, dict], items_from: str,
-              base_dir: Path, log) -> Tiling:
-    """Tiles over ``area`` on ``date``, each to be read from ``items`` (by id; relative
-    hrefs from ``base_dir``) with the chips stage's acquisition choice and masks."""
-    chips = recipe.data.chips
-    grids = area_grids(recipe, area)
-    steps = candidates_for(list(masked_items(items, recipe, log).values()), date, chips.time)
-    jobs = [_tile_job(recipe, f"tile{i:05d}", grid, lon, lat, date, steps, base_dir)
-            for i, (grid, (lon, lat)) in enumerate(zip(grids, centres_lonlat(grids)))]
-    return Tiling(area.bbox, area.declared, area.outline, date, items, items_from, jobs, Layout.of(grids),
-                  _overlap(recipe))
-
-
-def _tile_job(recipe: Recipe, name: str, grid: ChipGrid, lon: float, lat: float, date: dt.date, steps,
-              base_dir: Path) -> ChipJob:
-    """A tile to read as the chips stage reads a chip: its steps' candidates, masks, rules."""
-    chips, preset = recipe.data.chips, preset_for(recipe.data.source)
-    return ChipJob(name, "", lon, lat, date.isoformat(), None, None, grid, steps, bands=list(chips.bands),
-                   mask_classes=list(chips.mask.classes), strategy=chips.mask.strategy,
-                   max_fraction=chips.mask.max_fraction, buffer=0, ignore_index=chips.label.ignore_index,
-                   regression=False, base_dir=str(base_dir), signing=preset.signing, auth=preset.auth)
-
-
-def inputs_at(recipe: Recipe, items: dict[str, dict], base_dir: Path, date: dt.date, lon: float, lat: float,
-              log) -> dict:
-    """The model's inputs at a point: a tile centred on it, its acquisitions chosen as predict
-    chooses them (by the tile's own cloud cover), and the point's value of each band at each
-    step ({"dates", "bands", "values": [step][band]}, NaN as null), or {"reason"} when none."""
-    from instageo.data.grid import centred_grid
-
-    chips = recipe.data.chips
-    grid = centred_grid(lon, lat, chips.size, chips.resolution, chips.crs)
-    steps = candidates_for(list(masked_items(items, recipe, log).values()), date, chips.time)
-    job = _tile_job(recipe, "point", grid, lon, lat, date, steps, base_dir)
-    stack = read_stack(job, reader_for(job))
-    if isinstance(stack, str):
-        return {"reason": str(stack)}
-    from pyproj import Transformer
-
-    x, y = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform(lon, lat)
-    column, row = (int(v) for v in ~grid.affine * (x, y))
-    values = stack.image[:, :, min(max(row, 0), chips.size - 1), min(max(column, 0), chips.size - 1)]
-    return {"dates": stack.dates, "bands": list(chips.bands),
-            "values": [[None if v != v else round(float(v), 5) for v in step] for step in values]}
+    return tile_area(spec, area, date, items, items_from, search.dir, ctx.log)
 
 
 def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> StageOutput:
@@ -225,42 +121,6 @@ def _area_index(areas: list[Area], summaries: list[dict], files: dict[str, str])
     return {"type": "FeatureCollection", "features": features}
 
 
-FLOAT16_AGREEMENT = 0.99  # the float16 model's classes against PyTorch's, at least
-
-
-def choose_model(bundle: dict, tolerance_pp: float | None, gpu: bool | None = None) -> tuple[str, str]:
-    """The bundle's model file to predict with, and why. On a GPU: float16 when the export
-    made one that agrees with PyTorch, else float32 (int8's kernels are CPU ones). On a CPU:
-    int8 when the export made one and it lost at most ``tolerance_pp`` on val (decided on
-    val, never on test)."""
-    if onnx.gpu_present() if gpu is None else gpu:
-        half = bundle.get("float16")
-        if not bundle.get("model_fp16") or not half:
-            return bundle["model"], "float32 on the GPU: no float16 model in the bundle (export.onnx.float16)"
-        if half["argmax_agreement"] < FLOAT16_AGREEMENT:
-            return bundle["model"], (f"float32 on the GPU: the float16 model agrees with PyTorch on only "
-                                     f"{100 * half['argmax_agreement']:.1f}% of pixels")
-        return bundle["model_fp16"], (f"float16 on the GPU: agrees with PyTorch on "
-                                      f"{100 * half['argmax_agreement']:.2f}% of pixels")
-    check = bundle.get("int8")
-    if not bundle.get("model_int8") or not check:
-        return bundle["model"], "float32: no int8 model in the bundle (export.onnx.quantize)"
-    if tolerance_pp is None:
-        return bundle["model"], "float32: export.predict.int8_tolerance_pp is null"
-    val = check.get("val")
-    if val is None:
-        return bundle["model"], "float32: no val split to judge the int8 model on"
-    if check["metric"] == "miou":
-        lost, allowed = -100 * val["delta"], tolerance_pp
-        said = f"val mIoU {100 * val['delta']:+.2f} pp"
-    else:
-        lost, allowed = val["delta"], tolerance_pp / 100 * val["float32"]
-        said = f"val RMSE {val['delta']:+.4g} ({100 * val['delta'] / max(val['float32'], 1e-12):+.2f}%)"
-    if lost <= allowed:
-        return bundle["model_int8"], f"int8: {said}, within {tolerance_pp:g} (export.predict.int8_tolerance_pp)"
-    return bundle["model"], f"float32: int8 {said}, beyond {tolerance_pp:g} (export.predict.int8_tolerance_pp)"
-
-
 def predict_area(recipe: Recipe, search: StageResult, export: StageResult, bundle: dict, area: Area,
                  folder: Path, ctx: StageContext) -> tuple[dict[str, str], dict, dict | None]:
     """One area's COGs in ``folder``: (files, summary, the items of a fresh search or None)."""
@@ -268,7 +128,8 @@ def predict_area(recipe: Recipe, search: StageResult, export: StageResult, bundl
     model, why = choose_model(bundle, recipe.export.predict.int8_tolerance_pp)
     ctx.log.info("predicting with %s (%s)", model, why)
     started = time.perf_counter()
-    files, summary = predict_tiling(recipe, tiling, export.path("onnx").parent / model, bundle, folder, ctx)
+    files, summary = run_tiling(TileSpec.of_recipe(recipe), tiling, export.path("onnx").parent / model, bundle, folder,
+                                ctx.track, ctx.log)
     timing = {"seconds": round(time.perf_counter() - started, 3), "cores": os.cpu_count() or 1,
               "device": "gpu" if onnx.gpu_present() else "cpu",
               "resolution_m": recipe.data.chips.resolution}  # what runner.cost turns into CPU- or GPU-hours
@@ -276,70 +137,19 @@ def predict_area(recipe: Recipe, search: StageResult, export: StageResult, bundl
             tiling.items if tiling.items_from != "search" else None)
 
 
-def predict_tiling(recipe: Recipe, tiling: Tiling, model_path: Path, bundle: dict, folder: Path,
-                   ctx: StageContext) -> tuple[dict[str, str], dict]:
-    """Read, predict, blend and write the COGs of a tiling into ``folder``: (files, summary).
-    The predict stage and `instarun predict` both come here."""
-    chips, spec = recipe.data.chips, recipe.export.predict
-    layout = tiling.layout
-    colour = InputColour.of(list(chips.bands), bundle)
-    outline = _project(tiling.outline, layout.crs) if tiling.outline is not None else None
-    mosaic: dict[str, str] = {}  # the dask executor's VRTs over its blocks
-    batch_size = _batch_size(recipe, model_path)
-    if spec.executor.kind == "dask":
-        from instageo.deploy.blocks import BlockSpec, predict_blocks
-
-        blocks = BlockSpec(str(folder), layout, bundle, str(model_path), chips.size, tiling.overlap,
-                           list(chips.bands), batch_size, outline)
-        outputs, mosaic = predict_blocks(tiling.jobs, blocks, spec.block_tiles, spec.executor, ctx)
-    else:
-        model = TileModel(model_path, bundle, chips.size, tiling.overlap, colour)
-        outputs = Outputs(folder, layout, bundle, colour=colour, outline=outline)
-        with outputs:
-            predict_rows(tiling.jobs, model, batch_size, outputs, ctx.track)
-    if outputs.class_pixels.sum() == 0:
-        outputs.discard()
-        raise InputError(f"prediction: no imagery for the area {tuple(round(v, 5) for v in tiling.area)} "
-                         f"({tiling.area_name}) around {tiling.date}")
-    summary = {"bbox": list(tiling.area), "date": tiling.date.isoformat(), "tiles": len(tiling.jobs),
-               "items_from": tiling.items_from, "items": len(tiling.items), "width": layout.width,
-               "height": layout.height, "batch_size": batch_size,
-               "class_pixels": dict(zip(bundle["classes"], outputs.class_pixels.tolist()))}
-    if mosaic:
-        summary["blocks"] = len(list((folder / "blocks").iterdir()))
-    files = {**outputs.finish(), **mosaic}
-    files["item"] = write_prediction_item(folder, files, tiling.date.isoformat(),
-                                          f"{bundle['backbone']} depth {bundle['depth']}")
-    return files, summary
-
-
-def _batch_size(recipe: Recipe, model_path: Path) -> int:
-    """export.predict.batch_size when the recipe sets it, or on a CPU (where 2 is as fast as 8);
-    on a GPU, unset: the fastest batch its memory holds (onnx.fastest_batch)."""
-    spec, chips = recipe.export.predict, recipe.data.chips
-    if "batch_size" in spec.model_fields_set or not onnx.gpu_present():
-        return spec.batch_size
-    steps, size = chips.time.steps, chips.size
-    tile = (np.zeros((1, len(chips.bands), steps, size, size), np.float32), np.zeros((1, steps, 2), np.float32),
-            np.zeros((1, 2), np.float32))
-    return onnx.fastest_batch(onnx.session(model_path), tile, spec.batch_size)
-
-
 def check_areas(recipe: Recipe, observations: list | None) -> None:
     """Plan-time checks, before any training: every area to predict over is under the size
     limits (the default area, the observations' extent, too: spread over continents, it
     asks for export.predict.bbox) and, for a local catalogue, overlaps its items."""
-    from instageo.data.search import chip_extent
-
     spec = recipe.export.predict
     if spec.areas is not None or spec.bbox or spec.geojson:
         areas = areas_of(recipe, None)
     elif observations:
-        areas = [Area("area", union_boxes(chip_extent(o, recipe) for o in observations))]
+        areas = [Area("area", union_boxes(chip_extent(o, recipe.data.chips) for o in observations))]
     else:
         return  # the demo's or label rasters' extent: known after the search stage
     for area in areas:
-        check_area_size(recipe, area, len(recipe.task.classes))
+        check_area_size(TileSpec.of_recipe(recipe), area, len(recipe.task.classes))
         _check_tiles(area, recipe.export.viewer.zoom)
     if recipe.data.source.kind == "catalog":
         boxes = _catalogue_boxes(recipe.data.source.path)
@@ -380,28 +190,6 @@ def _check_tiles(area: Area, zoom: tuple[int, int]) -> None:
                          f"(more than {MAX_VIEWER_TILES:,}); narrow the zoom range, or browse it with instarun serve")
 
 
-def _check_size(area, resolution: float, size: int, stride: int, classes: int, source: str, fix: str) -> int:
-    """Refuse, before reading anything, areas that would take hours or a strip that would not
-    fit in memory. Width along the middle latitude on a plane (a great circle from -180 to
-    180 degrees is 0 km long)."""
-    from instageo.data.split import KM_PER_DEGREE
-
-    west, south, east, north = area
-    middle = math.radians((south + north) / 2)
-    width = max((east - west) * KM_PER_DEGREE * max(math.cos(middle), 0.01) * 1000 / resolution, size)
-    height = max((north - south) * KM_PER_DEGREE * 1000 / resolution, size)
-    tiles = math.ceil((width - size) / stride + 1) * math.ceil((height - size) / stride + 1)
-    strip_bytes = (classes + 1 + 3) * size * width * 4
-    problem = (f"{width * height:,.0f} pixels, more than {MAX_AREA_PIXELS:,}" if width * height > MAX_AREA_PIXELS
-               else f"{tiles:,} tiles, more than {MAX_TILES:,}" if tiles > MAX_TILES
-               else f"{width:,.0f} pixels wide: a row of tiles needs {strip_bytes / 2**30:.1f} GiB"
-               if strip_bytes > MAX_STRIP_BYTES else None)
-    if problem:
-        raise InputError(f"prediction area ({source}: {width:,.0f} x {height:,.0f} pixels at {resolution:g} m) "
-                         f"is too large ({problem}); {fix}")
-    return tiles
-
-
 def _observations(search: StageResult) -> list[dict]:
     with open(search.path("observations"), newline="") as handle:
         return list(csv.DictReader(handle))
@@ -411,7 +199,7 @@ def _extent(observations: list[dict], recipe: Recipe) -> tuple[float, float, flo
     from instageo.data.observations import Observation
 
     boxes = [chip_extent(Observation(o["id"], float(o["lon"]), float(o["lat"]),
-                                     dt.date.fromisoformat(o["date"])), recipe) for o in observations]
+                                     dt.date.fromisoformat(o["date"])), recipe.data.chips) for o in observations]
     return union_boxes(boxes)
 
 
@@ -454,14 +242,6 @@ def _outline(path: Path):
     return geometry
 
 
-def _project(geometry, crs: str):
-    import shapely
-    from pyproj import Transformer
-
-    return shapely.transform(geometry, Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform,
-                             interleaved=False)
-
-
 def _items(recipe: Recipe, search: StageResult, area, date: dt.date,
            ctx: StageContext) -> tuple[dict[str, dict], str]:
     """The search stage's items if, at every step, they cover the area; else a fresh search
@@ -478,10 +258,10 @@ def _items(recipe: Recipe, search: StageResult, area, date: dt.date,
                   for step in steps]
     if all(f is not None and f.covers(box(*area)) for f in footprints):
         return known, "search"
-    catalogue = open_catalogue(recipe, search.dir)
+    catalogue = open_catalogue(recipe.data.source, search.dir)
     ctx.log.info("the search stage's items do not cover the prediction area at %s: searching %s",
                  date, catalogue.name)
-    found = search_area(catalogue, area, date, recipe)
+    found = search_area(catalogue, area, date, recipe.data.source, recipe.data.chips)
     if not found:
         raise InputError(f"prediction: {catalogue.name} has no items for the area "
                          f"{tuple(round(v, 5) for v in area)} around {date}")

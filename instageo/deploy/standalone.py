@@ -1,9 +1,9 @@
 """`instarun predict BUNDLE`: an exported bundle over a new area and date, without its recipe.
 
 bundle.json holds what the predict stage takes from the recipe (bands, chip spec, cloud mask,
-classes, colours, the data source); this module rebuilds those parts of a recipe from it and
-runs the predict stage's own code (``predict.tile_area`` and ``predict.predict_tiling``):
-the same acquisition choice, reading, blending and COGs. The catalogue searched is the
+classes, colours, the data source); a ``tiles.TileSpec`` is made from it and run by the code
+the predict stage runs (``tiles.tile_area`` and ``tiles.run_tiling``): the same acquisition
+choice, reading, blending and COGs, with no recipe. The catalogue searched is the
 bundle's own unless ``--catalog`` or ``--stac`` names another (one serving the same bands).
 Outputs are written into a temporary folder inside OUT and moved into place when complete.
 """
@@ -18,17 +18,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from instageo.deploy import predict
+from instageo.deploy import tiles
 from instageo.errors import InputError
 from instageo.files import write_json_atomic
 from instageo.outputs import BUNDLE_FORMAT, Bundle
-from instageo.recipe.models import (
-    AssetsSpec, ChipSpec, Data, Export, LocalExecutor, PredictSpec, Recipe, Source, SplitSpec, Student, Task,
-    Teacher,
-)
-from instageo.runner.stage import StageContext
+from instageo.recipe.defaults import INT8_TOLERANCE_PP, PREDICT_BATCH_SIZE, PREDICT_OVERLAP
+from instageo.recipe.models import AssetsSpec
 
 log = logging.getLogger("instageo.predict")
 
@@ -158,63 +155,40 @@ def source_for(bundle: dict, catalog: Path | None, stac: str | None, collections
     return dict(own, collections=collections or own.get("collections")) if own["kind"] == "stac" else dict(own)
 
 
-def recipe_for(bundle: dict, source: dict, bbox, date: dt.date, overlap: float, batch_size: int,
-               int8_tolerance_pp: float | None) -> Recipe:
-    """The parts of a recipe the predict stage reads, from the bundle. Observations are not
-    needed to predict, so the data section is assembled without that check."""
-    chip = bundle["chip"]
-    try:
-        chips = ChipSpec.model_validate({
-            "size": chip["size"], "resolution": chip["resolution"], "crs": chip["crs"], "bands": bundle["bands"],
-            "time": {k: chip[k] for k in ("steps", "step_days", "tolerance_days", "prefer")},
-            "mask": chip["mask"], "label": {"ignore_index": bundle["ignore_index"]}})
-        data = Data.model_construct(source=TypeAdapter(Source).validate_python(source), chips=chips,
-                                    observations=None, split=SplitSpec(), executor=LocalExecutor())
-        export = Export(predict=PredictSpec(bbox=bbox, date=date, overlap=overlap, batch_size=batch_size,
-                                            int8_tolerance_pp=int8_tolerance_pp))
-        task = Task(kind=bundle["task"], classes=bundle["classes"], colors=bundle["colours"])
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InputError(f"{where}: {first['msg']}") from None
-    return Recipe.model_construct(name="predict", seed=0, data=data, task=task, teacher=Teacher(),
-                                  student=Student(), export=export)
-
-
-def predict_bundle(bundle_dir: Path, bbox, date: dt.date, out: Path, progress, catalog: Path | None = None,
+def predict_bundle(bundle_dir: Path, bbox, date: dt.date, out: Path, track, catalog: Path | None = None,
                    stac: str | None = None, collections: list[str] | None = None,
-                   overlap: float = PredictSpec.model_fields["overlap"].default,
-                   batch_size: int = PredictSpec.model_fields["batch_size"].default,
-                   int8_tolerance_pp: float | None = PredictSpec.model_fields["int8_tolerance_pp"].default,
-                   source_dir: Path | None = None) -> dict:
+                   overlap: float = PREDICT_OVERLAP, batch_size: int = PREDICT_BATCH_SIZE,
+                   int8_tolerance_pp: float | None = INT8_TOLERANCE_PP, source_dir: Path | None = None,
+                   cancel=None) -> dict:
     """prediction.tif, confidence.tif (and rgb.tif), items.json and prediction.json in ``out``.
     ``source_dir``: where a demo bundle's scene is kept (made once), so that its items.json
-    can be read again later; by default it is made in a temporary folder and removed."""
+    can be read again later; by default it is made in a temporary folder and removed.
+    ``track(iterable, total, description)`` reports progress (a Progress's track).
+    ``cancel``: a threading.Event that stops the prediction between tiles (engine.Cancelled)."""
     bundle_dir = bundle_folder(bundle_dir)
     bundle = read_bundle(bundle_dir)
-    recipe = recipe_for(bundle, source_for(bundle, catalog, stac, collections), bbox, date, overlap, batch_size,
-                        int8_tolerance_pp)
-    area = predict.Area("area", tuple(bbox), None, "--bbox")
-    predict.check_area_size(recipe, area, len(bundle["classes"]), fix="give a smaller --bbox")
+    spec = tiles.TileSpec.of_bundle(bundle, source_for(bundle, catalog, stac, collections), overlap, batch_size)
+    area = tiles.Area("area", tuple(bbox), None, "--bbox")
+    tiles.check_area_size(spec, area, len(bundle["classes"]), fix="give a smaller --bbox")
     out.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=".partial-predict-", dir=out))
     try:
         from instageo.data.search import demo_scene, open_catalogue, search_area
 
         base = source_dir or partial / "source"  # the demo scene, when the bundle's source is the demo
-        if recipe.data.source.kind == "demo" and not (base / "scene" / "catalog.json").is_file():
-            demo_scene(recipe.data.source, base)
+        if spec.source.kind == "demo" and not (base / "scene" / "catalog.json").is_file():
+            demo_scene(spec.source, base)
 
-        catalogue = open_catalogue(recipe, base)
+        catalogue = open_catalogue(spec.source, base)
         log.info("searching %s for %s around %s", catalogue.name, tuple(bbox), date)
-        items = search_area(catalogue, tuple(bbox), date, recipe)
+        items = search_area(catalogue, tuple(bbox), date, spec.source, spec.chips)
         if not items:
             raise InputError(f"{catalogue.name} has no items for the area {tuple(bbox)} around {date}")
-        tiling = predict.tile_area(recipe, area, date, items, catalogue.name, base, log)
-        ctx = StageContext(partial, out, log, progress, ("default",), "")
-        model, why = predict.choose_model(bundle, recipe.export.predict.int8_tolerance_pp)
+        tiling = tiles.tile_area(spec, area, date, items, catalogue.name, base, log)
+        model, why = tiles.choose_model(bundle, int8_tolerance_pp)
         log.info("predicting with %s (%s)", model, why)
-        files, summary = predict.predict_tiling(recipe, tiling, bundle_dir / model, bundle, partial, ctx)
+        files, summary = tiles.run_tiling(spec, tiling, bundle_dir / model, bundle, partial, track, log,
+                                          cancel)
         summary = {"bundle": str(bundle_dir), "model": model, "model_why": why, **summary,
                    "catalogue": catalogue.name, "files": files}
         write_json_atomic(partial / "items.json", items)

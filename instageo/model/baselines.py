@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from instageo.data.normalise import STD_FLOOR
 from instageo.model.data import Split
 from instageo.model.metrics import regression_metrics, segmentation_metrics
 
@@ -85,7 +86,7 @@ def _pixels(split: Split, bands, mean, std, ignore_index: int, regression: bool)
     """Band values (time-mean, in the reader's units), labels and imagery-present flags of the
     pixels models are scored on: every labelled pixel."""
     x = split.x.numpy()  # (N, C, T, H, W), normalised
-    scale = np.maximum(np.asarray(std, np.float32), 1e-6)[None, :, None, None, None]  # as load_splits
+    scale = np.maximum(np.asarray(std, np.float32), STD_FLOOR)[None, :, None, None, None]  # as Normaliser
     raw = x * scale + np.asarray(mean, np.float32)[None, :, None, None, None]
     per_band = raw.mean(2)  # (N, C, H, W)
     y = split.y.numpy()

@@ -18,6 +18,7 @@ import numpy as np
 import rasterio
 import torch
 
+from instageo.data.normalise import Normaliser
 from instageo.model import coordinates
 
 
@@ -45,8 +46,7 @@ def train_stats(chips_dir: Path) -> dict:
 
 def load_splits(chips_dir: Path, steps: int, bands: list[str], regression: bool,
                 mean: list[float], std: list[float]) -> dict[str, Split]:
-    mean = np.array(mean, np.float32)[None, :, None, None]
-    std = np.maximum(np.array(std, np.float32), 1e-6)[None, :, None, None]
+    normalise = Normaliser(mean, std)
     with open(chips_dir / "index.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     grouped: dict[str, list] = {"train": [], "val": [], "test": []}
@@ -57,9 +57,8 @@ def load_splits(chips_dir: Path, steps: int, bands: list[str], regression: bool,
             image = dataset.read().reshape(steps, len(bands), dataset.height, dataset.width)
         with rasterio.open(chips_dir / row["label"]) as dataset:
             label = dataset.read(1)
-        image = (image - mean) / std  # (T, C, H, W)
-        valid = ~np.isnan(image).any(axis=(0, 1))
-        image = np.nan_to_num(image, nan=0.0).transpose(1, 0, 2, 3)  # (C, T, H, W)
+        valid = ~np.isnan(image).any(axis=(0, 1))  # image: (T, C, H, W)
+        image = normalise(image)  # (C, T, H, W)
         when = coordinates.temporal(row["dates"].split(";"))
         where = coordinates.location(float(row["lon"]), float(row["lat"]))
         grouped[row["split"]].append((row["chip_id"], image, valid, label, when, where))

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from instageo.deploy.server import servable
+from instageo.deploy.run_files import servable
 from tests.conftest import run_tiny
 from tests.servers import free_port
 

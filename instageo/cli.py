@@ -5,11 +5,8 @@ Exit codes: 0 ok, 2 bad recipe or bad input, 3 data source unreachable or empty,
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import errno
-import logging
-import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -21,8 +18,8 @@ from typer.core import TyperGroup
 
 from instageo.errors import InstageoError, RecipeError
 from instageo.recipe.defaults import INT8_TOLERANCE_PP, PREDICT_BATCH_SIZE, PREDICT_OVERLAP
-from instageo.redact import RedactingFilter, redact
-from instageo.logs import FILE_ONLY
+from instageo.logs import console
+from instageo.redact import redact
 
 
 class _RecipeFirstGroup(TyperGroup):
@@ -102,7 +99,7 @@ def run_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
 
         for variant in expand(loaded):  # an area too large, or off the catalogue: before training
             check_areas(variant.recipe, observations)
-    with _console() as progress:
+    with console() as progress:
         report = run_recipe(loaded, _pipeline(ctx), runs_dir, until, force or (), progress)
     from instageo.runner import ranks
 
@@ -158,7 +155,7 @@ def predict_command(
     # a bundle from elsewhere is checked whole here; the app's jobs run the run's own exports
     folder = bundle_folder(bundle)
     check_bundle(folder, read_bundle(folder))
-    with _console() as progress, progress:
+    with console() as progress, progress:
         summary = predict_bundle(bundle, box, day, out, progress.track, catalog, stac, collection, overlap, batch_size,
                                  None if float32 else int8_tolerance_pp)
     typer.echo(f"{out / 'prediction.tif'}: {summary['width']} x {summary['height']} px, {summary['tiles']} tiles, "
@@ -206,7 +203,7 @@ def plan_command(ctx: typer.Context, recipe: RecipeArg, set_: SetOpt = None,
     elif estimate:
         from instageo.deploy.estimate import estimate_plan, rows_text
 
-        with _console() as progress, progress:
+        with console() as progress, progress:
             rows, source = estimate_plan(decisions, runs_dir.resolve() / loaded.name, progress)
         typer.echo(f"\nestimate (from {source}; times measured now on this machine):")
         for line in rows_text(rows):
@@ -268,7 +265,9 @@ def serve_command(
 
     if not (run_dir / "report.json").is_file():
         raise InputError(f"{run_dir}: no report.json; give a runs/<recipe> folder of a finished run")
-    token, token_from = _serve_token(token, token_file)
+    from instageo.deploy.guards import serve_token, serving_line
+
+    token, token_from = serve_token(token, token_file)
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         raise InputError(f"--host {host}: serving beyond this machine needs a token (--token-file FILE, "
                          "$INSTAGEO_TOKEN or --token SECRET; checked on every request); or keep --host 127.0.0.1")
@@ -298,34 +297,10 @@ def serve_command(
                 timeout_keep_alive=5, limit_concurrency=200)
 
 
-def serving_line(host: str, port: int, token: str | None) -> str:
-    """The URL to open: 0.0.0.0 and :: are where the server listens, not addresses a browser opens."""
-    everywhere = host in ("0.0.0.0", "::")
-    url = f"http://{'127.0.0.1' if everywhere else host}:{port}/" + (f"?token={token}" if token else "")
-    return url + (" (listening on all interfaces: from another machine, use this machine's address)"
-                  if everywhere else "")
+from instageo.cli_catalog import catalog_app, demo_data_command  # noqa: E402 (after app: its commands join it)
 
-
-TOKEN_ENV = "INSTAGEO_TOKEN"
-
-
-def _serve_token(given: str | None, token_file: Path | None) -> tuple[str | None, str]:
-    """The token and where it came from: --token or --token-file (not both), else $INSTAGEO_TOKEN."""
-    from instageo.errors import InputError
-
-    if given is not None and token_file is not None:
-        raise InputError("--token and --token-file: give one")
-    if token_file is not None:
-        try:
-            lines = token_file.read_text().splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"--token-file {token_file}: cannot read it ({getattr(exc, 'strerror', None) or exc})"
-                             ) from None
-        return (lines[0].strip() if lines else ""), f"--token-file {token_file}"
-    if given is not None:
-        return given, "--token"
-    from_env = os.environ.get(TOKEN_ENV)
-    return (from_env or "").strip() or None, f"${TOKEN_ENV}"
+app.command("demo-data")(demo_data_command)
+app.add_typer(catalog_app, name="catalog")
 
 
 @app.command("schema")
@@ -339,94 +314,6 @@ def schema_command(
     if of not in ("recipe", "report", "bundle"):
         raise InputError(f"schema {of}: should be one of recipe, report, bundle")
     typer.echo(schema_text(of), nl=False)
-
-
-@app.command("demo-data")
-def demo_data_command(
-    out: Annotated[Path, typer.Argument(help="folder to write the scene into")],
-    seed: Annotated[int, typer.Option(help="random seed (same seed, same scene)")] = 0,
-    size: Annotated[int, typer.Option(min=64, max=8192, help="pixels per side")] = 384,
-    acquisitions: Annotated[int, typer.Option(min=1, max=365, help="dates, 16 days apart")] = 12,
-    points: Annotated[int, typer.Option(min=1, help="point observations")] = 200,
-    quicklook: Annotated[bool, typer.Option(help="also write quicklook.png")] = True,
-) -> None:
-    """Write the offline demo scene: HLS-like COGs, a STAC catalogue and observations."""
-    from instageo.data import demo
-
-    scene = demo.generate(out, seed, size, acquisitions, points)
-    typer.echo(f"catalogue: {scene.catalog}\nobservations: {scene.observations}")
-    if quicklook:
-        demo.quicklook(scene, out / "quicklook.png")
-        typer.echo(f"quicklook: {out / 'quicklook.png'}")
-
-
-catalog_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True, help="Local STAC catalogues.")
-app.add_typer(catalog_app, name="catalog")
-
-
-@catalog_app.command("build")
-def catalog_build_command(
-    folder: Annotated[Path, typer.Argument(help="folder of GeoTIFF/JP2 scenes")],
-    out: Annotated[Path, typer.Option("--out", help="folder for catalog.json and items")],
-    collection: Annotated[str, typer.Option(help="collection id")] = "local",
-    datetime: Annotated[Optional[str], typer.Option("--datetime", help="YYYY-MM-DD for all scenes")] = None,
-    date_pattern: Annotated[Optional[str], typer.Option(
-        "--date-pattern", help="regex with named groups year, month, day (or year, doy)")] = None,
-    dates: Annotated[Optional[Path], typer.Option("--dates", help="CSV with columns scene,date")] = None,
-    preset: Annotated[Optional[str], typer.Option(
-        "--preset", help="sensor preset of the files (default: detected from their names)")] = None,
-    scale: Annotated[Optional[float], typer.Option(help="raw value x scale = reflectance, for every band")] = None,
-    offset: Annotated[Optional[float], typer.Option(help="added after scaling, for every band")] = None,
-    nodata: Annotated[Optional[float], typer.Option(help="raw value meaning no data, for every band")] = None,
-) -> None:
-    """Turn a folder of rasters into a static STAC catalogue (a `catalog` data source)."""
-    from instageo.data.catalog_build import build_catalog, read_dates
-    from instageo.dates import iso_date
-    from instageo.errors import InputError
-
-    try:
-        fixed = iso_date(datetime) if datetime else None
-    except ValueError as exc:
-        raise InputError(f"--datetime {exc}") from None
-    scaling = {k: v for k, v in (("scale", scale), ("offset", offset), ("nodata", nodata)) if v is not None}
-    result = build_catalog(folder, out, collection, fixed, date_pattern,
-                           read_dates(dates) if dates else None, preset, scaling)
-    typer.echo(f"{result.catalog}: {result.items} item(s) in collection '{collection}'")
-    typer.echo(f"  sensor preset: {result.preset}" if result.preset else
-               "  sensor preset: unknown (recipes must set data.source.preset or data.source.bands)")
-    for key, names in sorted(result.assets.items()):
-        typer.echo(f"  asset {key}: bands {', '.join(names)}")
-    if result.skipped:
-        typer.echo(f"  skipped {len(result.skipped)} unreadable file(s), e.g. {result.skipped[0]}")
-
-
-@contextlib.contextmanager
-def _console():
-    """Progress bars and instageo's log lines on the console while a command works."""
-    from instageo.progress import Progress
-
-    progress = Progress()
-    handler = _console_log_handler(progress)
-    logging.getLogger("instageo").addHandler(handler)
-    try:
-        yield progress
-    finally:
-        logging.getLogger("instageo").removeHandler(handler)
-
-
-def _console_log_handler(progress) -> logging.Handler:
-    if progress.console is not None:
-        from rich.logging import RichHandler
-
-        handler: logging.Handler = RichHandler(console=progress.console, show_path=False)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-    handler.setLevel(logging.INFO)
-    handler.addFilter(RedactingFilter())
-    # the failure's traceback goes to the run's log only: the console gets one line (main)
-    handler.addFilter(lambda record: not getattr(record, FILE_ONLY, False))
-    return handler
 
 
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT

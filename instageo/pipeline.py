@@ -53,7 +53,7 @@ def default_pipeline() -> list[Stage]:
         Stage("teacher_export", export.run_teacher, version="3", needs=("chips", "teacher"),
               report_into="teacher", sections=("export.onnx", "export.embeddings"), when=_teacher_exported),
         Stage("export", export.run, version="6", needs=("chips", "teacher", "student"), report_into="variant",
-              sections=("export.onnx", "export.embeddings")),
+              sections=("export.onnx", "export.embeddings"), report_markdown=_module("instageo.deploy.int8").int8_markdown),
         Stage("teacher_predict", predict.run_teacher, version="3", needs=("search", "teacher_export"),
               report_into="teacher", sections=PREDICT_SECTIONS),
         Stage("predict", predict.run, version="9", needs=("search", "export"), report_into="variant",

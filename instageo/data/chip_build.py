@@ -242,13 +242,20 @@ def _mask(reads: GridReads, candidate: Candidate, job: ChipJob) -> tuple[np.ndar
     return decode(reads.read(BandAsset(**candidate.mask), categorical=True), candidate.mask_kind, job.mask_classes)
 
 
+def reads_remote(job: ChipJob) -> bool:
+    """Whether the job's imagery comes over a network (its first acquisition's first band
+    says: the acquisitions of one search come from one store)."""
+    first = next((candidate for step in job.steps for candidate in step), None)
+    return first is not None and is_remote(next(iter(first.bands.values()))["href"])
+
+
 def _read_ahead(reads: GridReads, job: ChipJob) -> None:
     """Over a network: every step's preferred acquisition, masks first and then the bands of
     those the mask keeps, all in flight together (2 round trips a chip instead of 7 a step).
     Only a head start: read_stack still decides step by step, so the chip is the same."""
-    firsts = [steps[0] for steps in job.steps if steps]
-    if not firsts or not is_remote(next(iter(firsts[0].bands.values()))["href"]):
+    if not reads_remote(job):
         return  # local files: nothing to wait for
+    firsts = [steps[0] for steps in job.steps if steps]
     for candidate in firsts:
         if candidate.mask is not None and candidate.mask_kind:
             reads.start(BandAsset(**candidate.mask), categorical=True)

@@ -13,6 +13,7 @@ bundle; the callers (predict.py, blocks.py, embeddings.py) choose the executor.
 from __future__ import annotations
 
 import functools
+import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,14 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-from instageo.data.chip_build import ChipJob, Stack, read_stack, reader_for
+from instageo.data.chip_build import ChipJob, Stack, read_stack, reader_for, reads_remote
 from instageo.data.grid import ChipGrid
 from instageo.data.normalise import STD_FLOOR, Normaliser
 from instageo.deploy import onnx
 from instageo.model import coordinates
 
 NODATA_CLASS = 255
-READ_THREADS = 4  # tiles read at once (each tile's own reads of remote files overlap too)
+# tiles read at once. Remote files: 4 (a read mostly waits on the network; each tile's own
+# reads overlap too). Local files: decoding is CPU the model wants, and on 2 cores one thread
+# kept ahead of an int8 student while 4 made the model itself 25% slower (end to end / model
+# only 0.67 vs 0.71, bench/profile_predict.py): one thread per 2 cores
+REMOTE_READ_THREADS = 4
 # GDAL's cache of decoded blocks while predicting: tiles come row by row, so only the blocks of
 # the last tile row are read again. 256 MiB (the chips stage's) made peak memory grow with the
 # area (+25% from 513 to 1026 px squares); 32 MiB: +6%, the same speed (bench/predict.py)
@@ -58,9 +63,10 @@ def predict_rows(jobs: list[ChipJob], model: TileModel, batch_size: int, outputs
             finish_rows_above(layout.offset(grid)[0])
             strip.add(grid, probabilities, weight, rgb)
 
-    with ThreadPoolExecutor(READ_THREADS) as pool:
+    threads = read_threads(jobs)
+    with ThreadPoolExecutor(threads) as pool:
         batch: list = []
-        stacks = read_ahead(pool, jobs, model.prepare, depth=2 * batch_size + READ_THREADS)
+        stacks = read_ahead(pool, jobs, model.prepare, depth=2 * batch_size + threads)
         for index, (job, tile) in enumerate(track(stacks, total=len(jobs), description="tiles")):
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
@@ -71,6 +77,15 @@ def predict_rows(jobs: list[ChipJob], model: TileModel, batch_size: int, outputs
                 batch = []
         place(model.predict(batch))
         finish_rows_above(layout.height)
+
+
+def read_threads(jobs: list[ChipJob]) -> int:
+    """Tiles to read at once: REMOTE_READ_THREADS from a remote store, else one thread per two
+    cores (every core when a GPU runs the model)."""
+    if jobs and reads_remote(jobs[0]):
+        return REMOTE_READ_THREADS
+    cores = os.cpu_count() or 1
+    return cores if onnx.gpu_present() else max(1, cores // 2)
 
 
 def read_ahead(pool: ThreadPoolExecutor, jobs: list[ChipJob], prepare, depth: int):
@@ -242,9 +257,10 @@ class TileModel:
         if not batch:
             return []
         inputs = tuple(np.stack([entry[i] for entry in batch]) for i in (2, 3, 4))
-        logits = onnx.run(self.session, inputs, len(batch))
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities = exp / exp.sum(axis=1, keepdims=True)
+        probabilities = onnx.run(self.session, inputs, len(batch))  # logits, made softmax in place
+        probabilities -= probabilities.max(axis=1, keepdims=True)
+        np.exp(probabilities, out=probabilities)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
         predicted = []
         for (grid, stack, *_), tile in zip(batch, probabilities):
             no_imagery = stack.invalid.all(axis=0)  # nothing seen in any step: leave it to others

@@ -3,6 +3,9 @@ hosts, methods, sizes and tokens get in. Refusals have the app's error shape (ed
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from instageo.deploy.edge import error_body
 
 MAX_URL = 1024  # bytes of path and query; nothing this app serves needs more
@@ -120,3 +123,33 @@ class RequestLimits:
         if length > MAX_URL:
             return 414, f"URL longer than {MAX_URL} bytes", None
         return None
+
+
+def serving_line(host: str, port: int, token: str | None) -> str:
+    """The URL to open: 0.0.0.0 and :: are where the server listens, not addresses a browser opens."""
+    everywhere = host in ("0.0.0.0", "::")
+    url = f"http://{'127.0.0.1' if everywhere else host}:{port}/" + (f"?token={token}" if token else "")
+    return url + (" (listening on all interfaces: from another machine, use this machine's address)"
+                  if everywhere else "")
+
+
+TOKEN_ENV = "INSTAGEO_TOKEN"
+
+
+def serve_token(given: str | None, token_file: Path | None) -> tuple[str | None, str]:
+    """The token and where it came from: --token or --token-file (not both), else $INSTAGEO_TOKEN."""
+    from instageo.errors import InputError
+
+    if given is not None and token_file is not None:
+        raise InputError("--token and --token-file: give one")
+    if token_file is not None:
+        try:
+            lines = token_file.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"--token-file {token_file}: cannot read it ({getattr(exc, 'strerror', None) or exc})"
+                             ) from None
+        return (lines[0].strip() if lines else ""), f"--token-file {token_file}"
+    if given is not None:
+        return given, "--token"
+    from_env = os.environ.get(TOKEN_ENV)
+    return (from_env or "").strip() or None, f"${TOKEN_ENV}"

@@ -79,14 +79,11 @@ def demo_source(run_dir: Path, bundle: dict) -> Path:
             import tempfile
 
             from instageo.data.search import demo_scene
-            from instageo.deploy.standalone import source_for
-            from instageo.recipe.models import Source
-            from pydantic import TypeAdapter
 
             folder.parent.mkdir(parents=True, exist_ok=True)
             partial = Path(tempfile.mkdtemp(prefix=".partial-source-", dir=folder.parent))
             try:
-                demo_scene(TypeAdapter(Source).validate_python(source_for(bundle, None, None, None)), partial)
+                demo_scene(spec_for(bundle, None).source, partial)
                 shutil.rmtree(folder, ignore_errors=True)  # a scene left incomplete by a crash
                 partial.rename(folder)
             finally:

@@ -55,14 +55,15 @@ def areas_of(recipe: Recipe, search: StageResult) -> list[Area]:
     return [Area("area", _extent(_observations(search), recipe))]
 
 
-def plan_tiles(recipe: Recipe, search: StageResult, classes: int, ctx: StageContext, area: Area | None = None) -> Tiling:
+def plan_tiles(recipe: Recipe, search: StageResult, classes: int, ctx: StageContext, area: Area | None = None,
+               spec: TileSpec | None = None) -> Tiling:
     """The predict stage's tiling: the area and date the recipe says (default: the
     observations' extent and latest date), read from the search stage's items when they
-    cover it."""
+    cover it. ``spec``: the recipe's TileSpec, when the caller has made it."""
     observations = _observations(search)
     area = area or areas_of(recipe, search)[0]
     date = recipe.export.predict.date or max(dt.date.fromisoformat(o["date"]) for o in observations)
-    spec = TileSpec.of_recipe(recipe)
+    spec = spec or TileSpec.of_recipe(recipe)
     check_area_size(spec, area, classes)
     items, items_from = _items(recipe, search, area.bbox, date, ctx)
     return tile_area(spec, area, date, items, items_from, search.dir, ctx.log)
@@ -124,11 +125,12 @@ def _area_index(areas: list[Area], summaries: list[dict], files: dict[str, str])
 def predict_area(recipe: Recipe, search: StageResult, export: StageResult, bundle: dict, area: Area,
                  folder: Path, ctx: StageContext) -> tuple[dict[str, str], dict, dict | None]:
     """One area's COGs in ``folder``: (files, summary, the items of a fresh search or None)."""
-    tiling = plan_tiles(recipe, search, len(bundle["classes"]), ctx, area)
+    spec = TileSpec.of_recipe(recipe)
+    tiling = plan_tiles(recipe, search, len(bundle["classes"]), ctx, area, spec)
     model, why = choose_model(bundle, recipe.export.predict.int8_tolerance_pp)
     ctx.log.info("predicting with %s (%s)", model, why)
     started = time.perf_counter()
-    files, summary = run_tiling(TileSpec.of_recipe(recipe), tiling, export.path("onnx").parent / model, bundle, folder,
+    files, summary = run_tiling(spec, tiling, export.path("onnx").parent / model, bundle, folder,
                                 ctx.track, ctx.log)
     timing = {"seconds": round(time.perf_counter() - started, 3), "cores": os.cpu_count() or 1,
               "device": "gpu" if onnx.gpu_present() else "cpu",
@@ -148,8 +150,9 @@ def check_areas(recipe: Recipe, observations: list | None) -> None:
         areas = [Area("area", union_boxes(chip_extent(o, recipe.data.chips) for o in observations))]
     else:
         return  # the demo's or label rasters' extent: known after the search stage
+    spec = TileSpec.of_recipe(recipe)
     for area in areas:
-        check_area_size(TileSpec.of_recipe(recipe), area, len(recipe.task.classes))
+        check_area_size(spec, area, len(recipe.task.classes))
         _check_tiles(area, recipe.export.viewer.zoom)
     if recipe.data.source.kind == "catalog":
         boxes = _catalogue_boxes(recipe.data.source.path)

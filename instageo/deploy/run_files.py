@@ -3,6 +3,7 @@ the resolved path), the run's models, predictions and observations, and values a
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -130,9 +131,19 @@ def inputs_of(root: Path, report: dict, prediction: dict, lon: float, lat: float
         if fresh.is_file():  # the stage searched afresh for its area or date
             items = {**items, **json.loads(fresh.read_text())}
         catalog = run_catalogue(root, report)
-    bundle = read_bundle(bundle_dir)
     date = dt.date.fromisoformat(prediction["date"])
-    return inputs_at(jobs.spec_for(bundle, catalog), items, base, date, lon, lat, logging.getLogger("instageo.serve"))
+    spec = _tile_spec(bundle_dir, (bundle_dir / "bundle.json").stat().st_mtime_ns, catalog)
+    return inputs_at(spec, items, base, date, lon, lat, logging.getLogger("instageo.serve"))
+
+
+@functools.lru_cache(maxsize=32)
+def _tile_spec(bundle_dir: Path, modified: int, catalog: Path | None):
+    """A bundle's tile spec, made once per bundle file (``modified``: its mtime, so a
+    re-exported bundle is read again), not on every click of the map."""
+    from instageo.deploy import jobs
+    from instageo.deploy.standalone import read_bundle
+
+    return jobs.spec_for(read_bundle(bundle_dir), catalog)
 
 
 def observations_of(root: Path, report: dict) -> dict:

@@ -17,7 +17,10 @@ class OnnxSpec(Model):
 
     opset: int = Field(17, ge=13, le=23, description="ONNX opset version")
     tolerance: float = Field(1.0e-3, gt=0, description="largest |logit difference| allowed")
-    quantize: bool = Field(False, description="also write an int8 model (dynamic quantisation) and its metrics")
+    quantize: bool = Field(
+        True, description="also write an int8 model (dynamic quantisation of MatMul/Gemm weights) and its val and "
+        "test metrics beside float32's; predict uses it when it is within export.predict.int8_tolerance_pp"
+    )
     float16: bool = Field(
         False, description="also write a float16 model for GPUs (float32 inputs and outputs), checked against "
         "PyTorch; predict runs it where a CUDA GPU is present (int8 is for CPUs)"

@@ -19,7 +19,7 @@ def tiny(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny")
     shutil.copy(REPO / "recipes" / "tiny.yaml", folder / "tiny.yaml")
     assert main([str(folder / "tiny.yaml"), "--runs-dir", str(folder / "runs"), "--set", "student.depth=1,2",
-                 "--set", "export.onnx.quantize=true", "--set", "export.onnx.teacher=true",
+                 "--set", "export.onnx.teacher=true",
                  "--set", "export.onnx.float16=true",
                  "--set", f"export.predict.areas=[{AREAS[0]},{AREAS[1]}]"]) == 0
     return folder, json.loads((folder / "runs" / "tiny" / "report.json").read_text())
@@ -60,6 +60,33 @@ def test_the_float16_twin_is_float16_inside_float32_outside_and_agrees_with_pyto
     assert choose_model(dict(bundle, float16={"max_abs_diff": 1.0, "argmax_agreement": 0.9}), 0.5,
                         gpu=True)[0] == "model.onnx"
     assert choose_model({**bundle, "model_fp16": None, "float16": None}, 0.5, gpu=True)[0] == "model.onnx"
+
+
+def test_int8_by_default_scored_on_val_and_test_as_sklearn_scores_it(tiny):
+    """With the recipe's defaults the bundle carries an int8 model; its float32 and int8 mIoU
+    on val and test are recomputed here with a plain onnxruntime session and sklearn's
+    jaccard_score (over the classes the labels hold), and report.md prints them."""
+    from sklearn.metrics import jaccard_score
+
+    folder, report = tiny
+    variant = report["variants"][0]
+    bundle_dir = (folder / "runs" / "tiny" / variant["onnx"]).parent
+    bundle = json.loads((bundle_dir / "bundle.json").read_text())
+    assert bundle["model_int8"] == "model.int8.onnx" and (bundle_dir / "model.int8.onnx").is_file()
+    chips_dir = next((folder / "runs" / "tiny" / "stages").glob("chips-*"))
+    splits = load_splits(chips_dir, bundle["chip"]["steps"], bundle["bands"], False, bundle["normalization"]["mean"],
+                         bundle["normalization"]["std"])
+    for split in ("val", "test"):
+        y = splits[split].y.numpy()
+        labelled = y != bundle["ignore_index"]
+        for precision, file in (("float32", "model.onnx"), ("int8", "model.int8.onnx")):
+            session = ort.InferenceSession(str(bundle_dir / file), providers=["CPUExecutionProvider"])
+            predicted = session.run(None, {"chips": splits[split].x.numpy()})[0].argmax(1)
+            expected = jaccard_score(y[labelled], predicted[labelled], labels=np.unique(y[labelled]), average="macro")
+            assert bundle["int8"][split][precision] == pytest.approx(expected, abs=1e-6), (split, precision)
+    markdown = (folder / "runs" / "tiny" / "report.md").read_text()
+    table = markdown.split("## int8 against float32", 1)[1]
+    assert f"| {variant['name']} | {bundle['int8']['val']['float32']:.4f} | {bundle['int8']['val']['int8']:.4f} |" in table
 
 
 def test_onnx_student_matches_pytorch_and_is_in_the_report(tiny):

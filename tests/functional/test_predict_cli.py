@@ -8,7 +8,8 @@ import shutil
 
 import pytest
 
-from instageo.cli import main, serving_line
+from instageo.cli import main
+from instageo.deploy.guards import serving_line
 from tests.conftest import run_tiny
 
 

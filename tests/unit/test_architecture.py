@@ -19,7 +19,7 @@ FLOORS = [
     {"model"},
     {"deploy"},
     {"pipeline"},
-    {"cli", "__main__"},
+    {"cli", "cli_catalog", "__main__"},
 ]
 
 

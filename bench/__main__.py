@@ -4,10 +4,10 @@
 
 import sys
 
-from bench import (chips, distributed, estimate, gpu, heldout, hostile, models, precision, predict, rerun, search,
-                   stability, stitching)
+from bench import (chips, distributed, estimate, gpu, heldout, hostile, models, precision, predict, profile_predict,
+                   rerun, search, stability, stitching)
 
-BENCHMARKS = {"chips": chips, "models": models, "predict": predict, "rerun": rerun, "search": search,
+BENCHMARKS = {"chips": chips, "models": models, "predict": predict, "profile_predict": profile_predict, "rerun": rerun, "search": search,
               "heldout": heldout, "stability": stability, "precision": precision, "stitching": stitching,
               "estimate": estimate, "gpu": gpu, "distributed": distributed,
               "hostile": hostile}

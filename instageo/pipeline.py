@@ -65,7 +65,7 @@ def default_pipeline() -> list[Stage]:
               report_into="teacher", sections=PREDICT_SECTIONS + ("export.embeddings",),
               when=_embeddings_of("teacher"), report_markdown=embeddings.probe_markdown),
         Stage("viewer", viewer.run, version="3", needs=("export", "predict"), optional=("embeddings",),
-              report_into="variant", sections=("export.viewer",), report_files=viewer.compare_into_report),
+              report_into="variant", sections=("export.viewer",), report_files=_module("instageo.deploy.compare").compare_into_report),
         Stage("speed", speed.run, version="1", needs=("chips", "teacher", "student", "export"),
               optional=("teacher_export",), gather=True, report_into="run", sections=("export.onnx",)),
     ]

@@ -221,7 +221,7 @@ def test_unknown_and_misspelt_keys_are_named(files, data):
     node = TINY
     for part in section:
         node = node[part]
-    from instageo.recipe.loader import _allowed_fields
+    from instageo.recipe.messages import _allowed_fields
 
     allowed = set(_allowed_fields(section, TINY))
     if data.draw(st.booleans(), "misspell") and node:

@@ -41,6 +41,16 @@ def write_section(title: str, body: str) -> None:
     RESULTS.write_text(text)
 
 
+def search_result(stage: Path):
+    """The search stage's result from its folder (manifest.json), as the runner hands it on."""
+    import json
+
+    from instageo.runner.stage import StageResult
+
+    manifest = json.loads((stage / "manifest.json").read_text())
+    return StageResult("search", manifest["key"], stage, manifest["files"], manifest.get("summary", {}))
+
+
 def tile_inputs(jobs: list, model_path: Path, bundle: dict, size: int, overlap: int) -> tuple:
     """Every readable tile's model inputs (chips, temporal, location), stacked, exactly as the
     engine prepares them (TileModel.prepare: the product's normalisation), for timing the

@@ -29,7 +29,7 @@ from statistics import median
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import machine, tile_inputs, write_section  # noqa: E402
+from bench.common import machine, search_result, tile_inputs, write_section  # noqa: E402
 from bench.chips import serve_scene_over_http  # noqa: E402
 from tests.servers import RangeFileServer  # noqa: E402
 
@@ -100,7 +100,6 @@ def demo_area(folder: Path, name: str, predict: str):
     from instageo.cli import main as instarun
     from instageo.data import demo
     from instageo.recipe.loader import load_recipe
-    from instageo.runner.stage import StageResult
 
     scene = demo.generate(folder / "scene", seed=5, size=SCENE, acquisitions=6, points=60)
     item = next(scene.catalog.parent.glob("hls-demo/*/*.json"))
@@ -113,9 +112,7 @@ def demo_area(folder: Path, name: str, predict: str):
         f"task: {{classes: {CLASSES}}}\nexport: {{predict: {{bbox: {bbox}{', ' + predict if predict else ''}}}}}\n")
     assert instarun([str(folder / f"{name}.yaml"), "--runs-dir", str(folder / "runs"), "--until", "search"]) == 0
     stage = next((folder / "runs" / name / "stages").glob("search-*"))
-    manifest = json.loads((stage / "manifest.json").read_text())
-    search = StageResult("search", manifest["key"], stage, manifest["files"], manifest["summary"])
-    return load_recipe(folder / f"{name}.yaml"), search, scene
+    return load_recipe(folder / f"{name}.yaml"), search_result(stage), scene
 
 
 def instarun_predict(bundle: Path, bbox: list[float], date: str, catalog: Path, out: Path,
@@ -158,10 +155,6 @@ def main() -> None:
         runs = ["--runs-dir", str(folder / "runs")]
         assert instarun([str(folder / "bench0.yaml"), *runs, "--until", "search"]) == 0
         search_dir = next((folder / "runs" / "bench0" / "stages").glob("search-*"))
-
-        def search_result(stage: Path) -> StageResult:
-            manifest = json.loads((stage / "manifest.json").read_text())
-            return StageResult("search", manifest["key"], stage, manifest["files"], manifest.get("summary", {}))
 
         search = search_result(search_dir)
         bundle_dir = make_bundle(folder / "export" / "bundle", recipes[NOW])

@@ -11,7 +11,6 @@ the model on these cores). Sampling is py-spy's (an external sampler, not our ow
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -23,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import machine, write_section  # noqa: E402
+from bench.common import machine, search_result, write_section  # noqa: E402
 
 RATE = 50  # samples per second (py-spy samples every thread: at 200 it slowed the HTTP runs, 70 threads, 2x)
 # (phase, a frame that marks it), first match wins; frames are "function (file:line)"
@@ -50,8 +49,7 @@ def child(folder: Path) -> None:
     from instageo.recipe.loader import load_recipe
     from instageo.runner.stage import StageContext, StageResult
 
-    manifest = json.loads((folder / "search.json").read_text())
-    search = StageResult("search", manifest["key"], Path(manifest["dir"]), manifest["files"], manifest["summary"])
+    search = search_result(Path((folder / "search.txt").read_text()))
     export = StageResult("export", "bench", folder / "export", {"onnx": "bundle/model.onnx",
                                                                  "bundle": "bundle/bundle.json"}, {})
     workdir = folder / f"out-{os.getpid()}"
@@ -104,7 +102,6 @@ def main() -> None:
     from bench.chips import serve_scene_over_http
     from bench.predict import demo_area, make_bundle
     from instageo.cli import main as instarun
-    from instageo.runner.stage import StageResult
     from tests.servers import RangeFileServer
 
     rows = {}
@@ -113,21 +110,19 @@ def main() -> None:
         recipe, search, scene = demo_area(folder, "profile", "")
         make_bundle(folder / "export" / "bundle", recipe)
 
-        def profile(label: str, search) -> None:
-            (folder / "search.json").write_text(json.dumps({"key": search.key, "dir": str(search.dir),
-                                                            "files": search.files, "summary": search.summary}))
+        def profile(label: str, search_stage: Path) -> None:  # the child reads the search stage there
+            (folder / "search.txt").write_text(str(search_stage))
             rows[label] = breakdown(sample(folder))
 
-        profile("local COGs", search)
+        profile("local COGs", search.dir)
         with RangeFileServer(folder / "scene", latency=0.05) as server:
             serve_scene_over_http(folder / "scene", server.url)
             assert instarun([str(folder / "profile.yaml"), "--runs-dir", str(folder / "runs"), "--until", "search",
                              "--force", "search"]) == 0
             stages = (folder / "runs" / "profile" / "stages").glob("search-*")
             latest = max(stages, key=lambda p: p.stat().st_mtime)
-            manifest = json.loads((latest / "manifest.json").read_text())
             assert "http" in (latest / "items.json").read_text()
-            profile("HTTP, 50 ms", StageResult("search", manifest["key"], latest, manifest["files"], manifest["summary"]))
+            profile("HTTP, 50 ms", latest)
     phases = list(dict.fromkeys([name for name, _ in MAIN_PHASES] + ["other"]))
     lines = [f"Machine: {machine()}. py-spy {RATE} samples/s of `predict.run` in its own process (one cold run each: "
              "session start and search included), the defaults (int8, overlap 0.25, batch 2), bench/predict.py's "

@@ -25,8 +25,7 @@ def int8_markdown(report: dict) -> list[str]:
              f"| variant | val {name}, float32 | int8 | change | test {name}, float32 | int8 | change | predict ran |",
              "|---|---|---|---|---|---|---|---|"]
     for variant in rows:
-        area = variant.get("prediction_area") or {}
-        ran = area.get("model", "")
+        ran = (variant.get("prediction_area") or {}).get("model", "")
         lines.append(f"| {variant['name']} | {cells(variant['int8']['val'])} | {cells(variant['int8'].get('test'))} "
                      f"| {ran} |")
     return lines

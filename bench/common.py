@@ -53,14 +53,14 @@ def search_result(stage: Path):
 
 def tile_inputs(jobs: list, model_path: Path, bundle: dict, size: int, overlap: int) -> tuple:
     """Every readable tile's model inputs (chips, temporal, location), stacked, exactly as the
-    engine prepares them (TileModel.prepare: the product's normalisation), for timing the
+    engine prepares them (TileHead.prepare: the product's normalisation), for timing the
     model alone on the computation the product runs."""
     import numpy as np
 
     from instageo.data.chip_build import read_stack, reader_for
-    from instageo.deploy.engine import TileModel
+    from instageo.engine.heads import TileHead
 
-    model = TileModel(model_path, bundle, size, overlap, None)
+    model = TileHead(model_path, bundle, size, overlap)
     prepared = [model.prepare(job, read_stack(job, reader_for(job))) for job in jobs]
     prepared = [tile for tile in prepared if tile is not None]
     return tuple(np.stack([tile[i] for tile in prepared]) for i in (1, 2, 3))

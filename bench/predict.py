@@ -132,7 +132,8 @@ def main() -> None:
 
     from instageo.cli import main as instarun
     from instageo.data import demo, reader
-    from instageo.deploy import onnx, predict, tiles
+    from instageo.deploy import onnx, predict
+    from instageo.engine import runtime
     from instageo.progress import Progress
     from instageo.recipe.loader import load_recipe
     from instageo.runner.stage import StageContext, StageResult
@@ -176,7 +177,7 @@ def main() -> None:
         tilings, arrays, sessions = {}, {}, {}
         for name in (BEFORE, NOW):
             tilings[name] = predict.plan_tiles(recipes[name], search, len(CLASSES), context("plan"))
-            model_path = bundle_dir / tiles.choose_model(bundle, CONFIGS[name][1])[0]
+            model_path = bundle_dir / runtime.choose_model(bundle, CONFIGS[name][1])[0]
             arrays[name] = tile_inputs(tilings[name].jobs, model_path, bundle, CHIP, tilings[name].overlap)
             sessions[name] = onnx.session(model_path)
         pixels = tilings[BEFORE].layout.width * tilings[BEFORE].layout.height

@@ -28,17 +28,17 @@ RATE = 50  # samples per second (py-spy samples every thread: at 200 it slowed t
 # (phase, a frame that marks it), first match wins; frames are "function (file:line)"
 MAIN_PHASES = [
     ("plan: search the catalogue, tile the area", "plan_tiles"),
-    ("ONNX session start", "session (instageo/deploy/onnx.py"),
-    ("model (ONNX Runtime)", "run (instageo/deploy/onnx.py"),
-    ("softmax, blend weights, input colour", "predict (instageo/deploy/engine.py"),
-    ("wait for reads", "read_ahead (instageo/deploy/engine.py"),
-    ("blend into the strip", "add (instageo/deploy/engine.py"),
-    ("classes, confidence, write rows", "write_blend (instageo/deploy/engine.py"),
-    ("blend into the strip", "take (instageo/deploy/engine.py"),
-    ("overviews and COG copies", "finish (instageo/deploy/engine.py"),
+    ("ONNX session start", "session (instageo/engine/runtime.py"),
+    ("model (ONNX Runtime)", "run (instageo/engine/runtime.py"),
+    ("softmax, blend weights, input colour", "predict (instageo/engine/heads.py"),
+    ("wait for reads", "read_ahead (instageo/engine/loop.py"),
+    ("blend into the strip", "add (instageo/engine/loop.py"),
+    ("classes, confidence, write rows", "write_blend (instageo/engine/sinks.py"),
+    ("blend into the strip", "take (instageo/engine/loop.py"),
+    ("overviews and COG copies", "to_cog (instageo/engine/cog.py"),
 ]
 READER_PHASES = [
-    ("normalise, coordinates", "prepare (instageo/deploy/engine.py"),
+    ("normalise, coordinates", "prepare (instageo/engine/heads.py"),
     ("read and decode (GDAL)", "read_stack (instageo/data/chip_build.py"),
 ]
 

@@ -135,7 +135,8 @@ def predict_command(
     """Run an exported bundle over a new area and date: the predict stage's selection,
     reading and COGs, without the recipe."""
     from instageo.dates import iso_date
-    from instageo.deploy.standalone import bundle_folder, check_bundle, check_out_folder, predict_bundle, read_bundle
+    from instageo.deploy.standalone import bundle_folder, check_bundle, check_out_folder, predict_bundle
+    from instageo.engine.bundle import read_bundle
     from instageo.errors import InputError
 
     try:

@@ -1,5 +1,5 @@
-"""Band normalisation, in one place for training (model/data.py), prediction (the engine's
-TileModel) and the benches: z-scores with the bundle's or the train split's band means and
+"""Band normalisation, in one place for training (model/data.py), prediction
+(engine/heads.py) and the benches: z-scores with the bundle's or the train split's band means and
 standard deviations, nodata (NaN) as 0, laid out as the models take it."""
 
 from __future__ import annotations

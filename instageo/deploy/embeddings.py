@@ -23,54 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-INT8_SCALE, INT8_NODATA = 127, -128
+from instageo.engine.bundle import read_bundle
+from instageo.engine.vectors import INT8_NODATA, INT8_SCALE, decode, encode, fit_pca, project, unit  # noqa: F401
+
 PCA_SAMPLE = 20_000  # patch vectors the PCA is fitted on, at most
 FILE_ENCODER, FILE_PCA = "bundle/encoder.onnx", "bundle/embeddings.json"
-
-
-# the vectors: PCA, unit length, codes and back (numpy: the stage never imports torch)
-
-def fit_pca(features: np.ndarray, dims: int) -> dict:
-    """Mean, the first ``dims`` principal axes and their share of the variance, of (N, D)."""
-    features = features.astype(np.float64)
-    mean = features.mean(0)
-    _, singular, axes = np.linalg.svd(features - mean, full_matrices=False)
-    dims = min(dims, axes.shape[0])
-    variance = singular**2 / max(float((singular**2).sum()), 1e-30)
-    return {"mean": mean.tolist(), "components": axes[:dims].tolist(), "explained_variance": variance[:dims].tolist()}
-
-
-def project(features: np.ndarray, pca: dict, axis: int = -1) -> np.ndarray:
-    """PCA coordinates of vectors along ``axis``."""
-    moved = np.moveaxis(features, axis, -1).astype(np.float32)
-    out = (moved - np.asarray(pca["mean"], np.float32)) @ np.asarray(pca["components"], np.float32).T
-    return np.moveaxis(out, -1, axis)
-
-
-def unit(vectors: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
-    """Unit-length vectors along ``axis`` and where they exist (a zero or NaN vector does not)."""
-    norm = np.sqrt(np.nansum(vectors.astype(np.float32) ** 2, axis=axis, keepdims=True))
-    valid = np.squeeze((norm > 0) & np.isfinite(norm), axis)
-    return np.where(norm > 0, vectors / np.where(norm > 0, norm, 1), 0).astype(np.float32), valid
-
-
-def encode(vectors: np.ndarray, kind: str, axis: int = -1) -> np.ndarray:
-    """Codes of unit vectors: int8, packed sign bits (uint8) or float32."""
-    if kind == "int8":
-        return np.clip(np.rint(vectors * INT8_SCALE), -INT8_SCALE, INT8_SCALE).astype(np.int8)
-    if kind == "binary":
-        return np.packbits(vectors > 0, axis=axis)
-    return vectors.astype(np.float32)
-
-
-def decode(codes: np.ndarray, kind: str, dims: int, axis: int = -1) -> np.ndarray:
-    """Vectors of codes (what a user of the COG does; embeddings.json says the same)."""
-    if kind == "int8":
-        return codes.astype(np.float32) / INT8_SCALE
-    if kind == "binary":
-        bits = np.unpackbits(codes, axis=axis, count=dims).astype(np.float32)
-        return (2 * bits - 1) / math.sqrt(dims)
-    return codes.astype(np.float32)
 
 
 def probe_markdown(report: dict) -> list[str]:
@@ -213,21 +170,26 @@ def run_teacher(recipe, inputs: dict, ctx):
 
 def embeddings_map(recipe, search, export, ctx):
     """The encoder of ``export``'s bundle over the (first) prediction area."""
-    from instageo.deploy.engine import predict_rows
+    from instageo import engine
+    from instageo.deploy.maps import executor_of
     from instageo.deploy.predict import areas_of, plan_tiles
+    from instageo.engine.heads import EncoderHead
+    from instageo.engine.sinks import FeatureCog
+    from instageo.engine.tiling import TileSpec
     from instageo.runner.stage import StageOutput
 
-    bundle = json.loads(export.path("bundle").read_text())
+    bundle = read_bundle(export.path("bundle").parent)
     pca = json.loads(export.path("embeddings_pca").read_text())
     spec, chips = recipe.export.embeddings, recipe.data.chips
     dims = len(pca["components"])
-    tiling = plan_tiles(recipe, search, dims, ctx, areas_of(recipe, search)[0])
-    model = EncoderTiles(export.path("encoder"), bundle, chips.size, tiling.overlap, pca)
-    raster = FeatureRaster(ctx.workdir, tiling.layout, dims)
-    with raster:
-        predict_rows(tiling.jobs, model, recipe.export.predict.batch_size, raster, ctx.track)
     scale = pca["patch"] if spec.level == "patch" else 1
-    written = raster.finish(spec.quantize, scale, dims)
+    tiles = TileSpec.of_recipe(recipe)
+    tiling = plan_tiles(recipe, search, dims, ctx, areas_of(recipe, search)[0], tiles)
+    head = EncoderHead(export.path("encoder"), bundle, chips.size, tiling.overlap, pca)
+    done = engine.predict(tiles, tiling, head, FeatureCog(ctx.workdir, dims, spec.quantize, scale),
+                          executor_of(recipe.export.predict), ctx.track, log=ctx.log)
+    width, height = (math.ceil(side / scale) for side in (tiling.layout.width, tiling.layout.height))
+    written = {"width": width, "height": height, "bytes": (ctx.workdir / done.files["embeddings"]).stat().st_size}
     probe = export.summary.get("embeddings", {})
     sidecar = {
         "file": "embeddings.tif", "dims": dims, "quantize": spec.quantize, "level": spec.level,
@@ -252,109 +214,3 @@ DECODE = {"int8": "value = code / 127 (unit vectors, up to rounding); -128: no d
           "binary": "bits = unpackbits(bands, count=dims) (band 1's high bit first); value = (2 x bit - 1) / "
                     "sqrt(dims); the mask marks no data",
           "none": "value = the band (float32 unit vectors); NaN: no data"}
-
-
-class EncoderTiles:
-    """The encoder over tiles, as engine.TileModel runs the whole model: each tile's features
-    projected on the PCA, per pixel (nearest: a patch's vector over its pixels), to blend."""
-
-    def __init__(self, path: Path, bundle: dict, size: int, overlap: int, pca: dict):
-        from instageo.deploy.engine import TileModel
-
-        self.tiles = TileModel(path, bundle, size, overlap, colour=None)
-        self.weight, self.colour, self.pca = self.tiles.weight, None, pca
-        self.channels, self.patch, self.size = len(pca["components"]), pca["patch"], size
-
-    def prepare(self, job, stack):
-        return self.tiles.prepare(job, stack)
-
-    def predict(self, batch: list) -> list[tuple]:
-        from instageo.deploy import onnx
-
-        if not batch:
-            return []
-        inputs = tuple(np.stack([entry[i] for entry in batch]) for i in (2, 3, 4))
-        features = project(onnx.run(self.tiles.session, inputs, len(batch)), self.pca, axis=1)
-        pixels = features.repeat(self.patch, axis=2).repeat(self.patch, axis=3)[:, :, :self.size, :self.size]
-        return [(grid, tile, np.where(stack.invalid.all(axis=0), 0.0, self.weight), None)
-                for (grid, stack, *_), tile in zip(batch, pixels)]
-
-
-class FeatureRaster:
-    """The blended PCA features per pixel, streamed to a temporary float32 GeoTIFF; ``finish``
-    averages them per patch, makes them unit length, quantises them and writes the COG."""
-
-    def __init__(self, folder: Path, layout, dims: int):
-        self.folder, self.layout, self.dims = folder, layout, dims
-        self.rows = (0, layout.height)
-        self.raw = folder / ".features.raw.tif"
-
-    def __enter__(self):
-        import rasterio
-
-        self.dataset = rasterio.open(self.raw, "w", driver="GTiff", width=self.layout.width, height=self.layout.height,
-                                     count=self.dims, dtype="float32", crs=self.layout.crs,
-                                     transform=self.layout.transform, nodata=np.nan, tiled=False, blockysize=1,
-                                     interleave="pixel", compress="ZSTD", zstd_level=1, bigtiff="IF_SAFER")
-        return self
-
-    def __exit__(self, *exc):
-        self.dataset.close()
-
-    def write_blend(self, row: int, mean: np.ndarray, covered: np.ndarray, rgb) -> None:
-        from rasterio.windows import Window
-
-        rows = min(len(covered), self.layout.height - row)
-        if rows > 0:
-            values = np.where(covered[:rows], mean[:, :rows], np.nan).astype(np.float32)
-            self.dataset.write(values, window=Window(0, row, self.layout.width, rows))
-
-    def finish(self, kind: str, scale: int, dims: int) -> dict:
-        """embeddings.tif from the features: per ``scale`` x ``scale`` cell (1: per pixel)."""
-        import warnings
-
-        import rasterio
-        from affine import Affine
-        from rasterio.shutil import copy as copy_dataset
-        from rasterio.windows import Window
-
-        layout = self.layout
-        width, height = math.ceil(layout.width / scale), math.ceil(layout.height / scale)
-        count, dtype = {"int8": (dims, "int8"), "binary": (math.ceil(dims / 8), "uint8"),
-                        "none": (dims, "float32")}[kind]
-        nodata = {"int8": INT8_NODATA, "binary": None, "none": np.nan}[kind]
-        coded = self.folder / ".embeddings.raw.tif"
-        profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=dtype, crs=layout.crs,
-                       transform=layout.transform * Affine.scale(scale), nodata=nodata, tiled=True,
-                       blockxsize=256, blockysize=256, compress="ZSTD", zstd_level=1, bigtiff="IF_SAFER")
-        step = scale * max(1, 256 // scale)  # rows of features per pass: whole cells
-        with rasterio.open(self.raw) as features, rasterio.open(coded, "w", **profile) as out:
-            for first in range(0, layout.height, step):
-                rows = min(step, layout.height - first)
-                values = features.read(window=Window(0, first, layout.width, rows))
-                cells = math.ceil(rows / scale)
-                padded = np.full((dims, cells * scale, width * scale), np.nan, np.float32)
-                padded[:, :rows, :layout.width] = values
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # a cell with no data: NaN
-                    cell = np.nanmean(padded.reshape(dims, cells, scale, width, scale), axis=(2, 4))
-                vectors, valid = unit(np.nan_to_num(cell), axis=0)
-                valid &= ~np.isnan(cell).all(axis=0)
-                codes = encode(vectors, kind, axis=0)
-                if kind == "int8":
-                    codes[:, ~valid] = INT8_NODATA
-                elif kind == "none":
-                    codes[:, ~valid] = np.nan
-                window = Window(0, first // scale, width, cells)
-                out.write(codes, window=window)
-                if kind == "binary":
-                    out.write_mask((valid * 255).astype(np.uint8), window=window)
-            for band in range(1, count + 1):
-                out.set_band_description(band, f"bits {8 * (band - 1)}-{8 * band - 1}" if kind == "binary"
-                                         else f"pc{band}")
-        target = self.folder / "embeddings.tif"
-        copy_dataset(coded, target, driver="COG", compress="DEFLATE", blocksize=256, overview_resampling="nearest",
-                     bigtiff="IF_SAFER")
-        coded.unlink()
-        self.raw.unlink()
-        return {"width": width, "height": height, "bytes": target.stat().st_size}

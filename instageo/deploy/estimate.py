@@ -98,7 +98,7 @@ def _split_shares(recipe) -> dict[str, float]:
 
 def _tiles(recipe, search: StageResult) -> int:
     from instageo.deploy.predict import areas_of
-    from instageo.deploy.tiles import TileSpec, area_grids
+    from instageo.engine.tiling import TileSpec, area_grids
 
     spec = TileSpec.of_recipe(recipe)
     return sum(len(area_grids(spec, area)) for area in areas_of(recipe, search))

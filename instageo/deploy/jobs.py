@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from instageo.deploy.engine import Cancelled
+from instageo.engine import Cancelled
 from instageo.errors import InputError, InstageoError
 from instageo.files import sha256_file, write_json_atomic
 
@@ -95,7 +95,7 @@ def spec_for(bundle: dict, catalog: Path | None):
     """The tile spec `instarun predict` makes of a bundle (the predict stage's defaults),
     reading ``catalog`` instead of the bundle's source when given."""
     from instageo.deploy.standalone import source_for
-    from instageo.deploy.tiles import TileSpec
+    from instageo.engine.tiling import TileSpec
     from instageo.recipe.defaults import PREDICT_BATCH_SIZE, PREDICT_OVERLAP
 
     return TileSpec.of_bundle(bundle, source_for(bundle, catalog, None, None), PREDICT_OVERLAP, PREDICT_BATCH_SIZE)
@@ -120,7 +120,7 @@ def size_job(run_dir: Path, bundle_dir: Path, bundle: dict, bbox, date: dt.date,
     from instageo.data.catalogue import LocalCatalogue
     from instageo.data.grid import union_boxes
     from instageo.data.search import open_catalogue, search_area
-    from instageo.deploy.tiles import Area, check_area_size
+    from instageo.engine.tiling import Area, check_area_size
 
     spec = spec_for(bundle, catalog)
     tiles = check_area_size(spec, Area("area", tuple(bbox), None, "the drawn area"), len(bundle["classes"]),
@@ -143,7 +143,9 @@ def size_job(run_dir: Path, bundle_dir: Path, bundle: dict, bbox, date: dt.date,
 
 def job_key(bundle_dir: Path, bbox, date: str, catalog: str | None) -> str:
     """The same model file, area, date and catalogue: the same prediction."""
-    bundle = json.loads((bundle_dir / "bundle.json").read_text())
+    from instageo.engine.bundle import read_bundle
+
+    bundle = read_bundle(bundle_dir)
     model = sha256_file(bundle_dir / bundle["model"])
     text = json.dumps({"model": model, "bbox": [round(float(v), 7) for v in bbox], "date": date,
                        "catalog": catalog}, sort_keys=True)
@@ -248,7 +250,8 @@ class JobQueue:
         import shutil
         import tempfile
 
-        from instageo.deploy.standalone import predict_bundle, read_bundle
+        from instageo.deploy.standalone import predict_bundle
+        from instageo.engine.bundle import read_bundle
 
         out = self.run_dir / APP_FOLDER / job.key
         if (out / "job.json").is_file():  # the same job ran while this one waited

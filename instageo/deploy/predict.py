@@ -31,8 +31,10 @@ from pathlib import Path
 from instageo.data.chips import candidates_for
 from instageo.data.grid import boxes_touch, union_boxes
 from instageo.data.search import chip_extent, open_catalogue, search_area
-from instageo.deploy import onnx
-from instageo.deploy.tiles import Area, TileSpec, Tiling, check_area_size, choose_model, run_tiling, tile_area
+from instageo.deploy.maps import executor_of, predict_map
+from instageo.engine.bundle import read_bundle
+from instageo.engine import runtime
+from instageo.engine.tiling import Area, TileSpec, Tiling, check_area_size, tile_area
 from instageo.errors import InputError
 from instageo.files import write_json_atomic
 from instageo.recipe.models import Recipe
@@ -82,7 +84,7 @@ def run_teacher(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContex
 def predict(recipe: Recipe, search: StageResult, export: StageResult, ctx: StageContext) -> StageOutput:
     """Every area with the exported model of ``export``. One area: its COGs at the stage's
     root; several (export.predict.areas): areas/<name>/*.tif each, and an index areas.geojson."""
-    bundle = json.loads(export.path("bundle").read_text())
+    bundle = read_bundle(export.path("bundle").parent)
     areas = areas_of(recipe, search)
     several = recipe.export.predict.areas is not None
     files: dict[str, str] = {}
@@ -127,13 +129,13 @@ def predict_area(recipe: Recipe, search: StageResult, export: StageResult, bundl
     """One area's COGs in ``folder``: (files, summary, the items of a fresh search or None)."""
     spec = TileSpec.of_recipe(recipe)
     tiling = plan_tiles(recipe, search, len(bundle["classes"]), ctx, area, spec)
-    model, why = choose_model(bundle, recipe.export.predict.int8_tolerance_pp)
+    model, why = runtime.choose_model(bundle, recipe.export.predict.int8_tolerance_pp)
     ctx.log.info("predicting with %s (%s)", model, why)
     started = time.perf_counter()
-    files, summary = run_tiling(spec, tiling, export.path("onnx").parent / model, bundle, folder,
-                                ctx.track, ctx.log)
+    files, summary = predict_map(spec, tiling, export.path("onnx").parent / model, bundle, folder, ctx.track, ctx.log,
+                                 executor_of(recipe.export.predict))
     timing = {"seconds": round(time.perf_counter() - started, 3), "cores": os.cpu_count() or 1,
-              "device": "gpu" if onnx.gpu_present() else "cpu",
+              "device": "gpu" if runtime.gpu_present() else "cpu",
               "resolution_m": recipe.data.chips.resolution}  # what runner.cost turns into CPU- or GPU-hours
     return (files, {**summary, "model": model, "model_why": why, **timing},
             tiling.items if tiling.items_from != "search" else None)

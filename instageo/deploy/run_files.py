@@ -109,8 +109,8 @@ def inputs_of(root: Path, report: dict, prediction: dict, lon: float, lat: float
     import logging
 
     from instageo.deploy import jobs
-    from instageo.deploy.standalone import read_bundle
-    from instageo.deploy.tiles import inputs_at
+    from instageo.engine.bundle import read_bundle
+    from instageo.engine.tiling import inputs_at
 
     stages = {s["name"]: s for s in report.get("stages", [])}
     if not prediction.get("bbox") or not prediction.get("date"):
@@ -141,7 +141,7 @@ def _tile_spec(bundle_dir: Path, modified: int, catalog: Path | None):
     """A bundle's tile spec, made once per bundle file (``modified``: its mtime, so a
     re-exported bundle is read again), not on every click of the map."""
     from instageo.deploy import jobs
-    from instageo.deploy.standalone import read_bundle
+    from instageo.engine.bundle import read_bundle
 
     return jobs.spec_for(read_bundle(bundle_dir), catalog)
 

@@ -256,7 +256,7 @@ def submit_job(root: Path, queue, report: dict, job: JobRequest, catalogues: lis
     (jobs.size_job): an area too large for the server or with no scene at that date is
     refused now, not after minutes of nodata."""
     from instageo.deploy import jobs
-    from instageo.deploy.standalone import read_bundle
+    from instageo.engine.bundle import read_bundle
     from instageo.errors import InstageoError
 
     models = {m["id"]: m for m in models_of(root, report)}

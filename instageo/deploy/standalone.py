@@ -1,8 +1,8 @@
 """`instarun predict BUNDLE`: an exported bundle over a new area and date, without its recipe.
 
 bundle.json holds what the predict stage takes from the recipe (bands, chip spec, cloud mask,
-classes, colours, the data source); a ``tiles.TileSpec`` is made from it and run by the code
-the predict stage runs (``tiles.tile_area`` and ``tiles.run_tiling``): the same acquisition
+classes, colours, the data source); an ``engine.tiling.TileSpec`` is made from it and run by the code
+the predict stage runs (``tile_area`` and ``maps.predict_map``): the same acquisition
 choice, reading, blending and COGs, with no recipe. The catalogue searched is the
 bundle's own unless ``--catalog`` or ``--stac`` names another (one serving the same bands).
 Outputs are written into a temporary folder inside OUT and moved into place when complete.
@@ -11,19 +11,18 @@ Outputs are written into a temporary folder inside OUT and moved into place when
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from instageo.deploy import tiles
+from instageo.deploy.maps import predict_map
+from instageo.engine import runtime
+from instageo.engine.bundle import read_bundle
+from instageo.engine.tiling import Area, TileSpec, check_area_size, tile_area
 from instageo.errors import InputError
 from instageo.files import write_json_atomic
-from instageo.outputs import BUNDLE_FORMAT, Bundle
 from instageo.recipe.defaults import INT8_TOLERANCE_PP, PREDICT_BATCH_SIZE, PREDICT_OVERLAP
 from instageo.recipe.models import AssetsSpec
 
@@ -41,26 +40,6 @@ def bundle_folder(given: Path) -> Path:
     if not (given / "bundle.json").is_file():
         raise InputError(f"{given}: no bundle.json in this folder; give an export stage's bundle/ folder")
     return given
-
-
-def read_bundle(folder: Path) -> dict:
-    """bundle.json of a bundle folder, checked against its schema (``outputs.Bundle``)."""
-    path = folder / "bundle.json"
-    try:
-        bundle = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read the bundle ({exc}); give an export stage's bundle/ folder") from None
-    if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
-        found = bundle.get("format") if isinstance(bundle, dict) else None
-        raise InputError(f"{path}: format {found!r}, not {BUNDLE_FORMAT!r}; re-export it with this instageo")
-    try:
-        Bundle.model_validate(bundle)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "bundle"
-        said = "missing" if first["type"] == "missing" else first["msg"]
-        raise InputError(f"{path}: {where}: {said}; re-export the bundle rather than edit it") from None
-    return bundle
 
 
 def check_bundle(folder: Path, bundle: dict) -> None:
@@ -167,9 +146,9 @@ def predict_bundle(bundle_dir: Path, bbox, date: dt.date, out: Path, track, cata
     ``cancel``: a threading.Event that stops the prediction between tiles (engine.Cancelled)."""
     bundle_dir = bundle_folder(bundle_dir)
     bundle = read_bundle(bundle_dir)
-    spec = tiles.TileSpec.of_bundle(bundle, source_for(bundle, catalog, stac, collections), overlap, batch_size)
-    area = tiles.Area("area", tuple(bbox), None, "--bbox")
-    tiles.check_area_size(spec, area, len(bundle["classes"]), fix="give a smaller --bbox")
+    spec = TileSpec.of_bundle(bundle, source_for(bundle, catalog, stac, collections), overlap, batch_size)
+    area = Area("area", tuple(bbox), None, "--bbox")
+    check_area_size(spec, area, len(bundle["classes"]), fix="give a smaller --bbox")
     out.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=".partial-predict-", dir=out))
     try:
@@ -184,11 +163,10 @@ def predict_bundle(bundle_dir: Path, bbox, date: dt.date, out: Path, track, cata
         items = search_area(catalogue, tuple(bbox), date, spec.source, spec.chips)
         if not items:
             raise InputError(f"{catalogue.name} has no items for the area {tuple(bbox)} around {date}")
-        tiling = tiles.tile_area(spec, area, date, items, catalogue.name, base, log)
-        model, why = tiles.choose_model(bundle, int8_tolerance_pp)
+        tiling = tile_area(spec, area, date, items, catalogue.name, base, log)
+        model, why = runtime.choose_model(bundle, int8_tolerance_pp)
         log.info("predicting with %s (%s)", model, why)
-        files, summary = tiles.run_tiling(spec, tiling, bundle_dir / model, bundle, partial, track, log,
-                                          cancel)
+        files, summary = predict_map(spec, tiling, bundle_dir / model, bundle, partial, track, log, cancel=cancel)
         summary = {"bundle": str(bundle_dir), "model": model, "model_why": why, **summary,
                    "catalogue": catalogue.name, "files": files}
         write_json_atomic(partial / "items.json", items)

@@ -17,6 +17,7 @@ import json
 import shutil
 from pathlib import Path
 
+from instageo.engine.bundle import read_bundle
 from instageo.recipe.models import Recipe
 from instageo.runner.stage import StageContext, StageOutput, StageResult
 
@@ -30,7 +31,7 @@ def run(recipe: Recipe, inputs: dict[str, StageResult], ctx: StageContext) -> St
     from rio_tiler.io import Reader
 
     predict, export = inputs["predict"], inputs["export"]
-    bundle = json.loads(export.path("bundle").read_text())
+    bundle = read_bundle(export.path("bundle").parent)
     folder = ctx.workdir / "viewer"
     zmin, zmax = recipe.export.viewer.zoom
     with Reader(str(predict.path("prediction"))) as reader:

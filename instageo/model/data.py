@@ -19,7 +19,7 @@ import rasterio
 import torch
 
 from instageo.data.normalise import Normaliser
-from instageo.model import coordinates
+from instageo.data import coordinates
 
 
 @dataclass

@@ -89,6 +89,23 @@ def test_two_workers_predict_the_single_process_bytes(single_process, cluster, t
                 assert mosaic.colormap(1)[1] == cog.colormap(1)[1]
 
 
+def test_two_workers_compute_the_single_process_embeddings(single_process, cluster, tmp_path):
+    """The embeddings stage on dask: the encoder head and the feature sink in blocks, the
+    same embeddings.tif as one process (the engine's executor serves every head and sink)."""
+    runs = tmp_path / "runs"
+    shutil.copytree(single_process[0], runs)
+    until = [*DEMO[:-1], "embeddings"]
+    assert main([str(REPO / "recipes" / "demo.yaml"), "--runs-dir", str(runs), *until]) == 0
+    alone = next((runs / "demo" / "stages").glob("embeddings-*"))
+    expected = (alone / "embeddings.tif").read_bytes()
+    shutil.rmtree(alone)
+    assert main([str(REPO / "recipes" / "demo.yaml"), "--runs-dir", str(runs), *until,
+                 *dask_args(cluster[0], block_tiles=48)]) == 0
+    stage = next((runs / "demo" / "stages").glob("embeddings-*"))
+    assert len(list(stage.glob("blocks/rows*/record.json"))) >= 4
+    assert (stage / "embeddings.tif").read_bytes() == expected
+
+
 def test_a_run_killed_with_a_worker_resumes_from_its_finished_blocks(single_process, cluster, tmp_path):
     """SIGKILL to one worker and to instarun itself mid-prediction; the rerun (the nanny has
     restarted the worker) keeps the blocks finished before and ends with the same bytes."""

@@ -34,7 +34,7 @@ def test_the_float16_twin_is_float16_inside_float32_outside_and_agrees_with_pyto
     are checked here again, independently); on a GPU it is the model predict takes."""
     import onnx
 
-    from instageo.deploy.tiles import choose_model
+    from instageo.engine.runtime import choose_model
 
     folder, report = tiny
     variant = report["variants"][0]
@@ -99,7 +99,7 @@ def test_onnx_student_matches_pytorch_and_is_in_the_report(tiny):
     assert int8["metric"] == "miou" and abs(int8["test"]["delta"]) <= 1.0 and abs(int8["val"]["delta"]) <= 1.0
     assert int8["test"]["float32"] == pytest.approx(variant["metrics"]["miou"], abs=0.02)  # ONNX vs PyTorch argmax
     # the predict stage ran the model its rule picks (on val), and says so
-    from instageo.deploy.tiles import choose_model
+    from instageo.engine.runtime import choose_model
 
     bundle = json.loads(onnx_path.with_name("bundle.json").read_text())
     assert bundle["int8"] == int8

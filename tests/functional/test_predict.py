@@ -13,7 +13,7 @@ from rasterio.shutil import exists
 from rasterio.warp import transform_bounds
 
 from instageo.cli import main
-from instageo.deploy.engine import blend_window
+from instageo.engine.heads import blend_window
 from tests.conftest import REPO
 
 
@@ -79,7 +79,9 @@ def test_strip_streams_the_mosaic_one_array_would_hold():
     """Tiles added row by row and taken in strips blend to exactly what accumulating the whole
     area in one array gives (the reference below), with memory of one tile row's height."""
     from instageo.data.grid import tiled_grids
-    from instageo.deploy.engine import Layout, Strip, classes_of
+    from instageo.engine.loop import Strip
+    from instageo.engine.sinks import classes_of
+    from instageo.engine.tiling import Layout
 
     size, stride, classes = 16, 12, 3
     grids = tiled_grids((39.90, 1.41, 39.915, 1.43), size, 30.0, "utm", stride)

@@ -16,6 +16,7 @@ FLOORS = [
     {"recipe"},
     {"runner"},
     {"data"},
+    {"engine"},
     {"model"},
     {"deploy"},
     {"pipeline"},
@@ -97,3 +98,24 @@ def test_the_walk_sees_lazy_imports():
     source = (PACKAGE / "cli.py").read_text()
     assert "\n    from instageo.deploy.standalone import" in source
     assert "instageo.deploy.standalone" in imports(PACKAGE / "cli.py")
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """The top-level names of every package ``path`` imports, lazily or not."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_the_engine_needs_no_torch_no_runner_and_no_recipe_object():
+    """engine/ (every prediction's code) runs where only numpy, ONNX Runtime and rasterio
+    are: it imports no torch, and of the recipe only the section types a TileSpec holds."""
+    for path in (PACKAGE / "engine").glob("*.py"):
+        assert "torch" not in third_party_imports(path), path
+        ours = imports(path)
+        assert not {m for m in ours if m.startswith(("instageo.runner", "instageo.model"))}, path
+        assert not ours & {"instageo.recipe.models", "instageo.recipe.loader"}, path

@@ -133,7 +133,7 @@ def test_a_teacher_above_every_baseline_on_val_but_not_on_test_is_said_at_the_to
 
 
 def test_predict_takes_the_int8_model_only_within_the_tolerance_on_val():
-    from instageo.deploy.tiles import choose_model
+    from instageo.engine.runtime import choose_model
 
     def bundle(val_delta, metric="miou", test_delta=-0.5):
         return {"model": "model.onnx", "model_int8": "model.int8.onnx",

@@ -1,12 +1,11 @@
-"""What prediction needs and how it runs, whoever asks: the predict stage (from a recipe),
-`instarun predict` and the app's jobs (from a bundle), embeddings and the benches.
+"""What to predict: a ``TileSpec`` (the part of a recipe, or of a bundle's record of it, that
+prediction reads: the chip spec with its bands, size, resolution, CRS, acquisition choice and
+masks; the data source, whose preset scales and signs the reads; the overlap and the batch),
+the one tile count (``check_area_size``) and tiling of an area (``area_grids``,
+``tile_area``), and the output raster the tiles make (``Layout``).
 
-A ``TileSpec`` is the part of a recipe prediction reads: the chip spec (bands, size,
-resolution, CRS, acquisition choice, masks), the data source (its preset scales and signs
-the reads), the overlap, the batch and the executor. ``tile_area`` lays tiles over an area,
-each read by the chips stage's own code (same masks, same temporal selection), so inputs at
-prediction match inputs at training; ``run_tiling`` reads, predicts, blends and writes them
-(deploy/engine.py) on this machine or in blocks on dask (deploy/blocks.py).
+Each tile is read by the chips stage's own code (same masks, same temporal selection), so the
+inputs at prediction are the inputs of training.
 """
 
 from __future__ import annotations
@@ -16,17 +15,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from instageo.data.chip_build import ChipJob, read_stack, reader_for
 from instageo.data.chips import candidates_for, masked_items
 from instageo.data.grid import ChipGrid, centres_lonlat, tiled_grids
-from instageo.deploy import onnx
-from instageo.deploy.engine import InputColour, Layout, Outputs, TileModel, predict_rows
-from instageo.deploy.stac_meta import write_prediction_item
 from instageo.errors import InputError
-from instageo.recipe.models import ChipSpec, Executor, LocalExecutor, Source
+from instageo.recipe.chips import ChipSpec
 from instageo.recipe.presets import preset_for
+from instageo.recipe.sources import Source
 
 MAX_AREA_PIXELS = 2**33  # ~8.6 G pixels (e.g. 2,700 km x 2,700 km at 30 m): hours of reading
 MAX_TILES = 1_000_000
@@ -44,14 +39,12 @@ class TileSpec:
     overlap: float
     batch_size: int
     batch_fixed: bool = True
-    executor: Executor = LocalExecutor()
-    block_tiles: int = 64
 
     @classmethod
     def of_recipe(cls, recipe) -> TileSpec:
         spec = recipe.export.predict
         return cls(recipe.data.chips, recipe.data.source, spec.overlap, spec.batch_size,
-                   "batch_size" in spec.model_fields_set, spec.executor, spec.block_tiles)
+                   "batch_size" in spec.model_fields_set)
 
     @classmethod
     def of_bundle(cls, bundle: dict, source: dict, overlap: float, batch_size: int) -> TileSpec:
@@ -88,6 +81,38 @@ class Area:
     bbox: tuple[float, float, float, float]
     outline: object = None
     declared: str = "the observations' extent"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The output raster: the union of the tiles, on their shared grid."""
+
+    crs: str
+    left: float
+    top: float
+    resolution: float
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, grids: list[ChipGrid]) -> Layout:
+        resolution = grids[0].transform[0]
+        left = min(g.transform[2] for g in grids)
+        top = max(g.transform[5] for g in grids)
+        width = int(round((max(g.bounds[2] for g in grids) - left) / resolution))
+        height = int(round((top - min(g.bounds[1] for g in grids)) / resolution))
+        return cls(grids[0].crs, left, top, resolution, width, height)
+
+    @property
+    def transform(self):
+        from affine import Affine
+
+        return Affine(self.resolution, 0.0, self.left, 0.0, -self.resolution, self.top)
+
+    def offset(self, grid: ChipGrid) -> tuple[int, int]:
+        """(row, column) of a tile's top-left pixel."""
+        return (int(round((self.top - grid.transform[5]) / self.resolution)),
+                int(round((grid.transform[2] - self.left) / self.resolution)))
 
 
 @dataclass
@@ -143,13 +168,13 @@ def tile_area(spec: TileSpec, area: Area, date: dt.date, items: dict[str, dict],
     hrefs from ``base_dir``) with the chips stage's acquisition choice and masks."""
     grids = area_grids(spec, area)
     steps = candidates_for(list(masked_items(items, spec.chips.mask, log).values()), date, spec.chips.time)
-    jobs = [_tile_job(spec, f"tile{i:05d}", grid, lon, lat, date, steps, base_dir)
+    jobs = [tile_job(spec, f"tile{i:05d}", grid, lon, lat, date, steps, base_dir)
             for i, (grid, (lon, lat)) in enumerate(zip(grids, centres_lonlat(grids)))]
     return Tiling(area.bbox, area.declared, area.outline, date, items, items_from, jobs, Layout.of(grids),
                   spec.overlap_pixels)
 
 
-def _tile_job(spec: TileSpec, name: str, grid: ChipGrid, lon: float, lat: float, date: dt.date, steps,
+def tile_job(spec: TileSpec, name: str, grid: ChipGrid, lon: float, lat: float, date: dt.date, steps,
               base_dir: Path) -> ChipJob:
     """A tile to read as the chips stage reads a chip: its steps' candidates, masks, rules."""
     chips, preset = spec.chips, preset_for(spec.source)
@@ -171,7 +196,7 @@ def inputs_at(spec: TileSpec, items: dict[str, dict], base_dir: Path, date: dt.d
     chips = spec.chips
     grid = centred_grid(lon, lat, chips.size, chips.resolution, chips.crs)
     steps = candidates_for(list(masked_items(items, chips.mask, log).values()), date, chips.time)
-    job = _tile_job(spec, "point", grid, lon, lat, date, steps, base_dir)
+    job = tile_job(spec, "point", grid, lon, lat, date, steps, base_dir)
     stack = read_stack(job, reader_for(job))
     if isinstance(stack, str):
         return {"reason": str(stack)}
@@ -181,90 +206,6 @@ def inputs_at(spec: TileSpec, items: dict[str, dict], base_dir: Path, date: dt.d
     return {"dates": stack.dates, "bands": list(chips.bands),
             "values": [[None if v != v else round(float(v), 5) for v in step] for step in values]}
 
-
-def run_tiling(spec: TileSpec, tiling: Tiling, model_path: Path, bundle: dict, folder: Path, track, log,
-               cancel=None) -> tuple[dict[str, str], dict]:
-    """Read, predict, blend and write the COGs of a tiling into ``folder``: (files, summary).
-    ``track(iterable, total, description)`` reports progress; ``cancel`` (a threading.Event)
-    stops it between tiles with engine.Cancelled."""
-    chips, layout = spec.chips, tiling.layout
-    colour = InputColour.of(list(chips.bands), bundle)
-    outline = project(tiling.outline, layout.crs) if tiling.outline is not None else None
-    mosaic: dict[str, str] = {}  # the dask executor's VRTs over its blocks
-    batch_size = _batch_size(spec, model_path)
-    if spec.executor.kind == "dask":
-        from instageo.deploy.blocks import BlockSpec, predict_blocks
-
-        blocks = BlockSpec(str(folder), layout, bundle, str(model_path), chips.size, tiling.overlap,
-                           list(chips.bands), batch_size, outline)
-        outputs, mosaic = predict_blocks(tiling.jobs, blocks, spec.block_tiles, spec.executor, track, log)
-    else:
-        model = TileModel(model_path, bundle, chips.size, tiling.overlap, colour)
-        outputs = Outputs(folder, layout, bundle, colour=colour, outline=outline)
-        with outputs:
-            predict_rows(tiling.jobs, model, batch_size, outputs, track, cancel)
-    if outputs.class_pixels.sum() == 0:
-        outputs.discard()
-        raise InputError(f"prediction: no imagery for the area {tuple(round(v, 5) for v in tiling.area)} "
-                         f"({tiling.area_name}) around {tiling.date}")
-    summary = {"bbox": list(tiling.area), "date": tiling.date.isoformat(), "tiles": len(tiling.jobs),
-               "items_from": tiling.items_from, "items": len(tiling.items), "width": layout.width,
-               "height": layout.height, "batch_size": batch_size,
-               "class_pixels": dict(zip(bundle["classes"], outputs.class_pixels.tolist()))}
-    if mosaic:
-        summary["blocks"] = len(list((folder / "blocks").iterdir()))
-    files = {**outputs.finish(), **mosaic}
-    files["item"] = write_prediction_item(folder, files, tiling.date.isoformat(),
-                                          f"{bundle['backbone']} depth {bundle['depth']}")
-    return files, summary
-
-
-def _batch_size(spec: TileSpec, model_path: Path) -> int:
-    """The spec's batch when the user chose it, or on a CPU (where 2 is as fast as 8); on a
-    GPU otherwise the fastest batch its memory holds (onnx.fastest_batch)."""
-    if spec.batch_fixed or not onnx.gpu_present():
-        return spec.batch_size
-    chips = spec.chips
-    steps, size = chips.time.steps, chips.size
-    tile = (np.zeros((1, len(chips.bands), steps, size, size), np.float32), np.zeros((1, steps, 2), np.float32),
-            np.zeros((1, 2), np.float32))
-    return onnx.fastest_batch(onnx.session(model_path), tile, spec.batch_size)
-
-
-FLOAT16_AGREEMENT = 0.99  # the float16 model's classes against PyTorch's, at least
-
-
-def choose_model(bundle: dict, tolerance_pp: float | None, gpu: bool | None = None) -> tuple[str, str]:
-    """The bundle's model file to predict with, and why. On a GPU: float16 when the export
-    made one that agrees with PyTorch, else float32 (int8's kernels are CPU ones). On a CPU:
-    int8 when the export made one and it lost at most ``tolerance_pp`` on val (decided on
-    val, never on test)."""
-    if onnx.gpu_present() if gpu is None else gpu:
-        half = bundle.get("float16")
-        if not bundle.get("model_fp16") or not half:
-            return bundle["model"], "float32 on the GPU: no float16 model in the bundle (export.onnx.float16)"
-        if half["argmax_agreement"] < FLOAT16_AGREEMENT:
-            return bundle["model"], (f"float32 on the GPU: the float16 model agrees with PyTorch on only "
-                                     f"{100 * half['argmax_agreement']:.1f}% of pixels")
-        return bundle["model_fp16"], (f"float16 on the GPU: agrees with PyTorch on "
-                                      f"{100 * half['argmax_agreement']:.2f}% of pixels")
-    check = bundle.get("int8")
-    if not bundle.get("model_int8") or not check:
-        return bundle["model"], "float32: no int8 model in the bundle (export.onnx.quantize)"
-    if tolerance_pp is None:
-        return bundle["model"], "float32: export.predict.int8_tolerance_pp is null"
-    val = check.get("val")
-    if val is None:
-        return bundle["model"], "float32: no val split to judge the int8 model on"
-    if check["metric"] == "miou":
-        lost, allowed = -100 * val["delta"], tolerance_pp
-        said = f"val mIoU {100 * val['delta']:+.2f} pp"
-    else:
-        lost, allowed = val["delta"], tolerance_pp / 100 * val["float32"]
-        said = f"val RMSE {val['delta']:+.4g} ({100 * val['delta'] / max(val['float32'], 1e-12):+.2f}%)"
-    if lost <= allowed:
-        return bundle["model_int8"], f"int8: {said}, within {tolerance_pp:g} (export.predict.int8_tolerance_pp)"
-    return bundle["model"], f"float32: int8 {said}, beyond {tolerance_pp:g} (export.predict.int8_tolerance_pp)"
 
 
 def project(geometry, crs: str):

@@ -1,0 +1,143 @@
+"""The loop every prediction runs: tiles are read ahead on threads, run through a head (an
+ONNX model) in batches, blended with a smooth window into a strip one tile row high, and every
+finished row goes to a writer, so an area of any height streams through in the memory of one
+tile row. ``Strip`` is the blend; what the head and the writer must do is engine/protocols.py.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from instageo.data.chip_build import ChipJob, read_stack, reader_for, reads_remote
+from instageo.data.grid import ChipGrid
+from instageo.engine import Cancelled, runtime
+from instageo.engine.protocols import Head, Writer
+from instageo.engine.tiling import Layout
+
+# tiles read at once. Remote files: 4 (a read mostly waits on the network; each tile's own
+# reads overlap too). Local files: decoding is CPU the model wants, and on 2 cores one thread
+# kept ahead of an int8 student while 4 made the model itself 25% slower (end to end / model
+# only 0.67 vs 0.71, bench/profile_predict.py): one thread per 2 cores
+REMOTE_READ_THREADS = 4
+# GDAL's cache of decoded blocks while predicting: tiles come row by row, so only the blocks of
+# the last tile row are read again. 256 MiB (the chips stage's) made peak memory grow with the
+# area (+25% from 513 to 1026 px squares); 32 MiB: +6%, the same speed (bench/predict.py)
+BLOCK_CACHE_BYTES = 32 << 20
+
+
+def predict_rows(jobs: list[ChipJob], head: Head, batch_size: int, writer: Writer, track,
+                 cancel=None) -> None:
+    """Read, predict and blend row-major tiles, writing every finished row ``writer`` holds.
+    A batch is the readable tiles among jobs[k * batch_size:(k + 1) * batch_size]: a tile's
+    probabilities then depend only on its own batch (int8's quantisation scale is the whole
+    batch's), so blocks that start on a batch boundary give the single process's bytes.
+    ``cancel`` (a threading.Event), once set, stops it before the next tile with Cancelled."""
+    layout = writer.layout
+    strip = Strip(layout, head.channels, head.weight.shape[0], rgb=head.colour is not None,
+                  top=layout.offset(jobs[0].grid)[0] if jobs else 0)
+
+    def finish_rows_above(row: int) -> None:  # tiles arrive in rows: rows above `row` are final
+        while row > strip.top and strip.top < writer.rows[1]:
+            writer.write_blend(strip.top, *strip.take(min(row - strip.top, strip.size)))
+
+    def place(batch: list) -> None:
+        for grid, probabilities, weight, rgb in head.predict(batch) if batch else []:
+            finish_rows_above(layout.offset(grid)[0])
+            strip.add(grid, probabilities, weight, rgb)
+
+    threads = read_threads(jobs)
+    with ThreadPoolExecutor(threads) as pool:
+        batch: list = []
+        stacks = read_ahead(pool, jobs, head.prepare, depth=2 * batch_size + threads)
+        for index, (job, tile) in enumerate(track(stacks, total=len(jobs), description="tiles")):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            if tile is not None:
+                batch.append((job.grid, *tile))
+            if (index + 1) % batch_size == 0:
+                place(batch)
+                batch = []
+        place(batch)
+        finish_rows_above(layout.height)
+
+
+def read_threads(jobs: list[ChipJob]) -> int:
+    """Tiles to read at once: REMOTE_READ_THREADS from a remote store, else one thread per two
+    cores (every core when a GPU runs the model)."""
+    if jobs and reads_remote(jobs[0]):
+        return REMOTE_READ_THREADS
+    cores = os.cpu_count() or 1
+    return cores if runtime.gpu_present() else max(1, cores // 2)
+
+
+def read_ahead(pool: ThreadPoolExecutor, jobs: list[ChipJob], prepare, depth: int):
+    """(job, prepare(job, stack)) in order, reading at most ``depth`` tiles ahead of the consumer
+    (a plain pool.map would read the whole area into memory if reading outpaced the model).
+    Tiles go to the threads one by one: runs of neighbours per thread, as the chips stage
+    reads, made more requests and were slower over HTTP (bench/RESULTS.md)."""
+    pending: deque = deque()
+
+    def read(job: ChipJob):
+        return prepare(job, read_stack(job, reader_for(job, BLOCK_CACHE_BYTES)))
+
+    def oldest() -> tuple:
+        job, future = pending.popleft()
+        return job, future.result()
+
+    for job in jobs:
+        pending.append((job, pool.submit(read, job)))
+        if len(pending) >= depth:
+            yield oldest()
+    while pending:
+        yield oldest()
+
+
+class Strip:
+    """Blended class probabilities of the rows not yet written, ``size`` rows from ``top``.
+
+    Tiles are added one tile row after another; ``take(n)`` hands over the first n rows
+    (normalised) and moves the strip down by n.
+    """
+
+    def __init__(self, layout: Layout, classes: int, size: int, rgb: bool, top: int = 0):
+        self.layout, self.size, self.top = layout, size, top
+        self.probabilities = np.zeros((classes, size, layout.width), np.float32)
+        self.weights = np.zeros((size, layout.width), np.float32)
+        self.rgb = np.zeros((3, size, layout.width), np.float32) if rgb else None
+
+    def add(self, grid: ChipGrid, probabilities: np.ndarray, weight: np.ndarray,
+            rgb: np.ndarray | None = None) -> None:
+        row, column = self.layout.offset(grid)
+        row -= self.top
+        if row < 0 or row + grid.size > self.size:
+            raise ValueError(f"tile at row {row + self.top} outside the strip at {self.top}")
+        window = (slice(row, row + grid.size), slice(column, column + grid.size))
+        self.probabilities[(slice(None), *window)] += probabilities * weight
+        self.weights[window] += weight
+        if self.rgb is not None and rgb is not None:
+            self.rgb[(slice(None), *window)] += np.nan_to_num(rgb) * weight
+
+    def take(self, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The blend of the first ``rows`` rows: the weighted mean of every channel (C, rows, W),
+        where any tile covered them (rows, W), and the 8-bit input colour."""
+        if not 0 <= rows <= self.size:
+            raise ValueError(f"cannot take {rows} rows from a strip of {self.size}")
+        weights = self.weights[:rows]
+        covered = weights > 0
+        safe = np.where(covered, weights, 1)
+        mean = self.probabilities[:, :rows] / safe
+        rgb = None
+        if self.rgb is not None:  # display values 0-1 (InputColour) stretched to 1-255; 0 where empty
+            rgb = np.where(covered, np.clip(self.rgb[:, :rows] / safe * 254 + 1, 1, 255), 0).astype(np.uint8)
+        for array in (self.probabilities, self.weights, self.rgb):
+            if array is not None:  # shift up by `rows` and clear the bottom
+                array[..., :self.size - rows, :] = array[..., rows:, :]
+                array[..., self.size - rows:, :] = 0
+        self.top += rows
+        return mean, covered, rgb
+
+

@@ -98,10 +98,10 @@ log = logging.getLogger("instageo.chips")
 READ_ERRORS = (RasterioError, CPLE_BaseError)
 
 
-def reader_for(job: ChipJob, block_cache_bytes: int | None = None) -> AssetReader:
-    key = (job.base_dir, job.signing, job.auth, block_cache_bytes)
+def reader_for(job: ChipJob, block_cache_bytes: int | None = None, row_span: int | None = None) -> AssetReader:
+    key = (job.base_dir, job.signing, job.auth, block_cache_bytes, row_span)
     if key not in _READERS:  # one per process: it keeps open files per thread
-        _READERS[key] = AssetReader(Path(job.base_dir), job.signing, job.auth, block_cache_bytes)
+        _READERS[key] = AssetReader(Path(job.base_dir), job.signing, job.auth, block_cache_bytes, row_span)
     return _READERS[key]
 
 

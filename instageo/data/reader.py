@@ -17,10 +17,12 @@ import time
 import zlib
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
@@ -46,6 +48,9 @@ GDAL_OPTIONS: dict[str, object] = {
     "CPL_VSIL_CURL_CACHE_SIZE": str(256 << 20),
 }
 OPEN_DATASETS_PER_THREAD = 128
+# decoded row spans kept for the next tiles of their rows (AssetReader.row_span): a tile row
+# of every band and mask of the acquisitions tried, at 224 px tiles ~50 MiB
+SPAN_CACHE_BYTES = 128 << 20
 # threads that read remote files (each file always on the same one), on top of the callers'
 # own: a read over a network mostly waits, so there are many. 64 against 16 and 32: 137 vs
 # 298 and 156 ms a tile at 50 ms latency (fewer files share a thread). 0: no reads ahead.
@@ -87,18 +92,26 @@ def prepare_href(href: str, base_dir: Path, signing: str | None = None) -> str:
 
 
 class AssetReader:
-    """Reads assets onto chip grids. Keeps recently used files open, one set per thread."""
+    """Reads assets onto chip grids. Keeps recently used files open, one set per thread.
+
+    ``row_span`` (prediction, whose tiles come row by row): an aligned read is made
+    ``row_span`` columns wider than the tile and kept, and the next tiles of the row whose
+    windows start in the same span take their columns of it: one GDAL read where there were
+    a row's worth (at 32 px tiles, each read's own cost was most of a tile's). The chips
+    stage's scattered chips would only read more: it leaves it unset."""
 
     def __init__(self, base_dir: Path, signing: str | None = None, auth: str | None = None,
-                 block_cache_bytes: int | None = None):
+                 block_cache_bytes: int | None = None, row_span: int | None = None):
         self.base_dir = Path(base_dir)
         self.signing = signing
         self.options = gdal_options(auth)
         if block_cache_bytes is not None:
             self.options["GDAL_CACHEMAX"] = block_cache_bytes
         self._local = threading.local()
+        self.row_span = row_span
+        self._spans = SharedReads(SPAN_CACHE_BYTES) if row_span else None
 
-    def _dataset(self, href: str):
+    def _dataset(self, href: str) -> Opened:
         if getattr(self._local, "env", None) is None:
             # GDAL options are per thread in rasterio; set them once for this thread's life
             # rather than entering an Env around every read
@@ -117,24 +130,31 @@ class AssetReader:
             _opened.add(href)
             took = time.perf_counter() - started
             _fastest_first_open = took if _fastest_first_open is None else min(_fastest_first_open, took)
-        cache[href] = dataset
+        cache[href] = Opened.of(dataset)
         if len(cache) > OPEN_DATASETS_PER_THREAD:
-            cache.popitem(last=False)[1].close()
-        return dataset
+            cache.popitem(last=False)[1].dataset.close()
+        return cache[href]
 
     def read(self, asset: BandAsset, grid: ChipGrid, categorical: bool = False) -> np.ndarray:
         """The asset on the chip grid: float32 with NaN for nodata (reflectance scaled), or the
         raw values for categorical rasters (masks, labels) with their own fill outside."""
-        src = self._dataset(asset.href)
-        if src.crs is None:  # GDAL would warp it as if it were in the chip's CRS
+        opened = self._dataset(asset.href)
+        src = opened.dataset
+        if opened.crs is None:  # GDAL would warp it as if it were in the chip's CRS
             from rasterio.errors import RasterioIOError
 
             raise RasterioIOError(f"{asset.href}: the raster has no CRS")
-        nodata = asset.nodata if asset.nodata is not None else src.nodatavals[asset.band - 1]
+        nodata = asset.nodata if asset.nodata is not None else opened.nodatavals[asset.band - 1]
         fill = (nodata if nodata is not None else 0) if categorical else nodata
-        window = _aligned_window(src, grid)
+        window = _aligned_window(opened, grid)
+        if window is not None and self._spans is not None:  # a span of the row, read once
+            start = window.col_off // self.row_span * self.row_span
+            wide = Window(start, window.row_off, self.row_span + grid.size, grid.size)
+            values = self._spans.get((asset, categorical, window.row_off, start), lambda: _read_only(self._values(
+                _read_aligned(opened, asset.band, wide, fill), asset, nodata, categorical)))
+            return values[:, window.col_off - start:window.col_off - start + grid.size]
         if window is not None:  # same CRS and lattice: a plain windowed read, no resampling
-            data = _read_aligned(src, asset.band, window, fill)
+            data = _read_aligned(opened, asset.band, window, fill)
         else:
             resampling = Resampling.nearest if categorical else Resampling.bilinear
             with WarpedVRT(src, crs=grid.crs, transform=grid.affine, width=grid.size,
@@ -142,6 +162,12 @@ class AssetReader:
                            nodata=fill if categorical else np.nan,
                            dtype=None if categorical else "float32") as vrt:
                 data = vrt.read(asset.band)
+        return self._values(data, asset, nodata, categorical)
+
+    @staticmethod
+    def _values(data: np.ndarray, asset: BandAsset, nodata, categorical: bool) -> np.ndarray:
+        """Raw pixels as the reader returns them: categorical as they are, else float32 with
+        NaN for nodata, scaled."""
         if categorical:
             return data
         data = data.astype(np.float32, copy=False)
@@ -150,17 +176,36 @@ class AssetReader:
         return data * np.float32(asset.scale) + np.float32(asset.offset)
 
     def close(self) -> None:
-        for dataset in getattr(self._local, "datasets", {}).values():
-            dataset.close()
+        for opened in getattr(self._local, "datasets", {}).values():
+            opened.dataset.close()
         self._local.datasets = OrderedDict()
 
 
-def _aligned_window(src, grid: ChipGrid):
-    """The chip as a window of ``src`` when both share CRS and pixel lattice, else None."""
-    if src.crs is None or src.crs.to_string() != grid.crs:
+@dataclass(frozen=True)
+class Opened:
+    """An open dataset and what every read asks of it, asked once (rasterio builds the CRS
+    string and the transform anew on every access: 40 us of each 32 px read)."""
+
+    dataset: object
+    crs: str | None
+    transform: Affine
+    nodatavals: tuple
+    dtypes: tuple
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, dataset) -> Opened:
+        return cls(dataset, dataset.crs.to_string() if dataset.crs else None, dataset.transform,
+                   dataset.nodatavals, dataset.dtypes, dataset.width, dataset.height)
+
+
+def _aligned_window(opened: Opened, grid: ChipGrid):
+    """The chip as a window of the dataset when both share CRS and pixel lattice, else None."""
+    if opened.crs is None or opened.crs != grid.crs:
         return None
     a, _, c, _, e, f = grid.transform
-    t = src.transform
+    t = opened.transform
     if t.b != 0 or t.d != 0 or abs(t.a - a) > 1e-9 * abs(a) or abs(t.e - e) > 1e-9 * abs(e):
         return None
     column, row = (c - t.c) / t.a, (f - t.f) / t.e
@@ -169,21 +214,65 @@ def _aligned_window(src, grid: ChipGrid):
     return Window(round(column), round(row), grid.size, grid.size)
 
 
-def _read_aligned(src, band: int, window: Window, fill) -> np.ndarray:
-    """``window`` of ``src``, where part of it may lie past the raster's edge: the part on the
-    raster is read as is, the rest is ``fill`` (NaN when None). Cheaper than a boundless read,
-    which goes through a VRT."""
-    rows = max(window.row_off, 0), min(window.row_off + window.height, src.height)
-    columns = max(window.col_off, 0), min(window.col_off + window.width, src.width)
+def _read_aligned(opened: Opened, band: int, window: Window, fill) -> np.ndarray:
+    """``window`` of the dataset, where part of it may lie past the raster's edge: the part
+    on the raster is read as is, the rest is ``fill`` (NaN when None). Cheaper than a
+    boundless read, which goes through a VRT."""
+    src = opened.dataset
+    rows = max(window.row_off, 0), min(window.row_off + window.height, opened.height)
+    columns = max(window.col_off, 0), min(window.col_off + window.width, opened.width)
     if rows[0] == window.row_off and columns[0] == window.col_off and rows[1] - rows[0] == window.height \
             and columns[1] - columns[0] == window.width:
         return src.read(band, window=window)  # all inside
-    dtype = src.dtypes[band - 1] if fill is not None else np.float32
+    dtype = opened.dtypes[band - 1] if fill is not None else np.float32
     data = np.full((window.height, window.width), fill if fill is not None else np.nan, dtype)
     if rows[0] < rows[1] and columns[0] < columns[1]:
         data[rows[0] - window.row_off:rows[1] - window.row_off, columns[0] - window.col_off:columns[1] - window.col_off] = \
             src.read(band, window=Window(columns[0], rows[0], columns[1] - columns[0], rows[1] - rows[0]))
     return data
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """Shared by the tiles of a span: none may change another's pixels."""
+    array.flags.writeable = False
+    return array
+
+
+class SharedReads:
+    """Values computed once per key and shared between threads (a second asker of a key in
+    flight waits for the first), the least recently used dropped past ``budget`` bytes."""
+
+    def __init__(self, budget: int):
+        self.budget, self.held = budget, 0
+        self.lock = threading.Lock()
+        self.entries: OrderedDict = OrderedDict()
+
+    def get(self, key, compute) -> np.ndarray:
+        with self.lock:
+            future = self.entries.get(key)
+            mine = future is None
+            if mine:
+                future = self.entries[key] = Future()
+            else:
+                self.entries.move_to_end(key)
+        if not mine:
+            return future.result()
+        try:
+            value = compute()
+        except BaseException as exc:
+            with self.lock:
+                self.entries.pop(key, None)
+            future.set_exception(exc)
+            raise
+        future.set_result(value)
+        with self.lock:
+            if self.entries.get(key) is future:  # held unless dropped while it was computed
+                self.held += value.nbytes
+            while self.held > self.budget and len(self.entries) > 1:
+                _, oldest = self.entries.popitem(last=False)
+                if oldest.done() and oldest.exception() is None:  # one in flight was never counted
+                    self.held -= oldest.result().nbytes
+        return value
 
 
 def is_remote(href: str) -> bool:

@@ -27,6 +27,9 @@ REMOTE_READ_THREADS = 4
 # the last tile row are read again. 256 MiB (the chips stage's) made peak memory grow with the
 # area (+25% from 513 to 1026 px squares); 32 MiB: +6%, the same speed (bench/predict.py)
 BLOCK_CACHE_BYTES = 32 << 20
+# columns of a tile row read at once and shared by the tiles whose windows start in them
+# (data/reader.py, AssetReader.row_span)
+ROW_SPAN = 512
 
 
 def predict_rows(jobs: list[ChipJob], head: Head, batch_size: int, writer: Writer, track,
@@ -82,7 +85,7 @@ def read_ahead(pool: ThreadPoolExecutor, jobs: list[ChipJob], prepare, depth: in
     pending: deque = deque()
 
     def read(job: ChipJob):
-        return prepare(job, read_stack(job, reader_for(job, BLOCK_CACHE_BYTES)))
+        return prepare(job, read_stack(job, reader_for(job, BLOCK_CACHE_BYTES, ROW_SPAN)))
 
     def oldest() -> tuple:
         job, future = pending.popleft()

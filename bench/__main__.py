@@ -2,12 +2,21 @@
 
 `python -m bench chips models` runs only the named ones."""
 
+import os
+import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 from bench import (chips, distributed, estimate, gpu, heldout, hostile, models, precision, predict, profile_predict,
                    rerun, search, stability, stitching)
 
-BENCHMARKS = {"chips": chips, "models": models, "predict": predict, "profile_predict": profile_predict, "rerun": rerun, "search": search,
+# bench/predict.py again at the demo's shapes, in its own process (its shapes are read at import)
+predict_demo = SimpleNamespace(main=lambda: subprocess.run(
+    [sys.executable, str(Path(predict.__file__))], env={**os.environ, "BENCH_SHAPES": "demo"}, check=True))
+
+BENCHMARKS = {"chips": chips, "models": models, "predict": predict, "predict_demo": predict_demo,
+              "profile_predict": profile_predict, "rerun": rerun, "search": search,
               "heldout": heldout, "stability": stability, "precision": precision, "stitching": stitching,
               "estimate": estimate, "gpu": gpu, "distributed": distributed,
               "hostile": hostile}

@@ -35,7 +35,7 @@ MAIN_PHASES = [
     ("blend into the strip", "add (instageo/engine/loop.py"),
     ("classes, confidence, write rows", "write_blend (instageo/engine/sinks.py"),
     ("blend into the strip", "take (instageo/engine/loop.py"),
-    ("overviews and COG copies", "to_cog (instageo/engine/cog.py"),
+    ("overviews and COG copies", "finish (instageo/engine/sinks.py"),
 ]
 READER_PHASES = [
     ("normalise, coordinates", "prepare (instageo/engine/heads.py"),

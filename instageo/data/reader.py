@@ -48,9 +48,9 @@ GDAL_OPTIONS: dict[str, object] = {
     "CPL_VSIL_CURL_CACHE_SIZE": str(256 << 20),
 }
 OPEN_DATASETS_PER_THREAD = 128
-# decoded row spans kept for the next tiles of their rows (AssetReader.row_span): a tile row
-# of every band and mask of the acquisitions tried, at 224 px tiles ~50 MiB
-SPAN_CACHE_BYTES = 128 << 20
+# decoded row spans kept for the next tiles of their rows (AssetReader.row_span): two tile
+# rows of every band and mask of the acquisitions tried, at 64 px tiles ~10 MiB
+SPAN_CACHE_BYTES = 32 << 20
 # threads that read remote files (each file always on the same one), on top of the callers'
 # own: a read over a network mostly waits, so there are many. 64 against 16 and 32: 137 vs
 # 298 and 156 ms a tile at 50 ms latency (fewer files share a thread). 0: no reads ahead.

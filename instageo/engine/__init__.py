@@ -43,8 +43,8 @@ def predict(spec: TileSpec, tiling: Tiling, head: Head, sink: Sink, executor=Non
     """Read, predict, blend and write ``tiling`` with ``head`` into ``sink``. ``executor``:
     None (this process) or engine.blocks.DaskBlocks. ``progress(iterable, total,
     description)`` reports it; ``cancel`` (a threading.Event), once set, stops it before the
-    next tile with Cancelled. An area where no tile saw anything is an InputError (its files
-    are removed)."""
+    next tile with Cancelled (in this process; dask blocks run to the end). An area where no
+    tile saw anything is an InputError (its files are removed)."""
     import logging
 
     from instageo.engine import runtime
@@ -53,7 +53,7 @@ def predict(spec: TileSpec, tiling: Tiling, head: Head, sink: Sink, executor=Non
 
     progress = progress or (lambda items, **_: items)
     log = log or logging.getLogger("instageo.predict")
-    batch_size = runtime.batch_size(spec, head.session)
+    batch_size = runtime.batch_size(spec, head)  # opens no session on a CPU
     outline = project(tiling.outline, tiling.layout.crs) if tiling.outline is not None else None
     vrts: dict[str, str] = {}
     blocks = 0

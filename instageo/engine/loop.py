@@ -28,8 +28,11 @@ REMOTE_READ_THREADS = 4
 # area (+25% from 513 to 1026 px squares); 32 MiB: +6%, the same speed (bench/predict.py)
 BLOCK_CACHE_BYTES = 32 << 20
 # columns of a tile row read at once and shared by the tiles whose windows start in them
-# (data/reader.py, AssetReader.row_span)
-ROW_SPAN = 512
+# (data/reader.py, AssetReader.row_span), for tiles up to SPAN_TILES_UP_TO px: at 32 px a
+# read's own cost was most of a tile's (the demo's predict stage 1.2 -> 0.8 s); at 224 px
+# they cost more than they saved (bench/predict.py, same day: end to end / model only 0.67-0.68
+# with spans, 0.83 without; peak RSS of the whole scene 632 MiB against 492)
+ROW_SPAN, SPAN_TILES_UP_TO = 512, 64
 
 
 def predict_rows(jobs: list[ChipJob], head: Head, batch_size: int, writer: Writer, track,
@@ -83,9 +86,10 @@ def read_ahead(pool: ThreadPoolExecutor, jobs: list[ChipJob], prepare, depth: in
     Tiles go to the threads one by one: runs of neighbours per thread, as the chips stage
     reads, made more requests and were slower over HTTP (bench/RESULTS.md)."""
     pending: deque = deque()
+    span = ROW_SPAN if jobs and jobs[0].grid.size <= SPAN_TILES_UP_TO else None
 
     def read(job: ChipJob):
-        return prepare(job, read_stack(job, reader_for(job, BLOCK_CACHE_BYTES, ROW_SPAN)))
+        return prepare(job, read_stack(job, reader_for(job, BLOCK_CACHE_BYTES, span)))
 
     def oldest() -> tuple:
         job, future = pending.popleft()

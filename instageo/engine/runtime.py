@@ -89,8 +89,8 @@ def fastest_batch(onnx_session, tile: tuple[np.ndarray, ...], start: int, most: 
 
 
 
-def batch_size(spec, session) -> int:
-    """The batch to run ``session`` with: the TileSpec's when the user chose it, or on a CPU
+def batch_size(spec, head) -> int:
+    """The batch to run ``head`` with: the TileSpec's when the user chose it, or on a CPU
     (where 2 is as fast as 8); on a GPU otherwise the fastest its memory holds (fastest_batch)."""
     if spec.batch_fixed or not gpu_present():
         return spec.batch_size
@@ -98,7 +98,7 @@ def batch_size(spec, session) -> int:
     steps, size = chips.time.steps, chips.size
     tile = (np.zeros((1, len(chips.bands), steps, size, size), np.float32), np.zeros((1, steps, 2), np.float32),
             np.zeros((1, 2), np.float32))
-    return fastest_batch(session, tile, spec.batch_size)
+    return fastest_batch(head.session, tile, spec.batch_size)
 
 
 FLOAT16_AGREEMENT = 0.99  # the float16 model's classes against PyTorch's, at least

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from instageo.engine.bundle import read_bundle
-from instageo.engine.vectors import INT8_NODATA, INT8_SCALE, decode, encode, fit_pca, project, unit  # noqa: F401
+from instageo.engine.vectors import INT8_NODATA, INT8_SCALE, decode, encode, fit_pca, project, unit
 
 PCA_SAMPLE = 20_000  # patch vectors the PCA is fitted on, at most
 FILE_ENCODER, FILE_PCA = "bundle/encoder.onnx", "bundle/embeddings.json"

@@ -126,7 +126,7 @@ def _decoded(path: Path, sidecar: dict):
     import numpy as np
     import rasterio
 
-    from instageo.deploy.embeddings import decode
+    from instageo.engine.vectors import decode
 
     with rasterio.open(path) as dataset:
         codes, mask = dataset.read(), dataset.read_masks(1) > 0

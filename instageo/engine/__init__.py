@@ -58,11 +58,10 @@ def predict(spec: TileSpec, tiling: Tiling, head: Head, sink: Sink, executor=Non
     vrts: dict[str, str] = {}
     blocks = 0
     if executor is not None:
-        from instageo.engine.blocks import BLOCKS, BlockTask, predict_blocks
+        from instageo.engine.blocks import BlockTask, predict_blocks
 
         task = BlockTask(tiling.layout, head, sink, batch_size, outline)
-        writer, vrts = predict_blocks(tiling.jobs, task, spec.chips.size, executor, progress, log)
-        blocks = len(list((sink.folder / BLOCKS).iterdir()))
+        writer, vrts, blocks = predict_blocks(tiling.jobs, task, spec.chips.size, executor, progress, log)
     else:
         writer = sink.writer(tiling.layout, outline=outline)
         with writer:

@@ -99,8 +99,10 @@ def _worker_head(pickled: bytes) -> Head:
 def predict_block(block: Block, task: BlockTask) -> dict:
     """One block's files in blocks/<name>/ (or, if it was finished before, its record)."""
     done = task.sink.folder / BLOCKS / block.name
-    if (done / "record.json").exists():
-        return json.loads((done / "record.json").read_text())
+    record = _finished(done)
+    if record is not None:
+        return record
+    shutil.rmtree(done, ignore_errors=True)  # a block an older version wrote (no "counts"): predict it again
     work = done.with_name(f".{block.name}.{uuid.uuid4().hex[:8]}")
     work.mkdir(parents=True)
     head = _worker_head(pickle.dumps(task.head))
@@ -118,13 +120,13 @@ def predict_block(block: Block, task: BlockTask) -> dict:
 
 
 def predict_blocks(jobs: list[ChipJob], task: BlockTask, size: int, executor: DaskBlocks, track,
-                   log) -> tuple[Writer, dict[str, str]]:
+                   log) -> tuple[Writer, dict[str, str], int]:
     """Every block on the cluster, then the mosaic: the sink's writer for the whole area with
-    every row copied in (not yet finished: the caller checks the area had imagery first) and
-    the VRTs ({"<file>_vrt": file name})."""
+    every row copied in (not yet finished: the caller checks the area had imagery first), the
+    VRTs ({"<file>_vrt": file name}) and the number of blocks."""
     folder = task.sink.folder
     blocks = plan_blocks(jobs, task.layout, size, task.batch_size, executor.block_tiles)
-    finished = sum((folder / BLOCKS / b.name / "record.json").exists() for b in blocks)
+    finished = sum(_finished(folder / BLOCKS / b.name) is not None for b in blocks)
     log.info("predicting %d tiles in %d blocks on dask%s", len(jobs), len(blocks),
              f" ({finished} finished before)" if finished else "")
     records = run_on_dask(predict_block, blocks, {"task": task}, executor.address, executor.workers, track,
@@ -139,7 +141,16 @@ def predict_blocks(jobs: list[ChipJob], task: BlockTask, size: int, executor: Da
             for name, file in records[0]["files"].items()}
     _copy_rows(vrts, writer)
     writer.counts = np.sum([r["counts"] for r in records], axis=0, dtype=np.int64)
-    return writer, {f"{name}_vrt": path.name for name, path in vrts.items()}
+    return writer, {f"{name}_vrt": path.name for name, path in vrts.items()}, len(blocks)
+
+
+def _finished(done: Path) -> dict | None:
+    """A finished block's record, or None (not run, or written by a version before "counts")."""
+    try:
+        record = json.loads((done / "record.json").read_text())
+    except FileNotFoundError:
+        return None
+    return record if "counts" in record else None
 
 
 def _remove_other_blocks(folder: Path, wanted: set[str]) -> None:

@@ -108,7 +108,8 @@ def test_two_workers_compute_the_single_process_embeddings(single_process, clust
 
 def test_a_run_killed_with_a_worker_resumes_from_its_finished_blocks(single_process, cluster, tmp_path):
     """SIGKILL to one worker and to instarun itself mid-prediction; the rerun (the nanny has
-    restarted the worker) keeps the blocks finished before and ends with the same bytes."""
+    restarted the worker) keeps the blocks finished before and ends with the same bytes. A
+    block an older version wrote (its record without "counts") is predicted again."""
     address, client = cluster
     runs = without_prediction(single_process, tmp_path)
     command = [str(Path(sys.executable).parent / "instarun"), str(REPO / "recipes" / "demo.yaml"),
@@ -128,6 +129,10 @@ def test_a_run_killed_with_a_worker_resumes_from_its_finished_blocks(single_proc
     log.close()
     time.sleep(1)  # tasks running when the client went finish or are dropped
     finished = {p: p.stat().st_mtime_ns for p in blocks.glob(".partial-predict-*/blocks/rows*/record.json")}
+    older = sorted(finished)[0]
+    record = json.loads(older.read_text())
+    older.write_text(json.dumps({**record, "class_pixels": record.pop("counts")}))
+    del finished[older]
 
     client.wait_for_workers(2, timeout=60)
     second = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -140,6 +145,7 @@ def test_a_run_killed_with_a_worker_resumes_from_its_finished_blocks(single_proc
     for record, mtime in finished.items():
         moved = stage / "blocks" / record.parent.name / "record.json"
         assert moved.stat().st_mtime_ns == mtime, f"{record.parent.name} was predicted again"
+    assert "counts" in json.loads((stage / "blocks" / older.parent.name / "record.json").read_text())
 
 
 def test_two_processes_under_accelerate_launch_train_what_one_process_trains(tmp_path):

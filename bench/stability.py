@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from bench.common import machine, write_section
+from instageo.recipe.training import TrainSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 SPLIT_SEEDS = [int(s) for s in os.environ.get("BENCH_SPLIT_SEEDS", "0,1,2").split(",")]
@@ -32,10 +32,14 @@ SEEDS = [int(s) for s in os.environ.get("BENCH_SEEDS", "0,1,2").split(",")]
 SETS = [s for s in os.environ.get("BENCH_SETS", "").split(";") if s]
 PEER_EPOCHS = int(os.environ.get("BENCH_PEER_EPOCHS", "30"))
 PEER = os.environ.get("BENCH_PEER", "1") != "0"  # 0: the teacher's grid alone, to try settings fast
+PEER_MOSAIC = os.environ.get("BENCH_PEER_MOSAIC", "1") != "0"  # the peer again with the teacher's mosaic
+MOSAIC = TrainSpec().mosaic  # the peer's second run: the teacher's default mosaic
+HELD_OUT = tuple(s for s in os.environ.get("BENCH_HELD_OUT", "").split(",") if s)  # test scenes; default tests/sen1floods11.py's
 
 
-def peer_unet(chips_dir: Path, norm: dict, seed: int, epochs: int = PEER_EPOCHS) -> float:
-    """Test mIoU of the U-Net a practitioner would train on these chips (best epoch on val)."""
+def peer_unet(chips_dir: Path, norm: dict, seed: int, mosaic: int = 1, epochs: int = PEER_EPOCHS) -> float:
+    """Test mIoU of the U-Net a practitioner would train on these chips (best epoch on val);
+    ``mosaic`` > 1: with the teacher's mosaic augmentation too."""
     import segmentation_models_pytorch as smp
     import torch
     from torch.nn import functional as F
@@ -63,7 +67,7 @@ def peer_unet(chips_dir: Path, norm: dict, seed: int, epochs: int = PEER_EPOCHS)
         order = torch.randperm(len(train), generator=generator)
         for first in range(0, len(train), 16):
             index = order[first:first + 16]
-            x, y, _ = augment(train.x[index], train.y[index], train.valid[index], generator)
+            x, y, _ = augment(train.x[index], train.y[index], train.valid[index], generator, mosaic)
             loss = F.cross_entropy(model(x[:, :, 0]), y, ignore_index=-1)
             optimizer.zero_grad()
             loss.backward()
@@ -78,10 +82,10 @@ def peer_unet(chips_dir: Path, norm: dict, seed: int, epochs: int = PEER_EPOCHS)
 def split_runs(folder: Path, split_seed: int, seeds: list[int], sets: list[str], peer: bool) -> list[dict]:
     """One split: the teacher and student of every seed, the baselines, the peer."""
     from instageo.cli import main
-    from tests.sen1floods11 import CHIPS, HELD_OUT_SPLIT, TRAINING, write_recipe
+    from tests.sen1floods11 import CHIPS, TRAINING, held_out_split, write_recipe
 
     folder.mkdir(parents=True)
-    write_recipe(folder, CHIPS, HELD_OUT_SPLIT, extra=TRAINING)
+    write_recipe(folder, CHIPS, held_out_split(*([HELD_OUT] if HELD_OUT else [])), extra=TRAINING)
     args = [str(folder / "floods.yaml"), "--runs-dir", str(folder / "runs"), "--until", "student",
             "--set", f"seed={','.join(map(str, seeds))}", "--set", f"data.split.seed={split_seed}"]
     assert main(args + [a for s in sets for a in ("--set", s)]) == 0
@@ -101,6 +105,8 @@ def split_runs(folder: Path, split_seed: int, seeds: list[int], sets: list[str],
             "best_epoch": teacher.get("best_epoch"),
             "student": students[seed]["metrics"]["miou"], "student_val": students[seed]["val_metrics"]["miou"],
             "peer": peer_unet(chips_dir, report["teacher"]["normalization"], seed) if peer else None,
+            "peer_mosaic": peer_unet(chips_dir, report["teacher"]["normalization"], seed, MOSAIC)
+            if peer and PEER_MOSAIC else None,
         })
         print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -116,9 +122,15 @@ def summary(rows: list[dict]) -> dict:
         return {"mean": statistics.mean(values), "min": min(values), "max": max(values),
                 "spread": max(values) - min(values)} if values else None
 
-    return {key: stats(key) for key in ("otsu", "minimum_distance", "teacher", "student", "peer")} | {
+    return {key: stats(key) for key in ("otsu", "minimum_distance", "teacher", "student", "peer", "peer_mosaic")} | {
         "teacher_beats_both": sum(r["teacher"] > max(r["otsu"], r["minimum_distance"]) for r in rows),
         "runs": len(rows)}
+
+
+def held_out_scenes() -> tuple[str, ...]:
+    from tests.sen1floods11 import HELD_OUT as default
+
+    return default
 
 
 def main() -> None:
@@ -128,23 +140,25 @@ def main() -> None:
     found = summary(rows)
     line = (f"{found['runs']} runs: teacher test mIoU {found['teacher']['mean']:.3f} "
             f"[{found['teacher']['min']:.3f}-{found['teacher']['max']:.3f}], spread {found['teacher']['spread']:.3f}; "
-            f"student {found['student']['mean']:.3f}; peer U-Net {_number(found['peer'] and found['peer']['mean'])}; "
+            f"student {found['student']['mean']:.3f}; peer U-Net {_number(found['peer'] and found['peer']['mean'])}, "
+            f"with mosaic {_number(found['peer_mosaic'] and found['peer_mosaic']['mean'])}; "
             f"Otsu {found['otsu']['mean']:.3f}; minimum distance {found['minimum_distance']['mean']:.3f}; "
             f"the teacher beats both baselines in {found['teacher_beats_both']} of {found['runs']}")
     print(line)
     body = [
-        f"Machine: {machine()}. tests/sen1floods11.py's recipe: test = every chip of Spain_7370579 and "
-        "Nigeria_812045 (`split.test.files`), val dealt from the other scenes by `split.seed`; instageo_ci teacher "
+        f"Machine: {machine()}. tests/sen1floods11.py's recipe: test = every chip of "
+        f"{' and '.join(HELD_OUT or held_out_scenes())} (`split.test.files`), val dealt from the other scenes by `split.seed`; instageo_ci teacher "
         f"from scratch with the recipe defaults, student depth 2. Extra settings: {SETS or 'none'}. "
         f"Peer: segmentation-models-pytorch U-Net (resnet18, random init, flips + rotations, AdamW 1e-3, "
-        f"{PEER_EPOCHS} epochs, best epoch on val) on the same chips and normalisation. "
+        f"{PEER_EPOCHS} epochs, best epoch on val) on the same chips and normalisation; again with the teacher's "
+        f"mosaic augmentation ({MOSAIC} x {MOSAIC} squares, `teacher.train.mosaic`). "
         f"{time.perf_counter() - started:.0f} s.",
         "",
         "| split seed | seed | train / val / test / excluded chips | Otsu (VV) | minimum distance | peer U-Net "
-        "| teacher (val) | teacher (test) | best epoch | student (test) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| peer U-Net + mosaic | teacher (val) | teacher (test) | best epoch | student (test) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *(f"| {r['split_seed']} | {r['seed']} | {_chips(r['chips'])} | {r['otsu']:.3f} | {r['minimum_distance']:.3f} | "
-          f"{_number(r['peer'])} | {r['teacher_val']:.3f} | **{r['teacher']:.3f}** | {r['best_epoch']} | {r['student']:.3f} |"
+          f"{_number(r['peer'])} | {_number(r['peer_mosaic'])} | {r['teacher_val']:.3f} | **{r['teacher']:.3f}** | {r['best_epoch']} | {r['student']:.3f} |"
           for r in rows),
         "",
         line + ".",

@@ -16,8 +16,15 @@ SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 HELD_OUT = ("Spain_7370579", "Nigeria_812045")  # test scenes: countries training never sees
 CHIPS = ("{size: 64, resolution: 10, bands: [vv, vh], time: {steps: 1, tolerance_days: 1}, "
          "mask: {max_fraction: 0.5}}")
-HELD_OUT_SPLIT = ("{method: spatial, block_km: 1, val: 0.2, "
-                  f"test: {{files: [{', '.join(s + '_*' for s in HELD_OUT)}]}}}}")
+
+
+def held_out_split(scenes: tuple[str, ...] = HELD_OUT) -> str:
+    """A spatial split whose test is every chip of the named scenes."""
+    return ("{method: spatial, block_km: 1, val: 0.2, "
+            f"test: {{files: [{', '.join(s + '_*' for s in scenes)}]}}}}")
+
+
+HELD_OUT_SPLIT = held_out_split()
 TRAINING = """teacher:
   backbone: instageo_ci
   train: {epochs: 8, batch_size: 16, lr: 1.0e-3, patience: 4}

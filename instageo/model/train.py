@@ -163,7 +163,7 @@ def fit(model: nn.Module, splits: dict[str, Split], spec: TrainSpec, loss_fn: Lo
             index = order[first:first + spec.batch_size]
             x, y, valid = train.x[index], train.y[index], train.valid[index]
             if spec.augment:
-                x, y, valid = augment(x, y, valid, generator)
+                x, y, valid = augment(x, y, valid, generator, spec.mosaic)
             own = shard if len(index) >= acc.num_processes else slice(None)  # a last batch too small to share
             inputs = tuple(t[own].to(acc.device) for t in (x, train.temporal[index], train.location[index]))
             y, valid = y[own].to(acc.device), valid[own].to(acc.device)

@@ -88,7 +88,9 @@ def test_int8_embeddings_lose_under_1pp_and_are_16x_smaller_than_float32(runs):
 
     int8, full = probe(found["int8"], stages), probe(found["none"], stages)
     assert full > 0.6  # the reference probe learns something
-    assert abs(int8 - full) <= 0.01, (int8, full)
+    # a loss is what compression may not cost; the 64-dim probe can also score above the 192-dim
+    # one (fewer weights on a few hundred labelled pixels: 0.890 vs 0.860 with the mosaic)
+    assert int8 >= full - 0.01, (int8, full)
 
 
 def test_the_export_stage_probe_agrees_with_scikit_learn_on_the_same_features(runs):

@@ -34,7 +34,7 @@ PEER_EPOCHS = int(os.environ.get("BENCH_PEER_EPOCHS", "30"))
 PEER = os.environ.get("BENCH_PEER", "1") != "0"  # 0: the teacher's grid alone, to try settings fast
 PEER_MOSAIC = os.environ.get("BENCH_PEER_MOSAIC", "1") != "0"  # the peer again with the teacher's mosaic
 MOSAIC = TrainSpec().mosaic  # the peer's second run: the teacher's default mosaic
-HELD_OUT = tuple(s for s in os.environ.get("BENCH_HELD_OUT", "").split(",") if s)  # test scenes; default tests/sen1floods11.py's
+HELD_OUT_SCENES = os.environ.get("BENCH_HELD_OUT", "")  # test scenes, ","-separated; default tests/sen1floods11.py's
 
 
 def peer_unet(chips_dir: Path, norm: dict, seed: int, mosaic: int = 1, epochs: int = PEER_EPOCHS) -> float:
@@ -85,7 +85,7 @@ def split_runs(folder: Path, split_seed: int, seeds: list[int], sets: list[str],
     from tests.sen1floods11 import CHIPS, TRAINING, held_out_split, write_recipe
 
     folder.mkdir(parents=True)
-    write_recipe(folder, CHIPS, held_out_split(*([HELD_OUT] if HELD_OUT else [])), extra=TRAINING)
+    write_recipe(folder, CHIPS, held_out_split(held_out_scenes()), extra=TRAINING)
     args = [str(folder / "floods.yaml"), "--runs-dir", str(folder / "runs"), "--until", "student",
             "--set", f"seed={','.join(map(str, seeds))}", "--set", f"data.split.seed={split_seed}"]
     assert main(args + [a for s in sets for a in ("--set", s)]) == 0
@@ -128,9 +128,10 @@ def summary(rows: list[dict]) -> dict:
 
 
 def held_out_scenes() -> tuple[str, ...]:
-    from tests.sen1floods11 import HELD_OUT as default
+    """The test scenes: BENCH_HELD_OUT's, else tests/sen1floods11.py's."""
+    from tests.sen1floods11 import HELD_OUT
 
-    return default
+    return tuple(s for s in HELD_OUT_SCENES.split(",") if s) or HELD_OUT
 
 
 def main() -> None:
@@ -147,7 +148,7 @@ def main() -> None:
     print(line)
     body = [
         f"Machine: {machine()}. tests/sen1floods11.py's recipe: test = every chip of "
-        f"{' and '.join(HELD_OUT or held_out_scenes())} (`split.test.files`), val dealt from the other scenes by `split.seed`; instageo_ci teacher "
+        f"{' and '.join(held_out_scenes())} (`split.test.files`), val dealt from the other scenes by `split.seed`; instageo_ci teacher "
         f"from scratch with the recipe defaults, student depth 2. Extra settings: {SETS or 'none'}. "
         f"Peer: segmentation-models-pytorch U-Net (resnet18, random init, flips + rotations, AdamW 1e-3, "
         f"{PEER_EPOCHS} epochs, best epoch on val) on the same chips and normalisation; again with the teacher's "

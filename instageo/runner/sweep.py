@@ -195,8 +195,8 @@ def sweep_markdown(report: dict[str, Any], plot: str | None) -> list[str]:
                      f"vs {value:.4f}): what follows compares students with a teacher that a baseline beats; "
                      "check the labels, the bands and the training.")
     if best:
-        lines.append(f"Smallest student within {tolerance_pp(best):.2g} pp val mIoU of the teacher and above every "
-                     f"baseline: **depth {best['depth']}** ({best['params']:,} parameters, {_speedup(best, 'onnx_')} "
+        lines.append(f"Smallest student within {tolerance_pp(best):.2g} pp of the teacher and above every baseline, "
+                     f"both on val mIoU: **depth {best['depth']}** ({best['params']:,} parameters, {_speedup(best, 'onnx_')} "
                      f"the teacher's chips/s in ONNX Runtime, {_speedup(best)} in PyTorch).")
     elif rows[0]["teacher_below_baseline"]:
         lines.append("So no student is recommended.")

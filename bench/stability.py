@@ -2,7 +2,8 @@
 
 Test is every chip of two named scenes (`split.test.files`); val and train are dealt from the
 other scenes by `split.seed`. For each of the 9 runs: the teacher's and the student's test
-mIoU, the report's own baselines on the same pixels (Otsu on VV, minimum distance), and a
+mIoU, the student's ONNX chips/s over the teacher's (the `speed` stage, as report.md has it),
+the report's own baselines on the same pixels (Otsu on VV, minimum distance), and a
 peer model a practitioner would pick instead, trained on the same chips with the same
 normalisation, split and seed: a segmentation-models-pytorch U-Net (resnet18 encoder, random
 init, flips + 90-degree rotations, AdamW, 30 epochs, best epoch on val mIoU). The peer is a
@@ -86,7 +87,7 @@ def split_runs(folder: Path, split_seed: int, seeds: list[int], sets: list[str],
 
     folder.mkdir(parents=True)
     write_recipe(folder, CHIPS, held_out_split(held_out_scenes()), extra=TRAINING)
-    args = [str(folder / "floods.yaml"), "--runs-dir", str(folder / "runs"), "--until", "student",
+    args = [str(folder / "floods.yaml"), "--runs-dir", str(folder / "runs"), "--until", "speed",
             "--set", f"seed={','.join(map(str, seeds))}", "--set", f"data.split.seed={split_seed}"]
     assert main(args + [a for s in sets for a in ("--set", s)]) == 0
     report = json.loads((folder / "runs" / "floods" / "report.json").read_text())
@@ -94,6 +95,7 @@ def split_runs(folder: Path, split_seed: int, seeds: list[int], sets: list[str],
     teachers = report["teacher"]["seeds"] if len(seeds) > 1 else [report["teacher"]]
     baselines = report["teacher"]["baselines"]
     students = {v["seed"]: v for v in report["variants"]}
+    speeds = report["speed"]["variants"]  # the speed stage's side-by-side timing, as in report.md
     rows = []
     for teacher in teachers:
         seed = teacher["seed"]
@@ -104,6 +106,7 @@ def split_runs(folder: Path, split_seed: int, seeds: list[int], sets: list[str],
             "teacher": teacher["metrics"]["miou"], "teacher_val": teacher["val_metrics"]["miou"],
             "best_epoch": teacher.get("best_epoch"),
             "student": students[seed]["metrics"]["miou"], "student_val": students[seed]["val_metrics"]["miou"],
+            "student_onnx_speedup": speeds[students[seed]["name"]]["speedup_onnx"],
             "peer": peer_unet(chips_dir, report["teacher"]["normalization"], seed) if peer else None,
             "peer_mosaic": peer_unet(chips_dir, report["teacher"]["normalization"], seed, MOSAIC)
             if peer and PEER_MOSAIC else None,
@@ -122,7 +125,9 @@ def summary(rows: list[dict]) -> dict:
         return {"mean": statistics.mean(values), "min": min(values), "max": max(values),
                 "spread": max(values) - min(values)} if values else None
 
-    return {key: stats(key) for key in ("otsu", "minimum_distance", "teacher", "student", "peer", "peer_mosaic")} | {
+    keys = ("otsu", "minimum_distance", "teacher", "student", "student_onnx_speedup", "peer", "peer_mosaic")
+    return {key: stats(key) for key in keys} | {
+        "student_within_1pp": sum(r["student"] >= r["teacher"] - 0.01 for r in rows),
         "teacher_beats_both": sum(r["teacher"] > max(r["otsu"], r["minimum_distance"]) for r in rows),
         "runs": len(rows)}
 
@@ -141,7 +146,9 @@ def main() -> None:
     found = summary(rows)
     line = (f"{found['runs']} runs: teacher test mIoU {found['teacher']['mean']:.3f} "
             f"[{found['teacher']['min']:.3f}-{found['teacher']['max']:.3f}], spread {found['teacher']['spread']:.3f}; "
-            f"student {found['student']['mean']:.3f}; peer U-Net {_number(found['peer'] and found['peer']['mean'])}, "
+            f"student {found['student']['mean']:.3f} (within 1 pp of its teacher in {found['student_within_1pp']} of "
+            f"{found['runs']}, ONNX chips/s {found['student_onnx_speedup']['mean']:.2f}x the teacher's); "
+            f"peer U-Net {_number(found['peer'] and found['peer']['mean'])}, "
             f"with mosaic {_number(found['peer_mosaic'] and found['peer_mosaic']['mean'])}; "
             f"Otsu {found['otsu']['mean']:.3f}; minimum distance {found['minimum_distance']['mean']:.3f}; "
             f"the teacher beats both baselines in {found['teacher_beats_both']} of {found['runs']}")
@@ -156,10 +163,11 @@ def main() -> None:
         f"{time.perf_counter() - started:.0f} s.",
         "",
         "| split seed | seed | train / val / test / excluded chips | Otsu (VV) | minimum distance | peer U-Net "
-        "| peer U-Net + mosaic | teacher (val) | teacher (test) | best epoch | student (test) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| peer U-Net + mosaic | teacher (val) | teacher (test) | best epoch | student (test) | student ONNX speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *(f"| {r['split_seed']} | {r['seed']} | {_chips(r['chips'])} | {r['otsu']:.3f} | {r['minimum_distance']:.3f} | "
-          f"{_number(r['peer'])} | {_number(r['peer_mosaic'])} | {r['teacher_val']:.3f} | **{r['teacher']:.3f}** | {r['best_epoch']} | {r['student']:.3f} |"
+          f"{_number(r['peer'])} | {_number(r['peer_mosaic'])} | {r['teacher_val']:.3f} | **{r['teacher']:.3f}** | {r['best_epoch']} | {r['student']:.3f} | "
+          f"{r['student_onnx_speedup']:.2f}x |"
           for r in rows),
         "",
         line + ".",

@@ -24,7 +24,7 @@ from shapely.geometry import box, shape
 from instageo.data.grid import ChipGrid
 from instageo.data.masks import decode
 from instageo.recipe.presets import BandAsset
-from instageo.data.reader import AssetReader, GridReads, is_remote
+from instageo.data.reader import AssetReader, RowReads, RunPixels, is_remote
 from instageo.files import sha256_file, write_bytes_atomic
 
 
@@ -98,10 +98,10 @@ log = logging.getLogger("instageo.chips")
 READ_ERRORS = (RasterioError, CPLE_BaseError)
 
 
-def reader_for(job: ChipJob, block_cache_bytes: int | None = None, row_span: int | None = None) -> AssetReader:
-    key = (job.base_dir, job.signing, job.auth, block_cache_bytes, row_span)
+def reader_for(job: ChipJob, block_cache_bytes: int | None = None) -> AssetReader:
+    key = (job.base_dir, job.signing, job.auth, block_cache_bytes)
     if key not in _READERS:  # one per process: it keeps open files per thread
-        _READERS[key] = AssetReader(Path(job.base_dir), job.signing, job.auth, block_cache_bytes, row_span)
+        _READERS[key] = AssetReader(Path(job.base_dir), job.signing, job.auth, block_cache_bytes)
     return _READERS[key]
 
 
@@ -140,48 +140,159 @@ def read_stack(job: ChipJob, reader: AssetReader) -> Stack | str:
     """Pick each step's acquisition by the chip's own masked fraction and read it; the
     reason ("no_scene", "cloudy", "no_data") when a step cannot be filled. Training chips and
     prediction windows both come from here, so their inputs are made the same way."""
-    images, masks, chosen, dates, fractions = [], [], [], [], []
-    unreadable: list[str] = []
-    reads = GridReads(reader, job.grid)
-    _read_ahead(reads, job)
-    for candidates in job.steps:
-        if not candidates:
-            return "no_scene"
-        picked, least_nodata = None, 1.0
-        for candidate in candidates:
-            if candidate.id in chosen or candidate.id in unreadable:
-                continue
-            try:
-                masked, nodata, stack = _read_candidate(reads, candidate, job)
-            except READ_ERRORS as exc:  # a missing or broken asset: the next acquisition, if any
-                first = candidate.id not in _UNREADABLE  # one warning per acquisition, not per chip
-                _UNREADABLE.add(candidate.id)
-                log.log(logging.WARNING if first else logging.DEBUG,
-                        "chip %s: acquisition %s passed over: unreadable input (%s)", job.chip_id,
-                        candidate.id, str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
-                unreadable.append(candidate.id)
-                continue
-            least_nodata = min(least_nodata, float(nodata.mean()))
-            fraction = float((masked | nodata).mean())
-            if stack is not None and fraction <= job.max_fraction:
-                picked = (candidate, masked | nodata, fraction, stack)
+    return read_row_stacks([job], reader)[0]
+
+
+def read_row_stacks(jobs: list[ChipJob], reader: AssetReader) -> list[Stack | str]:
+    """read_stack of each of a run of tiles along one tile row that share their steps and chip
+    spec (a prediction's; a chip is a run of one): each asset is read once for the whole run
+    (RowReads) and each tile's acquisitions are picked by its own masked fraction, counted
+    from the run's column sums, so a tile gets the stack it would get alone."""
+    job = jobs[0]
+    run = RunLook(RowReads(reader, [j.grid for j in jobs]), job)
+    run.read_ahead()
+    stacks: list[Stack | str] = []
+    for tile, tile_job in enumerate(jobs):
+        chosen: list[Candidate] = []
+        fractions: list[float] = []
+        unreadable: list[str] = []
+        reason = None
+        for candidates in job.steps:
+            if not candidates:
+                reason = "no_scene"
                 break
-        if picked is None:  # no_data when even the fullest candidate lacks too much imagery
-            if unreadable:  # one that could not be read might have served
-                return Unreadable(unreadable)
-            return "no_data" if least_nodata > job.max_fraction else "cloudy"
-        candidate, invalid, fraction, stack = picked
-        images.append(stack)
-        masks.append(invalid)
-        chosen.append(candidate.id)
-        dates.append(candidate.date[:10])
-        fractions.append(fraction)
-    invalid = np.stack(masks)  # (T, H, W)
-    if job.strategy == "any":
-        invalid = np.broadcast_to(invalid.any(axis=0), invalid.shape)
-    image = np.stack(images)  # (T, C, H, W)
-    image[np.broadcast_to(invalid[:, None], image.shape)] = np.nan
-    return Stack(image, invalid, chosen, dates, float(np.mean(fractions)), unreadable)
+            picked, least_nodata = None, 1.0
+            for candidate in candidates:
+                if any(c.id == candidate.id for c in chosen) or candidate.id in unreadable:
+                    continue
+                try:
+                    look = run.look(candidate, tile)
+                except READ_ERRORS as exc:  # a missing or broken asset: the next acquisition, if any
+                    first = candidate.id not in _UNREADABLE  # one warning per acquisition, not per chip
+                    _UNREADABLE.add(candidate.id)
+                    log.log(logging.WARNING if first else logging.DEBUG,
+                            "chip %s: acquisition %s passed over: unreadable input (%s)", tile_job.chip_id,
+                            candidate.id, str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+                    unreadable.append(candidate.id)
+                    continue
+                if look.mask_fraction[tile] > job.max_fraction:  # ruled out by its mask: bands unseen
+                    least_nodata = min(least_nodata, look.mask_nodata[tile])
+                    continue
+                least_nodata = min(least_nodata, look.nodata[tile])
+                if look.fraction[tile] <= job.max_fraction:
+                    picked = candidate
+                    break
+            if picked is None:  # no_data when even the fullest candidate lacks too much imagery
+                # (one that could not be read might have served)
+                reason = Unreadable(unreadable) if unreadable else "no_data" if least_nodata > job.max_fraction else "cloudy"
+                break
+            chosen.append(picked)
+            fractions.append(float(run.looks[picked.id].fraction[tile]))
+        stacks.append(reason if reason is not None else run.stack(tile, chosen, fractions, unreadable))
+    return stacks
+
+
+@dataclass
+class Look:
+    """An acquisition across a run of tiles, with per tile the fractions of its pixels masked
+    or without imagery (``mask_fraction``) and without imagery (``mask_nodata``) by its mask,
+    and once its bands are read, the same counting the bands' nodata too (``fraction``,
+    ``nodata``, ``invalid``: masked or without imagery)."""
+
+    mask_fraction: np.ndarray
+    mask_nodata: np.ndarray
+    masked: RunPixels | None = None  # (H, W) bool: masked or without imagery, by the mask
+    fill: RunPixels | None = None  # (H, W) bool: without imagery, by the mask
+    bands: RunPixels | None = None  # (C, H, W) float32
+    invalid: RunPixels | None = None  # (H, W) bool
+    fraction: np.ndarray | None = None
+    nodata: np.ndarray | None = None
+
+
+class RunLook:
+    """The acquisitions of a run (read_row_stacks), each looked at once: its mask first, and its
+    bands only where some tile's mask keeps it (cheap: a cloudy acquisition's bands are never
+    read). Failures are kept, so every tile that reaches a broken acquisition hears of it.
+    ``looks``: by acquisition id, and (id, "bands") for the bands' read or its error."""
+
+    def __init__(self, reads: RowReads, job: ChipJob):
+        self.reads, self.job = reads, job
+        self.area = job.grid.size ** 2
+        self.looks: dict[str, Look | Exception] = {}
+
+    def look(self, candidate: Candidate, tile: int) -> Look:
+        """The acquisition's look by its mask, and by its bands too where ``tile``'s mask keeps
+        it; raises the read error of either, as a tile reading it alone would."""
+        look = self._once(candidate.id, lambda: self._look(candidate))
+        if look.mask_fraction[tile] <= self.job.max_fraction and look.bands is None:
+            self._once((candidate.id, "bands"), lambda: self._read_bands(candidate, look))
+        return look
+
+    def _once(self, key, compute):
+        if key not in self.looks:
+            try:
+                self.looks[key] = compute()
+            except READ_ERRORS as exc:
+                self.looks[key] = exc
+        if isinstance(self.looks[key], Exception):
+            raise self.looks[key]
+        return self.looks[key]
+
+    def _look(self, candidate: Candidate) -> Look:
+        masked, fill = self._mask(candidate)
+        invalid = masked.apply(np.logical_or, fill)
+        look = Look(invalid.counts() / self.area, fill.counts() / self.area)
+        look.masked, look.fill = invalid, fill
+        return look
+
+    def _read_bands(self, candidate: Candidate, look: Look) -> Look:
+        bands = RunPixels.stack([self.reads.read(BandAsset(**candidate.bands[b])) for b in self.job.bands])
+        nodata = look.fill.apply(lambda fill, values: fill | np.isnan(values).any(axis=0), bands)
+        look.invalid = look.masked.apply(np.logical_or, nodata)
+        look.fraction, look.nodata = look.invalid.counts() / self.area, nodata.counts() / self.area
+        look.bands = bands  # last: a look with bands is complete
+        return look
+
+    def _mask(self, candidate: Candidate) -> tuple[RunPixels, RunPixels]:
+        """(masked, without imagery) by the acquisition's mask asset (none: nothing masked)."""
+        reads = self.reads
+        if candidate.mask is None or not candidate.mask_kind:
+            nothing = RunPixels(reads.lefts, reads.first.size, wide=np.zeros((reads.first.size, reads.width), bool))
+            return nothing, nothing
+        decoded = reads.read(BandAsset(**candidate.mask), categorical=True).apply(
+            lambda values: np.stack(decode(values, candidate.mask_kind, self.job.mask_classes)))
+        return decoded.apply(lambda both: both[0]), decoded.apply(lambda both: both[1])
+
+    def read_ahead(self) -> None:
+        """Over a network: every step's preferred acquisition, masks first and then the bands of
+        those some tile's mask keeps, all in flight together (2 round trips a run instead of 7
+        a step). Only a head start: the tiles still decide step by step, so the stacks are the
+        same."""
+        if not reads_remote(self.job):
+            return  # local files: nothing to wait for
+        firsts = [steps[0] for steps in self.job.steps if steps]
+        for candidate in firsts:
+            if candidate.mask is not None and candidate.mask_kind:
+                self.reads.start(BandAsset(**candidate.mask), categorical=True)
+        for candidate in firsts:
+            try:
+                masked, fill = self._mask(candidate)
+            except READ_ERRORS:
+                continue  # the tiles meet it again and say so
+            if (masked.apply(np.logical_or, fill).counts() / self.area <= self.job.max_fraction).any():
+                for band in self.job.bands:
+                    self.reads.start(BandAsset(**candidate.bands[band]))
+
+    def stack(self, tile: int, chosen: list[Candidate], fractions: list[float], unreadable: list[str]) -> Stack:
+        """The tile's stack of its chosen acquisitions, NaN where masked or without imagery."""
+        looks = [self.looks[candidate.id] for candidate in chosen]  # each with its bands
+        invalid = np.stack([look.invalid.tile(tile) for look in looks])  # (T, H, W)
+        if self.job.strategy == "any":
+            invalid = np.broadcast_to(invalid.any(axis=0), invalid.shape)
+        image = np.stack([look.bands.tile(tile) for look in looks])  # (T, C, H, W)
+        image[np.broadcast_to(invalid[:, None], image.shape)] = np.nan
+        return Stack(image, invalid, [c.id for c in chosen], [c.date[:10] for c in chosen],
+                     float(np.mean(fractions)), unreadable)
 
 
 class Unreadable(str):
@@ -220,53 +331,11 @@ def _build(job: ChipJob, out: Path) -> ChipRecord:
     )
 
 
-def _read_candidate(reads: GridReads, candidate: Candidate, job: ChipJob):
-    """(masked, nodata, bands): masked-class pixels, pixels without imagery, and the bands
-    (C, H, W), or None when the mask alone already rules the acquisition out (cheap: the
-    bands are then never read)."""
-    masked, nodata = _mask(reads, candidate, job)
-    if (masked | nodata).mean() > job.max_fraction:
-        return masked, nodata, None
-    for band in job.bands:
-        reads.start(BandAsset(**candidate.bands[band]))
-    stack = np.stack([reads.read(BandAsset(**candidate.bands[b])) for b in job.bands])
-    nodata = nodata | np.isnan(stack).any(axis=0)
-    return masked & ~nodata, nodata, stack
-
-
-def _mask(reads: GridReads, candidate: Candidate, job: ChipJob) -> tuple[np.ndarray, np.ndarray]:
-    """(masked, nodata) of an acquisition by its mask asset (nothing masked without one)."""
-    shape = (job.grid.size, job.grid.size)
-    if candidate.mask is None or not candidate.mask_kind:
-        return np.zeros(shape, bool), np.zeros(shape, bool)
-    return decode(reads.read(BandAsset(**candidate.mask), categorical=True), candidate.mask_kind, job.mask_classes)
-
-
 def reads_remote(job: ChipJob) -> bool:
     """Whether the job's imagery comes over a network (its first acquisition's first band
     says: the acquisitions of one search come from one store)."""
     first = next((candidate for step in job.steps for candidate in step), None)
     return first is not None and is_remote(next(iter(first.bands.values()))["href"])
-
-
-def _read_ahead(reads: GridReads, job: ChipJob) -> None:
-    """Over a network: every step's preferred acquisition, masks first and then the bands of
-    those the mask keeps, all in flight together (2 round trips a chip instead of 7 a step).
-    Only a head start: read_stack still decides step by step, so the chip is the same."""
-    if not reads_remote(job):
-        return  # local files: nothing to wait for
-    firsts = [steps[0] for steps in job.steps if steps]
-    for candidate in firsts:
-        if candidate.mask is not None and candidate.mask_kind:
-            reads.start(BandAsset(**candidate.mask), categorical=True)
-    for candidate in firsts:
-        try:
-            masked, nodata = _mask(reads, candidate, job)
-        except READ_ERRORS:
-            continue  # read_stack meets it again and says so
-        if (masked | nodata).mean() <= job.max_fraction:
-            for band in job.bands:
-                reads.start(BandAsset(**candidate.bands[band]))
 
 
 def _label(job: ChipJob, reader, no_imagery: np.ndarray) -> np.ndarray | None:

@@ -48,10 +48,6 @@ GDAL_OPTIONS: dict[str, object] = {
     "CPL_VSIL_CURL_CACHE_SIZE": str(256 << 20),
 }
 OPEN_DATASETS_PER_THREAD = 128
-# decoded row spans kept for the next tiles of their rows (AssetReader.row_span): two tile
-# rows of every band and mask of the acquisitions tried, at 64 px tiles ~10 MiB (32 MiB let
-# peak memory grow with the area: +11% for 4x the area in test_predict, against +6% before spans)
-SPAN_CACHE_BYTES = 12 << 20
 # threads that read remote files (each file always on the same one), on top of the callers'
 # own: a read over a network mostly waits, so there are many. 64 against 16 and 32: 137 vs
 # 298 and 156 ms a tile at 50 ms latency (fewer files share a thread). 0: no reads ahead.
@@ -93,24 +89,16 @@ def prepare_href(href: str, base_dir: Path, signing: str | None = None) -> str:
 
 
 class AssetReader:
-    """Reads assets onto chip grids. Keeps recently used files open, one set per thread.
-
-    ``row_span`` (prediction, whose tiles come row by row): an aligned read is made
-    ``row_span`` columns wider than the tile and kept, and the next tiles of the row whose
-    windows start in the same span take their columns of it: one GDAL read where there were
-    a row's worth (at 32 px tiles, each read's own cost was most of a tile's). The chips
-    stage's scattered chips would only read more: it leaves it unset."""
+    """Reads assets onto chip grids. Keeps recently used files open, one set per thread."""
 
     def __init__(self, base_dir: Path, signing: str | None = None, auth: str | None = None,
-                 block_cache_bytes: int | None = None, row_span: int | None = None):
+                 block_cache_bytes: int | None = None):
         self.base_dir = Path(base_dir)
         self.signing = signing
         self.options = gdal_options(auth)
         if block_cache_bytes is not None:
             self.options["GDAL_CACHEMAX"] = block_cache_bytes
         self._local = threading.local()
-        self.row_span = row_span
-        self._spans = SharedReads(SPAN_CACHE_BYTES) if row_span else None
 
     def _dataset(self, href: str) -> Opened:
         if getattr(self._local, "env", None) is None:
@@ -139,31 +127,38 @@ class AssetReader:
     def read(self, asset: BandAsset, grid: ChipGrid, categorical: bool = False) -> np.ndarray:
         """The asset on the chip grid: float32 with NaN for nodata (reflectance scaled), or the
         raw values for categorical rasters (masks, labels) with their own fill outside."""
-        opened = self._dataset(asset.href)
-        src = opened.dataset
-        if opened.crs is None:  # GDAL would warp it as if it were in the chip's CRS
-            from rasterio.errors import RasterioIOError
-
-            raise RasterioIOError(f"{asset.href}: the raster has no CRS")
-        nodata = asset.nodata if asset.nodata is not None else opened.nodatavals[asset.band - 1]
-        fill = (nodata if nodata is not None else 0) if categorical else nodata
+        opened, nodata, fill = self._source(asset, categorical)
         window = _aligned_window(opened, grid)
-        if window is not None and self._spans is not None:  # a span of the row, read once
-            start = window.col_off // self.row_span * self.row_span
-            wide = Window(start, window.row_off, self.row_span + grid.size, grid.size)
-            values = self._spans.get((asset, categorical, window.row_off, start), lambda: _read_only(self._values(
-                _read_aligned(opened, asset.band, wide, fill), asset, nodata, categorical)))
-            return values[:, window.col_off - start:window.col_off - start + grid.size]
         if window is not None:  # same CRS and lattice: a plain windowed read, no resampling
             data = _read_aligned(opened, asset.band, window, fill)
         else:
             resampling = Resampling.nearest if categorical else Resampling.bilinear
-            with WarpedVRT(src, crs=grid.crs, transform=grid.affine, width=grid.size,
+            with WarpedVRT(opened.dataset, crs=grid.crs, transform=grid.affine, width=grid.size,
                            height=grid.size, resampling=resampling, src_nodata=nodata,
                            nodata=fill if categorical else np.nan,
                            dtype=None if categorical else "float32") as vrt:
                 data = vrt.read(asset.band)
         return self._values(data, asset, nodata, categorical)
+
+    def read_wide(self, asset: BandAsset, grid: ChipGrid, width: int, categorical: bool = False) -> np.ndarray | None:
+        """As ``read``, but ``width`` columns from the grid's left edge (its rows), when the
+        file lies on the grid's lattice; None when it does not (a warped read is per chip)."""
+        opened, nodata, fill = self._source(asset, categorical)
+        window = _aligned_window(opened, grid)
+        if window is None:
+            return None
+        wide = Window(window.col_off, window.row_off, width, grid.size)
+        return self._values(_read_aligned(opened, asset.band, wide, fill), asset, nodata, categorical)
+
+    def _source(self, asset: BandAsset, categorical: bool) -> tuple[Opened, object, object]:
+        """The asset's open file, its nodata and the fill of pixels outside it."""
+        opened = self._dataset(asset.href)
+        if opened.crs is None:  # GDAL would warp it as if it were in the chip's CRS
+            from rasterio.errors import RasterioIOError
+
+            raise RasterioIOError(f"{asset.href}: the raster has no CRS")
+        nodata = asset.nodata if asset.nodata is not None else opened.nodatavals[asset.band - 1]
+        return opened, nodata, (nodata if nodata is not None else 0) if categorical else nodata
 
     @staticmethod
     def _values(data: np.ndarray, asset: BandAsset, nodata, categorical: bool) -> np.ndarray:
@@ -233,49 +228,6 @@ def _read_aligned(opened: Opened, band: int, window: Window, fill) -> np.ndarray
     return data
 
 
-def _read_only(array: np.ndarray) -> np.ndarray:
-    """Shared by the tiles of a span: none may change another's pixels."""
-    array.flags.writeable = False
-    return array
-
-
-class SharedReads:
-    """Values computed once per key and shared between threads (a second asker of a key in
-    flight waits for the first), the least recently used dropped past ``budget`` bytes."""
-
-    def __init__(self, budget: int):
-        self.budget, self.held = budget, 0
-        self.lock = threading.Lock()
-        self.entries: OrderedDict = OrderedDict()
-
-    def get(self, key, compute) -> np.ndarray:
-        with self.lock:
-            future = self.entries.get(key)
-            mine = future is None
-            if mine:
-                future = self.entries[key] = Future()
-            else:
-                self.entries.move_to_end(key)
-        if not mine:
-            return future.result()
-        try:
-            value = compute()
-        except BaseException as exc:
-            with self.lock:
-                self.entries.pop(key, None)
-            future.set_exception(exc)
-            raise
-        future.set_result(value)
-        with self.lock:
-            if self.entries.get(key) is future:  # held unless dropped while it was computed
-                self.held += value.nbytes
-            while self.held > self.budget and len(self.entries) > 1:
-                _, oldest = self.entries.popitem(last=False)
-                if oldest.done() and oldest.exception() is None:  # one in flight was never counted
-                    self.held -= oldest.result().nbytes
-        return value
-
-
 def is_remote(href: str) -> bool:
     return "://" in href or href.startswith("/vsi")
 
@@ -297,24 +249,75 @@ def _thread_for(href: str) -> ThreadPoolExecutor:
     return _remote_threads[zlib.crc32(href.encode()) % REMOTE_READ_THREADS]
 
 
-class GridReads:
-    """The reads of one chip grid, each done once. ``start`` sends a remote read ahead to its
-    file's reading thread, so that a chip's bands and time steps wait on the network together
-    rather than one round trip after another; ``read`` returns it (local files are read in
-    place: there is no wait to hide)."""
+class RunPixels:
+    """Values across a run of tiles along a row (RowReads): one wide array (..., size, W) whose
+    tile i is columns lefts[i]:lefts[i] + size, or (off the tiles' lattice) each tile's own."""
 
-    def __init__(self, reader: AssetReader, grid: ChipGrid):
-        self.reader, self.grid = reader, grid
-        self.results: dict[tuple[BandAsset, bool], Future | np.ndarray] = {}
+    def __init__(self, lefts: np.ndarray, size: int, wide: np.ndarray | None = None,
+                 tiles: list[np.ndarray] | None = None):
+        self.lefts, self.size, self.wide, self.tiles = lefts, size, wide, tiles
+
+    def tile(self, index: int) -> np.ndarray:
+        if self.wide is None:
+            return self.tiles[index]
+        left = self.lefts[index]
+        return self.wide[..., left:left + self.size]
+
+    def counts(self) -> np.ndarray:
+        """The True pixels of each tile (of a boolean (size, W) or (size, size) each)."""
+        if self.wide is None:
+            return np.array([np.count_nonzero(tile) for tile in self.tiles], np.int64)
+        columns = np.concatenate([[0], np.cumsum(self.wide.sum(axis=0, dtype=np.int64))])
+        return columns[self.lefts + self.size] - columns[self.lefts]
+
+    def apply(self, function, *others: RunPixels) -> RunPixels:
+        """function(self's values, others' values), wide where all are wide, else per tile."""
+        parts = (self, *others)
+        if all(part.wide is not None for part in parts):
+            return RunPixels(self.lefts, self.size, wide=function(*(part.wide for part in parts)))
+        return RunPixels(self.lefts, self.size,
+                         tiles=[function(*(part.tile(i) for part in parts)) for i in range(len(self.lefts))])
+
+    @staticmethod
+    def stack(parts: list[RunPixels]) -> RunPixels:
+        return parts[0].apply(lambda *values: np.stack(values), *parts[1:])
+
+
+class RowReads:
+    """The reads of a run of tiles along one tile row (a chip alone is a run of one): each asset
+    read once across the run, from the first tile's left edge to the last's right edge, and
+    each tile's window a slice of that; at prediction's 32 px tiles a read's own cost was most
+    of a tile's. A file off the tiles' lattice (another CRS or pixel grid) is read tile by
+    tile, warped. ``start`` sends a remote read ahead to its file's reading thread, so that a
+    run's bands and time steps wait on the network together rather than one round trip after
+    another; ``read`` returns it (local files are read in place: there is no wait to hide)."""
+
+    def __init__(self, reader: AssetReader, grids: list[ChipGrid]):
+        self.reader, self.grids, self.first = reader, grids, grids[0]
+        a, left = self.first.transform[0], self.first.transform[2]
+        self.lefts = np.array([round((grid.transform[2] - left) / a) for grid in grids], np.int64)
+        self.width = int(self.lefts[-1]) + self.first.size
+        self.results: dict[tuple[BandAsset, bool], Future | RunPixels] = {}
 
     def start(self, asset: BandAsset, categorical: bool = False) -> None:
         key = (asset, categorical)
         if key not in self.results and is_remote(asset.href) and reading_ahead_pays():
-            self.results[key] = _thread_for(asset.href).submit(self.reader.read, asset, self.grid, categorical)
+            self.results[key] = _thread_for(asset.href).submit(self._read, asset, categorical)
 
-    def read(self, asset: BandAsset, categorical: bool = False) -> np.ndarray:
+    def read(self, asset: BandAsset, categorical: bool = False) -> RunPixels:
+        """The asset across the run (read-only: the run's tiles share it)."""
         key = (asset, categorical)
         if key not in self.results:
-            self.results[key] = self.reader.read(asset, self.grid, categorical)
+            self.results[key] = self._read(asset, categorical)
         result = self.results[key]
         return result.result() if isinstance(result, Future) else result
+
+    def _read(self, asset: BandAsset, categorical: bool) -> RunPixels:
+        size = self.first.size
+        wide = self.reader.read_wide(asset, self.first, self.width, categorical)
+        if wide is not None:
+            wide.flags.writeable = False
+            return RunPixels(self.lefts, size, wide=wide)
+        # (on the file's own reading thread when sent ahead: every read of a file goes through it)
+        tiles = [self.reader.read(asset, grid, categorical) for grid in self.grids]
+        return RunPixels(self.lefts, size, tiles=tiles)

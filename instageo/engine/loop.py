@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from instageo.data.chip_build import ChipJob, read_stack, reader_for, reads_remote
+from instageo.data.chip_build import ChipJob, read_row_stacks, reader_for, reads_remote
 from instageo.data.grid import ChipGrid
 from instageo.engine import Cancelled, runtime
 from instageo.engine.protocols import Head, Writer
@@ -27,13 +27,12 @@ REMOTE_READ_THREADS = 4
 # the last tile row are read again. 256 MiB (the chips stage's) made peak memory grow with the
 # area (+25% from 513 to 1026 px squares); 32 MiB: +6%, the same speed (bench/predict.py)
 BLOCK_CACHE_BYTES = 32 << 20
-# columns of a tile row read at once and shared by the tiles whose windows start in them
-# (data/reader.py, AssetReader.row_span), for tiles up to SPAN_TILES_UP_TO px: at 32 px a
-# read's own cost was most of a tile's (the demo's predict stage 1.2 -> 0.8 s); at 224 px
-# they cost more than they saved (bench/predict.py, same day: end to end / model only 0.67-0.68
-# with spans, 0.83 without; peak RSS of the whole scene 632 MiB against 492)
-ROW_SPAN, SPAN_TILES_UP_TO = 512, 64
-
+# tiles up to RUN_TILES_UP_TO px are read in runs of up to RUN_TILES along a tile row, each
+# asset once for the whole run (data/reader.py, RowReads): at 32 px a read's own cost was most
+# of a tile's. Bigger tiles are read one by one: at 224 px, wider reads shared by a row's tiles
+# cost more than they saved (bench/predict.py: end to end / model only 0.67-0.68 against 0.83,
+# peak RSS 632 MiB against 492). RUN_TILES bounds the memory of a run over a wide area
+RUN_TILES, RUN_TILES_UP_TO = 32, 64
 
 def predict_rows(jobs: list[ChipJob], head: Head, batch_size: int, writer: Writer, track,
                  cancel=None) -> None:
@@ -56,9 +55,9 @@ def predict_rows(jobs: list[ChipJob], head: Head, batch_size: int, writer: Write
             strip.add(grid, probabilities, weight, rgb)
 
     threads = read_threads(jobs)
-    with ThreadPoolExecutor(threads) as pool:
+    with ThreadPoolExecutor(max(threads, 1)) as pool:
         batch: list = []
-        stacks = read_ahead(pool, jobs, head.prepare, depth=2 * batch_size + threads)
+        stacks = read_ahead(pool, jobs, head.prepare, 2 * batch_size + threads, threads)
         for index, (job, tile) in enumerate(track(stacks, total=len(jobs), description="tiles")):
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
@@ -72,36 +71,75 @@ def predict_rows(jobs: list[ChipJob], head: Head, batch_size: int, writer: Write
 
 
 def read_threads(jobs: list[ChipJob]) -> int:
-    """Tiles to read at once: REMOTE_READ_THREADS from a remote store, else one thread per two
-    cores (every core when a GPU runs the model)."""
+    """Tiles to read at once: REMOTE_READ_THREADS from a remote store; from local files every
+    core when a GPU runs the model, else one thread per two cores, or none (read in the
+    model's thread, between its batches) for tiles up to RUN_TILES_UP_TO px: their model calls
+    are too small to share the cores, and a reading thread beside them made ONNX Runtime 2x
+    slower (0.46 against 0.26 s of the demo shapes' 484 tiles; bench/RESULTS.md)."""
     if jobs and reads_remote(jobs[0]):
         return REMOTE_READ_THREADS
     cores = os.cpu_count() or 1
-    return cores if runtime.gpu_present() else max(1, cores // 2)
+    if runtime.gpu_present():
+        return cores
+    return 0 if jobs and jobs[0].grid.size <= RUN_TILES_UP_TO else max(1, cores // 2)
 
 
-def read_ahead(pool: ThreadPoolExecutor, jobs: list[ChipJob], prepare, depth: int):
-    """(job, prepare(job, stack)) in order, reading at most ``depth`` tiles ahead of the consumer
-    (a plain pool.map would read the whole area into memory if reading outpaced the model).
-    Tiles go to the threads one by one: runs of neighbours per thread, as the chips stage
-    reads, made more requests and were slower over HTTP (bench/RESULTS.md)."""
+def read_ahead(pool: ThreadPoolExecutor, jobs: list[ChipJob], prepare, depth: int, threads: int = 1):
+    """(job, prepare(job, stack)) in order. Units of reading (one tile, or a run of small tiles
+    along a row: tile_runs) go to the ``threads``, at most about ``depth`` tiles ahead of the
+    consumer (a plain pool.map would read the whole area into memory if reading outpaced the
+    model) and one unit ahead for each thread at least; with no threads, each unit is read
+    when the consumer reaches it."""
     pending: deque = deque()
-    span = ROW_SPAN if jobs and jobs[0].grid.size <= SPAN_TILES_UP_TO else None
+    waiting = 0  # tiles submitted and not yet handed over
 
-    def read(job: ChipJob):
-        return prepare(job, read_stack(job, reader_for(job, BLOCK_CACHE_BYTES, span)))
+    def read(run: list[ChipJob]) -> list:
+        stacks = read_row_stacks(run, reader_for(run[0], BLOCK_CACHE_BYTES))
+        return [prepare(job, stack) for job, stack in zip(run, stacks)]
 
-    def oldest() -> tuple:
-        job, future = pending.popleft()
-        return job, future.result()
+    def oldest():
+        nonlocal waiting
+        run, future = pending.popleft()
+        waiting -= len(run)
+        return zip(run, future.result())
 
-    for job in jobs:
-        pending.append((job, pool.submit(read, job)))
-        if len(pending) >= depth:
-            yield oldest()
+    if threads == 0:  # in the caller's thread, a unit at a time
+        for run in tile_runs(jobs):
+            yield from zip(run, read(run))
+        return
+    for run in tile_runs(jobs):
+        pending.append((run, pool.submit(read, run)))
+        waiting += len(run)
+        if waiting >= depth and len(pending) > threads:
+            yield from oldest()
     while pending:
-        yield oldest()
+        yield from oldest()
 
+
+def tile_runs(jobs: list[ChipJob]) -> list[list[ChipJob]]:
+    """Row-major tiles as units of reading: runs of up to RUN_TILES neighbours along a tile
+    row that share their acquisitions (read_row_stacks) for tiles up to RUN_TILES_UP_TO px,
+    else one tile each."""
+    if not jobs or jobs[0].grid.size > RUN_TILES_UP_TO:
+        return [[job] for job in jobs]
+    runs: list[list[ChipJob]] = []
+    for job in jobs:
+        run = runs[-1] if runs else None
+        if run and len(run) < RUN_TILES and run[-1].grid.transform[5] == job.grid.transform[5] \
+                and _read_alike(run[0], job):
+            run.append(job)
+        else:
+            runs.append([job])
+    return runs
+
+
+def _read_alike(first: ChipJob, other: ChipJob) -> bool:
+    """Whether two tiles pick their acquisitions from the same candidates by the same rules
+    (a prediction's tiles do: their steps are one list)."""
+    return (first.steps is other.steps or first.steps == other.steps) and first.grid.crs == other.grid.crs \
+        and first.grid.size == other.grid.size and (first.bands, first.mask_classes, first.strategy,
+                                                    first.max_fraction, first.base_dir) == \
+        (other.bands, other.mask_classes, other.strategy, other.max_fraction, other.base_dir)
 
 class Strip:
     """Blended class probabilities of the rows not yet written, ``size`` rows from ``top``.

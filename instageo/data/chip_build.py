@@ -246,7 +246,10 @@ class RunLook:
         return look
 
     def _read_bands(self, candidate: Candidate, look: Look) -> Look:
-        bands = RunPixels.stack([self.reads.read(BandAsset(**candidate.bands[b])) for b in self.job.bands])
+        assets = [BandAsset(**candidate.bands[b]) for b in self.job.bands]
+        for asset in assets:  # remote: in flight together
+            self.reads.start(asset)
+        bands = RunPixels.stack([self.reads.read(asset) for asset in assets])
         nodata = look.fill.apply(lambda fill, values: fill | np.isnan(values).any(axis=0), bands)
         look.invalid = look.masked.apply(np.logical_or, nodata)
         look.fraction, look.nodata = look.invalid.counts() / self.area, nodata.counts() / self.area

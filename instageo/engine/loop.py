@@ -18,11 +18,12 @@ from instageo.engine import Cancelled, runtime
 from instageo.engine.protocols import Head, Writer
 from instageo.engine.tiling import Layout
 
-# tiles read at once. Remote files: 4 (a read mostly waits on the network; each tile's own
-# reads overlap too). Local files: decoding is CPU the model wants, and on 2 cores one thread
-# kept ahead of an int8 student while 4 made the model itself 25% slower (end to end / model
-# only 0.67 vs 0.71, bench/profile_predict.py): one thread per 2 cores
-REMOTE_READ_THREADS = 4
+# units (tiles, or runs of small tiles) read at once. Remote files: 8 (a read mostly waits on
+# the network; each unit's own reads overlap too): the demo shapes' reads at 50 ms took 1.8 s
+# with 4 and 1.2 s with 8. Local files: decoding is CPU the model wants, and on 2 cores one
+# thread kept ahead of an int8 student while 4 made the model itself 25% slower (end to end /
+# model only 0.67 vs 0.71, bench/profile_predict.py): one thread per 2 cores (read_threads)
+REMOTE_READ_THREADS = 8
 # GDAL's cache of decoded blocks while predicting: tiles come row by row, so only the blocks of
 # the last tile row are read again. 256 MiB (the chips stage's) made peak memory grow with the
 # area (+25% from 513 to 1026 px squares); 32 MiB: +6%, the same speed (bench/predict.py)

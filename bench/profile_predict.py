@@ -31,6 +31,9 @@ MAIN_PHASES = [
     ("ONNX session start", "session (instageo/engine/runtime.py"),
     ("model (ONNX Runtime)", "run (instageo/engine/runtime.py"),
     ("softmax, blend weights, input colour", "predict (instageo/engine/heads.py"),
+    # small tiles from local files are read in the model's thread (engine/loop.py, read_threads)
+    ("read and decode, in this thread", "read_row_stacks (instageo/data/chip_build.py"),
+    ("normalise, coordinates, in this thread", "prepare (instageo/engine/heads.py"),
     ("wait for reads", "read_ahead (instageo/engine/loop.py"),
     ("blend into the strip", "add (instageo/engine/loop.py"),
     ("classes, confidence, write rows", "write_blend (instageo/engine/sinks.py"),
@@ -39,7 +42,7 @@ MAIN_PHASES = [
 ]
 READER_PHASES = [
     ("normalise, coordinates", "prepare (instageo/engine/heads.py"),
-    ("read and decode (GDAL)", "read_stack (instageo/data/chip_build.py"),
+    ("read and decode (GDAL)", "read_row_stacks (instageo/data/chip_build.py"),
 ]
 
 
@@ -83,7 +86,7 @@ def breakdown(samples) -> tuple[Counter, Counter, float]:
     main, readers = Counter(), Counter()
     for frames, count in samples:
         if not any("profiled_prediction" in f for f in frames):
-            if any("read_stack" in f or "prepare (" in f for f in frames):
+            if any("read_row_stacks" in f or "prepare (" in f for f in frames):
                 phase = next((name for name, mark in READER_PHASES if any(mark in f for f in frames)), "other")
                 if not _idle(frames):
                     readers[phase] += count / RATE
@@ -137,7 +140,10 @@ def main() -> None:
     for phase in [name for name, _ in READER_PHASES]:
         lines.append(f"| {phase} | " + " | ".join(f"{readers.get(phase, 0):.2f}" for _, readers, _ in rows.values()) + " |")
     print("\n".join(lines))
-    write_section("Where a prediction's time goes (bench/profile_predict.py)", "\n".join(lines))
+    from bench.predict import SHAPE
+
+    write_section("Where a prediction's time goes (bench/profile_predict.py)" + (
+        "" if SHAPE == "eo" else ", the demo's shapes (BENCH_SHAPES=demo)"), "\n".join(lines))
 
 
 if __name__ == "__main__":

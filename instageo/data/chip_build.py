@@ -180,14 +180,14 @@ def read_row_stacks(jobs: list[ChipJob], reader: AssetReader) -> list[Stack | st
                     continue
                 least_nodata = min(least_nodata, look.nodata[tile])
                 if look.fraction[tile] <= job.max_fraction:
-                    picked = candidate
+                    picked = (candidate, float(look.fraction[tile]))
                     break
             if picked is None:  # no_data when even the fullest candidate lacks too much imagery
                 # (one that could not be read might have served)
                 reason = Unreadable(unreadable) if unreadable else "no_data" if least_nodata > job.max_fraction else "cloudy"
                 break
-            chosen.append(picked)
-            fractions.append(float(run.looks[picked.id].fraction[tile]))
+            chosen.append(picked[0])
+            fractions.append(picked[1])
         stacks.append(reason if reason is not None else run.stack(tile, chosen, fractions, unreadable))
     return stacks
 
@@ -201,8 +201,8 @@ class Look:
 
     mask_fraction: np.ndarray
     mask_nodata: np.ndarray
-    masked: RunPixels | None = None  # (H, W) bool: masked or without imagery, by the mask
-    fill: RunPixels | None = None  # (H, W) bool: without imagery, by the mask
+    mask_invalid: RunPixels  # (H, W) bool: masked or without imagery, by the mask
+    fill: RunPixels  # (H, W) bool: without imagery, by the mask
     bands: RunPixels | None = None  # (C, H, W) float32
     invalid: RunPixels | None = None  # (H, W) bool
     fraction: np.ndarray | None = None
@@ -241,9 +241,7 @@ class RunLook:
     def _look(self, candidate: Candidate) -> Look:
         masked, fill = self._mask(candidate)
         invalid = masked.apply(np.logical_or, fill)
-        look = Look(invalid.counts() / self.area, fill.counts() / self.area)
-        look.masked, look.fill = invalid, fill
-        return look
+        return Look(invalid.counts() / self.area, fill.counts() / self.area, invalid, fill)
 
     def _read_bands(self, candidate: Candidate, look: Look) -> Look:
         assets = [BandAsset(**candidate.bands[b]) for b in self.job.bands]
@@ -251,7 +249,7 @@ class RunLook:
             self.reads.start(asset)
         bands = RunPixels.stack([self.reads.read(asset) for asset in assets])
         nodata = look.fill.apply(lambda fill, values: fill | np.isnan(values).any(axis=0), bands)
-        look.invalid = look.masked.apply(np.logical_or, nodata)
+        look.invalid = look.mask_invalid.apply(np.logical_or, nodata)
         look.fraction, look.nodata = look.invalid.counts() / self.area, nodata.counts() / self.area
         look.bands = bands  # last: a look with bands is complete
         return look
@@ -279,10 +277,10 @@ class RunLook:
                 self.reads.start(BandAsset(**candidate.mask), categorical=True)
         for candidate in firsts:
             try:
-                masked, fill = self._mask(candidate)
+                look = self._once(candidate.id, lambda: self._look(candidate))
             except READ_ERRORS:
                 continue  # the tiles meet it again and say so
-            if (masked.apply(np.logical_or, fill).counts() / self.area <= self.job.max_fraction).any():
+            if (look.mask_fraction <= self.job.max_fraction).any():
                 for band in self.job.bands:
                     self.reads.start(BandAsset(**candidate.bands[band]))
 

@@ -1,7 +1,8 @@
-"""The loop every prediction runs: tiles are read ahead on threads, run through a head (an
-ONNX model) in batches, blended with a smooth window into a strip one tile row high, and every
-finished row goes to a writer, so an area of any height streams through in the memory of one
-tile row. ``Strip`` is the blend; what the head and the writer must do is engine/protocols.py.
+"""The loop every prediction runs: tiles are read (ahead on threads, or small tiles from local
+files between the model's batches), run through a head (an ONNX model) in batches, blended
+with a smooth window into a strip one tile row high, and every finished row goes to a
+writer, so an area of any height streams through in the memory of one tile row. ``Strip``
+is the blend; what the head and the writer must do is engine/protocols.py.
 """
 
 from __future__ import annotations
@@ -137,10 +138,12 @@ def tile_runs(jobs: list[ChipJob]) -> list[list[ChipJob]]:
 def _read_alike(first: ChipJob, other: ChipJob) -> bool:
     """Whether two tiles pick their acquisitions from the same candidates by the same rules
     (a prediction's tiles do: their steps are one list)."""
-    return (first.steps is other.steps or first.steps == other.steps) and first.grid.crs == other.grid.crs \
-        and first.grid.size == other.grid.size and (first.bands, first.mask_classes, first.strategy,
-                                                    first.max_fraction, first.base_dir) == \
-        (other.bands, other.mask_classes, other.strategy, other.max_fraction, other.base_dir)
+    def rules(job: ChipJob) -> tuple:
+        return (job.grid.crs, job.grid.size, job.bands, job.mask_classes, job.strategy, job.max_fraction,
+                job.base_dir, job.signing, job.auth)
+
+    return (first.steps is other.steps or first.steps == other.steps) and rules(first) == rules(other)
+
 
 class Strip:
     """Blended class probabilities of the rows not yet written, ``size`` rows from ``top``.

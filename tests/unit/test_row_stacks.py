@@ -115,3 +115,29 @@ def test_a_run_picks_each_tiles_acquisitions_as_the_tile_alone(tmp_path, row, ma
         assert alone.items == items and np.array_equal(alone.image, stack.image, equal_nan=True)
     results = [s if isinstance(s, str) else "".join(s.items) for s in stacks]
     assert len(set(results) - {"no_data", "cloudy"}) >= 2, results  # the tiles of one run chose differently
+
+
+def test_a_mask_off_the_tiles_lattice_is_warped_tile_by_tile_in_a_run(tmp_path):
+    """A 60 m mask for 30 m bands (as Sentinel-2's 20 m SCL for its 10 m bands): the mask is
+    warped onto each tile, the bands are still read once for the run; every tile gets the
+    stack it gets read alone."""
+    jobs = row_jobs(tmp_path, 120, 0.01, "each")
+    with rasterio.open(tmp_path / "a.tif") as src:
+        coarse = src.read(1)[::2, ::2]
+        profile = dict(src.profile, width=coarse.shape[1], height=coarse.shape[0],
+                       transform=src.transform * src.transform.scale(2))
+    with rasterio.open(tmp_path / "a60.tif", "w", **profile) as out:
+        out.write(coarse, 1)
+    steps = [[Candidate(c.id, c.date, c.bands, {"href": str(tmp_path / "a60.tif")} if c.id == "a" else c.mask, "fmask")
+              for c in step] for step in jobs[0].steps]
+    jobs = [ChipJob(**{**vars(job), "steps": steps}) for job in jobs]
+    reader = AssetReader(tmp_path)
+    stacks = read_row_stacks(jobs, reader)
+    for job, stack in zip(jobs, stacks):
+        alone = read_stack(job, reader)
+        if isinstance(alone, str):
+            assert stack == alone, job.chip_id
+        else:
+            assert stack.items == alone.items and np.array_equal(stack.image, alone.image, equal_nan=True), job.chip_id
+            assert np.array_equal(stack.invalid, alone.invalid), job.chip_id
+    assert any(not isinstance(s, str) and "a" in s.items for s in stacks)

@@ -150,46 +150,50 @@ def read_row_stacks(jobs: list[ChipJob], reader: AssetReader) -> list[Stack | st
     from the run's column sums, so a tile gets the stack it would get alone."""
     job = jobs[0]
     run = RunLook(RowReads(reader, [j.grid for j in jobs]), job)
-    run.read_ahead()
-    stacks: list[Stack | str] = []
-    for tile, tile_job in enumerate(jobs):
-        chosen: list[Candidate] = []
-        fractions: list[float] = []
-        unreadable: list[str] = []
-        reason = None
-        for candidates in job.steps:
-            if not candidates:
-                reason = "no_scene"
+    try:
+        run.read_ahead()
+        return [_tile_stack(run, tile, tile_job) for tile, tile_job in enumerate(jobs)]
+    finally:
+        run.close()
+
+
+def _tile_stack(run: RunLook, tile: int, tile_job: ChipJob) -> Stack | str:
+    """One tile's stack (or reason) from its run's looks."""
+    job = run.job
+    chosen: list[tuple[Candidate, Look, int]] = []  # with the look that holds the tile, and its index there
+    fractions: list[float] = []
+    unreadable: list[str] = []
+    for candidates in job.steps:
+        if not candidates:
+            return "no_scene"
+        picked, least_nodata = None, 1.0
+        for candidate in candidates:
+            if any(c.id == candidate.id for c, _, _ in chosen) or candidate.id in unreadable:
+                continue
+            try:
+                look, index = run.look(candidate, tile)
+            except READ_ERRORS as exc:  # a missing or broken asset: the next acquisition, if any
+                first = candidate.id not in _UNREADABLE  # one warning per acquisition, not per chip
+                _UNREADABLE.add(candidate.id)
+                log.log(logging.WARNING if first else logging.DEBUG,
+                        "chip %s: acquisition %s passed over: unreadable input (%s)", tile_job.chip_id,
+                        candidate.id, str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+                unreadable.append(candidate.id)
+                continue
+            if look.mask_fraction[index] > job.max_fraction:  # ruled out by its mask: bands unseen
+                least_nodata = min(least_nodata, look.mask_nodata[index])
+                continue
+            least_nodata = min(least_nodata, look.nodata[index])
+            if look.fraction[index] <= job.max_fraction:
+                picked = (candidate, look, index)
                 break
-            picked, least_nodata = None, 1.0
-            for candidate in candidates:
-                if any(c.id == candidate.id for c in chosen) or candidate.id in unreadable:
-                    continue
-                try:
-                    look = run.look(candidate, tile)
-                except READ_ERRORS as exc:  # a missing or broken asset: the next acquisition, if any
-                    first = candidate.id not in _UNREADABLE  # one warning per acquisition, not per chip
-                    _UNREADABLE.add(candidate.id)
-                    log.log(logging.WARNING if first else logging.DEBUG,
-                            "chip %s: acquisition %s passed over: unreadable input (%s)", tile_job.chip_id,
-                            candidate.id, str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
-                    unreadable.append(candidate.id)
-                    continue
-                if look.mask_fraction[tile] > job.max_fraction:  # ruled out by its mask: bands unseen
-                    least_nodata = min(least_nodata, look.mask_nodata[tile])
-                    continue
-                least_nodata = min(least_nodata, look.nodata[tile])
-                if look.fraction[tile] <= job.max_fraction:
-                    picked = (candidate, float(look.fraction[tile]))
-                    break
-            if picked is None:  # no_data when even the fullest candidate lacks too much imagery
-                # (one that could not be read might have served)
-                reason = Unreadable(unreadable) if unreadable else "no_data" if least_nodata > job.max_fraction else "cloudy"
-                break
-            chosen.append(picked[0])
-            fractions.append(picked[1])
-        stacks.append(reason if reason is not None else run.stack(tile, chosen, fractions, unreadable))
-    return stacks
+        if picked is None:  # no_data when even the fullest candidate lacks too much imagery
+            if unreadable:  # one that could not be read might have served
+                return Unreadable(unreadable)
+            return "no_data" if least_nodata > job.max_fraction else "cloudy"
+        chosen.append(picked)
+        fractions.append(float(picked[1].fraction[picked[2]]))
+    return run.stack(chosen, fractions, unreadable)
 
 
 @dataclass
@@ -219,14 +223,34 @@ class RunLook:
         self.reads, self.job = reads, job
         self.area = job.grid.size ** 2
         self.looks: dict[str, Look | Exception] = {}
+        self.alone: dict[int, RunLook] = {}  # tiles read alone after a read across the run failed
 
-    def look(self, candidate: Candidate, tile: int) -> Look:
+    def look(self, candidate: Candidate, tile: int) -> tuple[Look, int]:
         """The acquisition's look by its mask, and by its bands too where ``tile``'s mask keeps
-        it; raises the read error of either, as a tile reading it alone would."""
-        look = self._once(candidate.id, lambda: self._look(candidate))
-        if look.mask_fraction[tile] <= self.job.max_fraction and look.bands is None:
-            self._once((candidate.id, "bands"), lambda: self._read_bands(candidate, look))
-        return look
+        it, and the tile's index in it. Where reading it across the run failed, the tile's own
+        read decides (the run's error may lie under other tiles only): it raises the read error
+        the tile alone would."""
+        try:
+            look = self._once(candidate.id, lambda: self._look(candidate))
+            if look.mask_fraction[tile] <= self.job.max_fraction and look.bands is None:
+                self._once((candidate.id, "bands"), lambda: self._read_bands(candidate, look))
+            return look, tile
+        except READ_ERRORS:
+            if len(self.reads.grids) == 1:
+                raise
+        alone = self.alone.get(tile)
+        if alone is None:
+            reads = RowReads(self.reads.reader, [self.reads.grids[tile]])
+            alone = self.alone[tile] = RunLook(reads, self.job)
+        return alone.look(candidate, 0)[0], 0
+
+    def close(self) -> None:
+        """Drop every look and read: a kept read error's traceback holds the run, which would
+        keep its arrays until the garbage collector found the cycle."""
+        for alone in self.alone.values():
+            alone.close()
+        self.looks.clear()
+        self.reads.results.clear()
 
     def _once(self, key, compute):
         if key not in self.looks:
@@ -284,15 +308,15 @@ class RunLook:
                 for band in self.job.bands:
                     self.reads.start(BandAsset(**candidate.bands[band]))
 
-    def stack(self, tile: int, chosen: list[Candidate], fractions: list[float], unreadable: list[str]) -> Stack:
-        """The tile's stack of its chosen acquisitions, NaN where masked or without imagery."""
-        looks = [self.looks[candidate.id] for candidate in chosen]  # each with its bands
-        invalid = np.stack([look.invalid.tile(tile) for look in looks])  # (T, H, W)
+    def stack(self, chosen: list[tuple[Candidate, Look, int]], fractions: list[float], unreadable: list[str]) -> Stack:
+        """A tile's stack of its chosen acquisitions (each with the look that holds the tile and
+        its index there), NaN where masked or without imagery."""
+        invalid = np.stack([look.invalid.tile(index) for _, look, index in chosen])  # (T, H, W)
         if self.job.strategy == "any":
             invalid = np.broadcast_to(invalid.any(axis=0), invalid.shape)
-        image = np.stack([look.bands.tile(tile) for look in looks])  # (T, C, H, W)
+        image = np.stack([look.bands.tile(index) for _, look, index in chosen])  # (T, C, H, W)
         image[np.broadcast_to(invalid[:, None], image.shape)] = np.nan
-        return Stack(image, invalid, [c.id for c in chosen], [c.date[:10] for c in chosen],
+        return Stack(image, invalid, [c.id for c, _, _ in chosen], [c.date[:10] for c, _, _ in chosen],
                      float(np.mean(fractions)), unreadable)
 
 

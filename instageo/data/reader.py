@@ -300,6 +300,8 @@ class RowReads:
         self.reader, self.grids, self.first = reader, grids, grids[0]
         a, left = self.first.transform[0], self.first.transform[2]
         self.lefts = np.array([round((grid.transform[2] - left) / a) for grid in grids], np.int64)
+        if (np.diff(self.lefts) < 0).any():
+            raise ValueError("a run's tiles must go from west to east")
         self.width = int(self.lefts[-1]) + self.first.size
         self.results: dict[tuple[BandAsset, bool], Future | RunPixels] = {}
 

@@ -35,6 +35,10 @@ BLOCK_CACHE_BYTES = 32 << 20
 # cost more than they saved (bench/predict.py: end to end / model only 0.67-0.68 against 0.83,
 # peak RSS 632 MiB against 492). RUN_TILES bounds the memory of a run over a wide area
 RUN_TILES, RUN_TILES_UP_TO = 32, 64
+# tiles read ahead hold at most this many bytes (their stacks and model inputs) beyond the
+# `depth` the loop asks for: with runs, one unit per thread is up to RUN_TILES tiles (the
+# demo's 8 runs over HTTP: 42 MiB; 64 px tiles of 12 steps x 6 bands: 2.4 MB each)
+READ_AHEAD_BYTES = 256 << 20
 
 def predict_rows(jobs: list[ChipJob], head: Head, batch_size: int, writer: Writer, track,
                  cancel=None) -> None:
@@ -90,10 +94,12 @@ def read_ahead(pool: ThreadPoolExecutor, jobs: list[ChipJob], prepare, depth: in
     """(job, prepare(job, stack)) in order. Units of reading (one tile, or a run of small tiles
     along a row: tile_runs) go to the ``threads``, at most about ``depth`` tiles ahead of the
     consumer (a plain pool.map would read the whole area into memory if reading outpaced the
-    model) and one unit ahead for each thread at least; with no threads, each unit is read
-    when the consumer reaches it."""
+    model) and one unit ahead for each thread at least, within READ_AHEAD_BYTES; with no
+    threads, each unit is read when the consumer reaches it."""
     pending: deque = deque()
     waiting = 0  # tiles submitted and not yet handed over
+    tile_bytes = 8 * len(jobs[0].steps) * len(jobs[0].bands) * jobs[0].grid.size ** 2 if jobs else 1
+    most = max(depth, READ_AHEAD_BYTES // tile_bytes)
 
     def read(run: list[ChipJob]) -> list:
         stacks = read_row_stacks(run, reader_for(run[0], BLOCK_CACHE_BYTES))
@@ -112,7 +118,7 @@ def read_ahead(pool: ThreadPoolExecutor, jobs: list[ChipJob], prepare, depth: in
     for run in tile_runs(jobs):
         pending.append((run, pool.submit(read, run)))
         waiting += len(run)
-        if waiting >= depth and len(pending) > threads:
+        while pending and ((waiting >= depth and len(pending) > threads) or waiting > most):
             yield from oldest()
     while pending:
         yield from oldest()

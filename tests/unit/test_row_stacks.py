@@ -141,3 +141,44 @@ def test_a_mask_off_the_tiles_lattice_is_warped_tile_by_tile_in_a_run(tmp_path):
             assert stack.items == alone.items and np.array_equal(stack.image, alone.image, equal_nan=True), job.chip_id
             assert np.array_equal(stack.invalid, alone.invalid), job.chip_id
     assert any(not isinstance(s, str) and "a" in s.items for s in stacks)
+
+
+def test_a_broken_block_under_one_tile_costs_that_tile_alone_its_acquisition(tmp_path):
+    """A file whose one compressed block (under the run's last tile) is garbage: the run's read
+    across it fails, and each tile then reads its own window, as it would alone: the others
+    keep the acquisition, the last one passes it over for the next."""
+    with rasterio.open(HLS) as src:
+        profile = dict(driver="GTiff", width=192, height=64, count=3, dtype="float32", crs=src.crs,
+                       transform=src.transform, nodata=-9999.0, tiled=True, blockxsize=32, blockysize=32,
+                       compress="DEFLATE", interleave="band")
+        pixels = src.read([1, 2, 3], window=Window(0, 0, 192, 64))
+    broken = tmp_path / "broken.tif"
+    with rasterio.open(broken, "w", **profile) as out:
+        out.write(pixels)
+    with rasterio.open(broken) as src:  # the block of band 1 at block row 0, block column 5
+        offset = int(src.get_tag_item("BLOCK_OFFSET_5_0", "TIFF", bidx=1))
+    with open(broken, "r+b") as file:
+        file.seek(offset + 8)
+        file.write(b"\xff" * 64)
+
+    def acquisition(name: str, href: str) -> Candidate:
+        bands = {band: {"href": href, "scale": 0.0001, "nodata": -9999.0, "band": i + 1} for i, band in enumerate(BANDS)}
+        return Candidate(name, "2024-06-01", bands, None, None)
+
+    steps = [[acquisition("a", str(broken)), acquisition("b", str(HLS))]]
+    with rasterio.open(HLS) as src:
+        t, crs = src.transform, src.crs.to_string()
+    jobs = [ChipJob(f"tile{column}", "", 0.0, 0.0, "2024-06-01", None, None,
+                    ChipGrid(crs, (t.a, 0.0, t.c + column * t.a, 0.0, t.e, t.f), SIZE), steps, bands=list(BANDS),
+                    mask_classes=CLASSES, strategy="each", max_fraction=0.5, buffer=0, ignore_index=-1,
+                    regression=False, base_dir=str(tmp_path)) for column in range(0, 192, SIZE)]
+    reader = AssetReader(tmp_path)
+    with pytest.raises(rasterio.errors.RasterioIOError):  # the block is broken indeed
+        with rasterio.open(broken) as src:
+            src.read(1, window=Window(160, 0, 32, 32))
+    stacks = read_row_stacks(jobs, reader)
+    assert [s.items for s in stacks] == [["a"]] * 5 + [["b"]]
+    assert stacks[-1].unreadable == ["a"] and stacks[0].unreadable == []
+    for job, stack in zip(jobs, stacks):
+        alone = read_stack(job, reader)
+        assert alone.items == stack.items and np.array_equal(alone.image, stack.image, equal_nan=True)

@@ -29,14 +29,14 @@ def child(checkout: str, scene: str, search_dir: str, rounds: int, url: str | No
     """Time the predict stage of ``checkout`` (imported from there), ``rounds`` times, and print them."""
     sys.path.insert(0, checkout)
     os.chdir(checkout)
+    from bench.common import search_result
     from instageo.deploy import predict
     from instageo.progress import Progress
     from instageo.recipe.loader import load_recipe
     from instageo.runner.stage import StageContext, StageResult
 
     assert Path(predict.__file__).is_relative_to(checkout), predict.__file__  # not the installed one
-    folder, manifest = Path(scene), json.loads((Path(search_dir) / "manifest.json").read_text())
-    search = StageResult("search", manifest["key"], Path(search_dir), manifest["files"], manifest.get("summary", {}))
+    folder, search = Path(scene), search_result(Path(search_dir))
     export = StageResult("export", "bench", folder / "export", {"onnx": "bundle/model.onnx",
                                                                  "bundle": "bundle/bundle.json"}, {})
     recipe, work = load_recipe(folder / "p.yaml"), Path(tempfile.mkdtemp())

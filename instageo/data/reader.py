@@ -127,18 +127,16 @@ class AssetReader:
     def read(self, asset: BandAsset, grid: ChipGrid, categorical: bool = False) -> np.ndarray:
         """The asset on the chip grid: float32 with NaN for nodata (reflectance scaled), or the
         raw values for categorical rasters (masks, labels) with their own fill outside."""
+        values = self.read_wide(asset, grid, grid.size, categorical)  # same CRS and lattice: no resampling
+        if values is not None:
+            return values
         opened, nodata, fill = self._source(asset, categorical)
-        window = _aligned_window(opened, grid)
-        if window is not None:  # same CRS and lattice: a plain windowed read, no resampling
-            data = _read_aligned(opened, asset.band, window, fill)
-        else:
-            resampling = Resampling.nearest if categorical else Resampling.bilinear
-            with WarpedVRT(opened.dataset, crs=grid.crs, transform=grid.affine, width=grid.size,
-                           height=grid.size, resampling=resampling, src_nodata=nodata,
-                           nodata=fill if categorical else np.nan,
-                           dtype=None if categorical else "float32") as vrt:
-                data = vrt.read(asset.band)
-        return self._values(data, asset, nodata, categorical)
+        resampling = Resampling.nearest if categorical else Resampling.bilinear
+        with WarpedVRT(opened.dataset, crs=grid.crs, transform=grid.affine, width=grid.size,
+                       height=grid.size, resampling=resampling, src_nodata=nodata,
+                       nodata=fill if categorical else np.nan,
+                       dtype=None if categorical else "float32") as vrt:
+            return self._values(vrt.read(asset.band), asset, nodata, categorical)
 
     def read_wide(self, asset: BandAsset, grid: ChipGrid, width: int, categorical: bool = False) -> np.ndarray | None:
         """As ``read``, but ``width`` columns from the grid's left edge (its rows), when the

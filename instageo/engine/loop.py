@@ -30,15 +30,16 @@ REMOTE_READ_THREADS = 8
 # area (+25% from 513 to 1026 px squares); 32 MiB: +6%, the same speed (bench/predict.py)
 BLOCK_CACHE_BYTES = 32 << 20
 # tiles up to RUN_TILES_UP_TO px are read in runs of up to RUN_TILES along a tile row, each
-# asset once for the whole run (data/reader.py, RowReads): at 32 px a read's own cost was most
-# of a tile's. Bigger tiles are read one by one: at 224 px, wider reads shared by a row's tiles
-# cost more than they saved (bench/predict.py: end to end / model only 0.67-0.68 against 0.83,
-# peak RSS 632 MiB against 492). RUN_TILES bounds the memory of a run over a wide area
+# asset once for the whole run (data/reader.py, RowReads): the demo shapes' 484 tiles in 0.10
+# s against 0.66-1.03 s one by one. Bigger tiles are read one by one: the EO shapes' 36 tiles
+# of 224 px took 0.48 s in runs against 0.37 s (bench/RESULTS.md, 2026-12-08). RUN_TILES
+# bounds the memory of a run over a wide area
 RUN_TILES, RUN_TILES_UP_TO = 32, 64
 # tiles read ahead hold at most this many bytes (their stacks and model inputs) beyond the
 # `depth` the loop asks for: with runs, one unit per thread is up to RUN_TILES tiles (the
 # demo's 8 runs over HTTP: 42 MiB; 64 px tiles of 12 steps x 6 bands: 2.4 MB each)
 READ_AHEAD_BYTES = 256 << 20
+
 
 def predict_rows(jobs: list[ChipJob], head: Head, batch_size: int, writer: Writer, track,
                  cancel=None) -> None:
@@ -77,7 +78,7 @@ def predict_rows(jobs: list[ChipJob], head: Head, batch_size: int, writer: Write
 
 
 def read_threads(jobs: list[ChipJob]) -> int:
-    """Tiles to read at once: REMOTE_READ_THREADS from a remote store; from local files every
+    """Units of reading at once: REMOTE_READ_THREADS from a remote store; from local files every
     core when a GPU runs the model, else one thread per two cores, or none (read in the
     model's thread, between its batches) for tiles up to RUN_TILES_UP_TO px: their model calls
     are too small to share the cores, and a reading thread beside them made ONNX Runtime 2x

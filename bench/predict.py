@@ -137,7 +137,7 @@ def instarun_predict(bundle: Path, bbox: list[float], date: str, catalog: Path, 
 def main() -> None:
 
     from instageo.cli import main as instarun
-    from instageo.data import demo, reader
+    from instageo.data import chip_build, demo, reader
     from instageo.deploy import onnx, predict
     from instageo.engine import runtime
     from instageo.progress import Progress
@@ -236,6 +236,7 @@ def main() -> None:
                         reader.REMOTE_READ_THREADS = pool
                         reader._opened.clear()  # as a fresh process: the store's speed unknown
                         reader._fastest_first_open = None
+                        chip_build._READERS.clear()  # ...and no file open (its header read) from the last run
                         started = time.perf_counter()
                         end_to_end(NOW, http_search)
                         stats = server.stats()
